@@ -1,0 +1,353 @@
+"""Configuration dataclasses for every part of M2UGen, plus named presets.
+
+Cross-module contracts (backbone, tokenizer, encoders, decoders, data layout): docs/INTERFACES.md
+(read it before writing a module; working rules for parallel work: docs/HELPERS.md).
+
+One dataclass per component keeps each module's knobs next to each other; presets are plain
+functions so a reader can see every number of a published configuration in one place.
+The `tiny` presets are real in structure and tiny in size: they run on a CPU in seconds and are
+what the tests and the demo use when no pretrained weights are present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional
+
+MODALITIES: tuple[str, ...] = ("audio", "image", "video")
+AUD_TOKENS: tuple[str, ...] = tuple(f"[AUD{i}]" for i in range(8))
+
+
+@dataclass
+class LlamaConfig:
+    """LLaMA-2 backbone shape plus the parameter-efficient tuning knobs (SPEC section 2)."""
+
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: Optional[int] = None  # None -> n_heads (no grouped-query attention)
+    vocab_size: int = 32000  # base vocabulary, before the [AUD] tokens are appended
+    multiple_of: int = 256
+    ffn_dim_multiplier: Optional[float] = None
+    ffn_hidden_dim: Optional[int] = None  # explicit FFN width (HF `intermediate_size`) wins
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    max_seq_len: int = 1024
+    # Parameter-efficient tuning.
+    lora_rank: int = 16
+    adapter_layers_per_modality: int = 6  # the last 3 * this many layers take adapters
+    modalities: tuple[str, ...] = MODALITIES
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        """SwiGLU width: Meta's rule (2/3 of 4*dim, rounded up to `multiple_of`) unless explicit."""
+        if self.ffn_hidden_dim is not None:
+            return self.ffn_hidden_dim
+        hidden = int(2 * 4 * self.dim / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * math.ceil(hidden / self.multiple_of)
+
+    @property
+    def n_adapter_layers(self) -> int:
+        return self.adapter_layers_per_modality * len(self.modalities)
+
+    @property
+    def first_adapter_layer(self) -> int:
+        return self.n_layers - self.n_adapter_layers
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.kv_heads}")
+        if self.n_adapter_layers > self.n_layers:
+            raise ValueError(
+                f"{self.n_adapter_layers} adapter layers requested but the model has {self.n_layers}"
+            )
+
+
+@dataclass
+class EncoderConfig:
+    """A frozen encoder: where its weights come from and the preprocessing it expects.
+
+    `path` is a hub id, a local folder, or "tiny" (random weights built from `tiny_config`).
+    """
+
+    path: str
+    hidden_size: int
+    num_hidden_states: int = 1  # MERT: layers + 1 (embedding output); ViT/ViViT: 1 (last layer)
+    num_tokens: int = 1  # ViT/ViViT: tokens per sample (197 / 3137); MERT: frames vary
+    sample_rate: int = 24000  # audio only
+    window_seconds: float = 60.0  # audio only: long clips are encoded window by window
+    image_size: int = 224  # image / video
+    num_frames: int = 32  # video only
+    tiny_config: dict = field(default_factory=dict)  # kwargs for the transformers config
+
+
+@dataclass
+class BridgeConfig:
+    """Modality bridges into the backbone width (SPEC section 3)."""
+
+    music_pooling: Literal["rnn-attention", "mean"] = "rnn-attention"
+    bridge_norm: Literal["rms", "layer"] = "rms"  # "layer": the legacy LayerNorm-with-bias bridges
+    n_residual_blocks: int = 3
+
+
+@dataclass
+class KnnConfig:
+    """Optional faiss retrieval of feature prototypes (off by default)."""
+
+    enabled: bool = False
+    cache_size: int = 10
+    cache_t: float = 20.0
+    cache_weight: float = 0.5
+    index_path: Optional[str] = None
+
+
+@dataclass
+class ProjectorConfig:
+    """Output projector: LLM hidden states at [AUD0..7] -> decoder conditioning (SPEC section 4)."""
+
+    d_model: int = 512
+    n_heads: int = 4
+    n_encoder_layers: int = 4
+    n_decoder_layers: int = 4
+    ffn_dim: int = 2048
+    dropout: float = 0.0
+    # Filled from the decoder: number of output tokens and their width.
+    n_output_tokens: int = 128
+    output_dim: int = 768
+    target_scale: float = 10.0  # targets are 10 x the decoder's own conditioning
+
+
+@dataclass
+class DecoderConfig:
+    """Music decoder: MusicGen (transformers) or AudioLDM2 (diffusers)."""
+
+    kind: Literal["musicgen", "audioldm2"] = "musicgen"
+    path: str = "facebook/musicgen-small"  # hub id, local folder, "tiny" or "tiny-audioldm2"
+    max_text_tokens: int = 128
+    # MusicGen
+    guidance_scale: float = 3.5
+    frames_per_second: int = 50
+    # AudioLDM2
+    num_inference_steps: int = 200
+    scheduler: Literal["ddim", "dpm-multistep"] = "ddim"
+    num_waveforms_per_prompt: int = 3
+    negative_prompt: str = "Low quality."
+
+
+@dataclass
+class M2UGenConfig:
+    """Everything that defines one M2UGen configuration."""
+
+    name: str
+    llama: LlamaConfig
+    llama_path: str  # Meta or HF folder, or "tiny"
+    tokenizer_path: str  # tokenizer.model / HF tokenizer folder, or "tiny"
+    mert: EncoderConfig
+    vit: EncoderConfig
+    vivit: EncoderConfig
+    bridges: BridgeConfig = field(default_factory=BridgeConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+    def replace(self, **changes) -> "M2UGenConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbone presets
+
+
+def llama_tiny() -> LlamaConfig:
+    """A LLaMA that runs in seconds on a CPU: 4 layers, one adapter layer per modality."""
+    return LlamaConfig(
+        dim=128,
+        n_layers=4,
+        n_heads=4,
+        n_kv_heads=2,
+        vocab_size=1000,
+        multiple_of=32,
+        max_seq_len=512,
+        lora_rank=8,
+        adapter_layers_per_modality=1,
+    )
+
+
+def llama_7b() -> LlamaConfig:
+    """LLaMA-2 7B exactly as SPEC section 2."""
+    return LlamaConfig()
+
+
+LLAMA_PRESETS: dict[str, Callable[[], LlamaConfig]] = {"tiny": llama_tiny, "7B": llama_7b}
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder presets
+
+
+def mert_330m(path: str = "m-a-p/MERT-v1-330M") -> EncoderConfig:
+    return EncoderConfig(path=path, hidden_size=1024, num_hidden_states=25, sample_rate=24000)
+
+
+def vit_b16(path: str = "google/vit-base-patch16-224") -> EncoderConfig:
+    return EncoderConfig(path=path, hidden_size=768, num_tokens=197, image_size=224)
+
+
+def vivit_b(path: str = "google/vivit-b-16x2-kinetics400") -> EncoderConfig:
+    return EncoderConfig(path=path, hidden_size=768, num_tokens=3137, image_size=224, num_frames=32)
+
+
+def mert_tiny() -> EncoderConfig:
+    """HuBERT-shaped MERT: same 320-sample hop (75 frames/s at 24 kHz), 4 layers -> 5 states."""
+    return EncoderConfig(
+        path="tiny",
+        hidden_size=64,
+        num_hidden_states=5,
+        sample_rate=24000,
+        window_seconds=10.0,
+        tiny_config=dict(
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=128,
+            conv_dim=(32, 32, 32, 32, 32, 32, 32),
+            conv_stride=(5, 2, 2, 2, 2, 2, 2),
+            conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        ),
+    )
+
+
+def vit_tiny() -> EncoderConfig:
+    """ViT with 64x64 inputs and 16x16 patches: 16 patches + CLS = 17 tokens."""
+    return EncoderConfig(
+        path="tiny",
+        hidden_size=32,
+        num_tokens=17,
+        image_size=64,
+        tiny_config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=64,
+            patch_size=16,
+        ),
+    )
+
+
+def vivit_tiny() -> EncoderConfig:
+    """ViViT on 8 frames of 32x32 with 2x8x8 tubelets: 4*4*4 = 64 tubelets + CLS = 65 tokens."""
+    return EncoderConfig(
+        path="tiny",
+        hidden_size=32,
+        num_tokens=65,
+        image_size=32,
+        num_frames=8,
+        tiny_config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            num_frames=8,
+            tubelet_size=[2, 8, 8],
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-system presets
+
+
+def preset_tiny() -> M2UGenConfig:
+    return M2UGenConfig(
+        name="tiny",
+        llama=llama_tiny(),
+        llama_path="tiny",
+        tokenizer_path="tiny",
+        mert=mert_tiny(),
+        vit=vit_tiny(),
+        vivit=vivit_tiny(),
+        projector=ProjectorConfig(
+            d_model=64, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, ffn_dim=128
+        ),
+        decoder=DecoderConfig(kind="musicgen", path="tiny", max_text_tokens=16),
+    )
+
+
+def preset_tiny_audioldm2() -> M2UGenConfig:
+    cfg = preset_tiny()
+    return cfg.replace(
+        name="tiny-audioldm2",
+        decoder=DecoderConfig(
+            kind="audioldm2",
+            path="tiny-audioldm2",
+            max_text_tokens=16,
+            num_inference_steps=4,
+            num_waveforms_per_prompt=1,
+        ),
+    )
+
+
+def _published(name: str, decoder: DecoderConfig) -> M2UGenConfig:
+    return M2UGenConfig(
+        name=name,
+        llama=llama_7b(),
+        llama_path="ckpts/LLaMA-2/7B",
+        tokenizer_path="ckpts/LLaMA-2/tokenizer.model",
+        mert=mert_330m(),
+        vit=vit_b16(),
+        vivit=vivit_b(),
+        decoder=decoder,
+    )
+
+
+def preset_musicgen_small() -> M2UGenConfig:
+    return _published(
+        "m2ugen-musicgen-small", DecoderConfig(kind="musicgen", path="facebook/musicgen-small")
+    )
+
+
+def preset_musicgen_medium() -> M2UGenConfig:
+    return _published(
+        "m2ugen-musicgen-medium", DecoderConfig(kind="musicgen", path="facebook/musicgen-medium")
+    )
+
+
+def preset_audioldm2() -> M2UGenConfig:
+    return _published(
+        "m2ugen-audioldm2", DecoderConfig(kind="audioldm2", path="cvssp/audioldm2-music")
+    )
+
+
+PRESETS: dict[str, Callable[[], M2UGenConfig]] = {
+    "tiny": preset_tiny,
+    "tiny-audioldm2": preset_tiny_audioldm2,
+    "m2ugen-musicgen-small": preset_musicgen_small,
+    "m2ugen-musicgen-medium": preset_musicgen_medium,
+    "m2ugen-audioldm2": preset_audioldm2,
+}
+
+
+def get_preset(name: str) -> M2UGenConfig:
+    """Return a fresh copy of the named preset (a clear error lists the known names)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
