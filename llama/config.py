@@ -39,6 +39,9 @@ class LlamaConfig:
     lora_rank: int = 16
     adapter_layers_per_modality: int = 6  # the last 3 * this many layers take adapters
     modalities: tuple[str, ...] = MODALITIES
+    # The adapter token goes through wv; True: wv plus its LoRA (our contract), False: the plain
+    # frozen wv exactly as the published code did (use for imported official checkpoints).
+    adapter_uses_lora: bool = True
 
     @property
     def kv_heads(self) -> int:
@@ -93,6 +96,7 @@ class EncoderConfig:
     image_size: int = 224  # image / video
     num_frames: int = 32  # video only
     tiny_config: dict = field(default_factory=dict)  # kwargs for the transformers config
+    tiny_seed: int = 0  # "tiny" only: the random weights are a pure function of this seed
 
 
 @dataclass
@@ -129,6 +133,7 @@ class ProjectorConfig:
     n_output_tokens: int = 128
     output_dim: int = 768
     target_scale: float = 10.0  # targets are 10 x the decoder's own conditioning
+    norm_first: bool = False  # the published projector's nn.Transformer was post-norm
 
 
 @dataclass
@@ -146,6 +151,10 @@ class DecoderConfig:
     scheduler: Literal["ddim", "dpm-multistep"] = "ddim"
     num_waveforms_per_prompt: int = 3
     negative_prompt: str = "Low quality."
+    # Both: longest clip accepted, and the relative per-position RMS under which a conditioning
+    # position counts as padding when no mask is given (projector outputs carry no mask).
+    max_seconds: float = 30.0
+    pad_norm_threshold: float = 0.05
 
 
 @dataclass

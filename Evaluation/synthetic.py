@@ -1,0 +1,247 @@
+"""Does a trained model understand and route? Measured on the held-out split of `data.synthetic`.
+
+    python -m Evaluation.synthetic --model OUT/stage3 --data_root DATA [--predictions FILE]
+
+prints one JSON object:
+- `audio_caption`, `image_caption`, `video_caption`: attribute accuracy of captions generated for
+  held-out media with the stage-1 prompt (empty instruction). An attribute counts as right when
+  the caption names its true value and no other value of that attribute; the number is the mean
+  over attributes (per-attribute numbers under `details`).
+- `audio_caption_silenced`: the same with every clip replaced by silence of equal length: near
+  chance if the answer really comes from the audio.
+- `projector_cosine`: mean cosine between the projector's output and the decoder target for
+  held-out captions, in the stage-2 format (caption -> caption + [AUD0..7]).
+- `qa`: share of held-out MusicQA questions whose answer names the right value (and no other).
+- `aud_tokens_on_music_requests`: share of held-out music requests (MUImage, MUVideo, MUEdit)
+  whose generated answer ends with the eight [AUD] tokens.
+- `aud_tokens_on_questions`: share of held-out MusicQA answers containing any [AUD] token.
+With `--predictions FILE`, one JSON line per held-out item: file, task, prompt, output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from data.datasets import (
+    DataPaths, Sample, encode_prompt, filter_split, stage_samples, tokenize_sample,
+)
+from llama.generation import generate
+from llama.m2ugen import M2UGen
+
+CAPTION_TASKS = {"audio_caption": "audio", "image_caption": "image", "video_caption": "video"}
+MUSIC_REQUEST_TASKS = ("image_to_music", "video_to_music", "music_edit")
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def attribute_hits(text: str, truth: dict[str, str], vocab: dict[str, Sequence[str]]) -> dict[str, bool]:
+    """Per attribute: the true value is named and no other value of that attribute is."""
+    found = words(text)
+    out = {}
+    for attr, value in truth.items():
+        named = {v for v in vocab[attr] if v in found}
+        out[attr] = named == {value}
+    return out
+
+
+def attribute_vocab(attributes: dict[str, dict[str, str]]) -> dict[str, set[str]]:
+    """Every value seen per attribute name (from the ground truth file)."""
+    vocab: dict[str, set[str]] = {}
+    for truth in attributes.values():
+        for k, v in truth.items():
+            vocab.setdefault(k, set()).add(v)
+    return vocab
+
+
+class Evaluator:
+    def __init__(self, model: M2UGen, data_root: Path, batch_size: int = 16,
+                 max_new_tokens: int = 48) -> None:
+        self.model, self.root = model, data_root
+        self.paths = DataPaths.from_root(data_root)
+        self.attributes: dict[str, dict[str, str]] = json.loads(
+            (data_root / "attributes.json").read_text())
+        self.vocab = attribute_vocab(self.attributes)
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.predictions: list[dict[str, Any]] = []
+
+    def truth(self, path: str) -> dict[str, str]:
+        rel = str(Path(path).resolve().relative_to(self.root.resolve()))
+        return self.attributes[rel]
+
+    def test_samples(self, stage: int, tasks: Iterable[str]) -> list[Sample]:
+        keep = set(tasks)
+        samples = filter_split(stage_samples(stage, self.paths), "test", self.paths)
+        return [s for s in samples if s.task in keep]
+
+    # -- generation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def answer(self, prompts: list[list[int]], media: list[dict[str, Any]]) -> list[list[int]]:
+        """Greedy answers, batched; `media[i]` maps modality -> path or decoded array."""
+        outs: list[list[int]] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = range(start, min(start + self.batch_size, len(prompts)))
+            groups: dict[str, tuple[list[int], Any]] = {}
+            for modality in ("audio", "image", "video"):
+                rows = [j - start for j in chunk if modality in media[j]]
+                if rows:
+                    items = [media[start + r][modality] for r in rows]
+                    groups[modality] = (rows, self.model.encode_media(modality, items))
+            feats = self.model.modality_features(groups, len(chunk))
+            outs += generate(
+                self.model.backbone, [prompts[j] for j in chunk], self.max_new_tokens,
+                eos_id=self.model.tokenizer.eos_id, modality_features=feats,
+                pad_id=self.model.tokenizer.pad_id,
+            )
+        return outs
+
+    def record(self, sample_file: str, task: str, prompt: str, output: str) -> None:
+        self.predictions.append({"file": sample_file, "task": task, "prompt": prompt,
+                                 "output": output})
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def captioning(self, task: str, silence: bool = False) -> dict[str, Any]:
+        modality = CAPTION_TASKS[task]
+        samples = self.test_samples(1, [task])
+        tok = self.model.tokenizer
+        prompts = [encode_prompt(tok, s.turns[0][0]) for s in samples]
+        media = []
+        for s in samples:
+            item: Any = s.media[modality]
+            if silence:
+                wave = self.model.load_media("audio", item)
+                item = np.zeros_like(wave)
+            media.append({modality: item})
+        outputs = self.answer(prompts, media)
+        per_attr: dict[str, list[bool]] = {}
+        for s, out in zip(samples, outputs):
+            text = tok.decode(out)
+            name = f"{task}_silenced" if silence else task
+            self.record(s.media[modality], name, s.turns[0][0], text)
+            for attr, ok in attribute_hits(text, self.truth(s.media[modality]), self.vocab).items():
+                per_attr.setdefault(attr, []).append(ok)
+        per = {a: float(np.mean(v)) for a, v in per_attr.items()}
+        return {"accuracy": float(np.mean(list(per.values()))) if per else float("nan"),
+                "per_attribute": per, "n": len(samples)}
+
+    @torch.no_grad()
+    def projector_cosine(self) -> dict[str, Any]:
+        samples = self.test_samples(2, ["text_to_music"])
+        model, tok = self.model, self.model.tokenizer
+        cos = []
+        for start in range(0, len(samples), self.batch_size):
+            chunk = samples[start:start + self.batch_size]
+            tokd = [tokenize_sample(s, tok, model.cfg.llama.max_seq_len) for s in chunk]
+            length = max(len(t.input_ids) for t in tokd)
+            ids = torch.full((len(chunk), length), tok.pad_id, dtype=torch.long)
+            for i, t in enumerate(tokd):
+                ids[i, :len(t.input_ids)] = torch.tensor(t.input_ids)
+            _, hidden = model.backbone(ids.to(model.device_), return_hidden=True)
+            pos = torch.tensor([t.aud_positions for t in tokd])
+            pred = model.project_music(hidden, pos).float().cpu()
+            target = model.decoder.targets([s.music_caption for s in chunk],
+                                           scale=model.cfg.projector.target_scale)
+            cos += torch.nn.functional.cosine_similarity(
+                pred.flatten(1), target.flatten(1), dim=1).tolist()
+        return {"cosine": float(np.mean(cos)) if cos else float("nan"), "n": len(cos)}
+
+    def music_qa(self) -> dict[str, Any]:
+        samples = self.test_samples(3, ["music_qa"])
+        tok = self.model.tokenizer
+        aud = set(tok.aud_ids)
+        prompts, media, refs = [], [], []
+        for s in samples:
+            truth = self.truth(s.media["audio"])
+            for question, answer in s.turns:
+                asked = {a for a, v in truth.items() if v in words(answer)}
+                if len(asked) != 1:
+                    continue  # not a single-attribute question: nothing to score
+                attr = asked.pop()
+                prompts.append(encode_prompt(tok, question))
+                media.append({"audio": s.media["audio"]})
+                refs.append((s, question, attr, truth[attr]))
+        outputs = self.answer(prompts, media)
+        right, with_aud = [], []
+        for (s, question, attr, value), out in zip(refs, outputs):
+            text = tok.decode(out)
+            self.record(s.media["audio"], "music_qa", question, text)
+            right.append(attribute_hits(text, {attr: value}, self.vocab)[attr])
+            with_aud.append(any(t in aud for t in out))
+        return {"accuracy": float(np.mean(right)) if right else float("nan"),
+                "aud_rate": float(np.mean(with_aud)) if with_aud else float("nan"),
+                "n": len(right)}
+
+    def music_requests(self) -> dict[str, Any]:
+        samples = self.test_samples(3, MUSIC_REQUEST_TASKS)
+        tok = self.model.tokenizer
+        prompts = [encode_prompt(tok, s.turns[-1][0], s.turns[:-1]) for s in samples]
+        media = [{m: p for m, p in s.media.items()} for s in samples]
+        outputs = self.answer(prompts, media)
+        ends = []
+        for s, out in zip(samples, outputs):
+            ok = out[-len(tok.aud_ids):] == list(tok.aud_ids)
+            ends.append(ok)
+            text = tok.decode(out) + (" " + "".join(f"[AUD{i}]" for i in range(8)) if ok else "")
+            self.record(next(iter(s.media.values()), ""), s.task, s.turns[-1][0], text)
+        return {"rate": float(np.mean(ends)) if ends else float("nan"), "n": len(ends)}
+
+    def run(self) -> dict[str, Any]:
+        details: dict[str, Any] = {}
+        for task in CAPTION_TASKS:
+            details[task] = self.captioning(task)
+        details["audio_caption_silenced"] = self.captioning("audio_caption", silence=True)
+        details["projector_cosine"] = self.projector_cosine()
+        details["qa"] = self.music_qa()
+        details["music_requests"] = self.music_requests()
+        return {
+            "audio_caption": details["audio_caption"]["accuracy"],
+            "audio_caption_silenced": details["audio_caption_silenced"]["accuracy"],
+            "image_caption": details["image_caption"]["accuracy"],
+            "video_caption": details["video_caption"]["accuracy"],
+            "projector_cosine": details["projector_cosine"]["cosine"],
+            "qa": details["qa"]["accuracy"],
+            "aud_tokens_on_music_requests": details["music_requests"]["rate"],
+            "aud_tokens_on_questions": details["qa"]["aud_rate"],
+            "details": details,
+        }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="trained output folder (e.g. OUT/stage3)")
+    p.add_argument("--data_root", required=True)
+    p.add_argument("--predictions", default=None, help="write one JSON line per held-out item")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--max_new_tokens", type=int, default=48)
+    args = p.parse_args(argv)
+    root = Path(args.data_root)
+    for needed in ("attributes.json", "split.json"):
+        if not (root / needed).is_file():
+            print(f"Evaluation.synthetic: {root / needed} is missing (make the data with "
+                  f"python -m data.synthetic)", file=sys.stderr)
+            return 2
+    model = M2UGen.from_pretrained(args.model)
+    model.eval()
+    ev = Evaluator(model, root, args.batch_size, args.max_new_tokens)
+    result = ev.run()
+    if args.predictions:
+        with open(args.predictions, "w") as fh:
+            for row in ev.predictions:
+                fh.write(json.dumps(row) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

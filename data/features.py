@@ -1,0 +1,412 @@
+"""Cache of frozen-model outputs: encoder features per media file, decoder targets per caption.
+
+The frozen encoders (MERT, ViT, ViViT) and the decoder's text conditioning never change during
+training, so their outputs are computed once and reused across epochs and runs.
+
+Layout: one safetensors file per entry (tensor "features", fp16 or fp32)
+
+    <cache_dir>/media/<key[:2]>/<key>.safetensors      key = sha256(file content, encoder identity,
+                                                              loader parameters, storage dtype)
+    <cache_dir>/text/<key[:2]>/<key>.safetensors       key = sha256(text, decoder identity, dtype)
+
+Stale entries are never served: anything that changes the features (the file's bytes, the encoder's
+weights / config / preprocessing via `encoder.identity`, the loader's parameters such as the sample
+rate or frame count, the storage dtype) changes the key, so the old entry is simply not looked up.
+Every file records its key in its metadata and is checked on read; an unreadable or mismatching file
+is treated as a miss and rewritten. Writes go to a temporary file in the same folder which is then
+renamed over the entry (`os.replace`), so no reader ever sees a partial file.
+
+Content hashes are memoised per process by (path, size, mtime_ns, ctime_ns, inode); ctime cannot be
+set back by tools that preserve mtimes, so an edited file is re-hashed.
+
+CLI: precompute the features of every media file of a dataset laid out as docs/INTERFACES.md says,
+
+    python -m data.features --data_root DIR --preset tiny --cache_dir D [--modalities audio,image,video]
+
+prints computed / reused / failed counts per modality; a file that cannot be used is reported by name
+with its reason and makes the exit code non-zero, unless `--skip_bad` is given (then it is counted as
+skipped and reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from util.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+FORMAT = "m2ugen-features/1"
+TENSOR = "features"
+StorageDtype = Literal["float16", "float32"]
+_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+MEDIA_DIRS = {"audio": "audios", "image": "images", "video": "videos"}
+MEDIA_EXTS = {
+    "audio": {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"},
+    "image": {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"},
+    "video": {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"},
+}
+
+
+def _stable_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Store:
+    """Safetensors entries addressed by key under one namespace folder."""
+
+    def __init__(self, root: Path, dtype: StorageDtype) -> None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"cache dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self.root = root
+        self.dtype = dtype
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def _valid_meta(self, f: Any, key: str, p: Path) -> bool:
+        meta = f.metadata() or {}
+        if meta.get("format") != FORMAT or meta.get("key") != key:
+            log.warning("feature cache: %s does not hold entry %s; recomputing", p, key)
+            return False
+        return True
+
+    def contains(self, key: str) -> bool:
+        """True if a complete, matching entry exists (reads the header only)."""
+        p = self.path(key)
+        if not p.is_file():
+            return False
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                return self._valid_meta(f, key, p) and TENSOR in f.keys()
+        except (SafetensorError, OSError) as e:
+            log.warning("feature cache: unreadable entry %s (%s); recomputing", p, e)
+            return False
+
+    def read(self, key: str) -> Optional[torch.Tensor]:
+        """The stored tensor as float32, or None (absent, unreadable or mismatching entry)."""
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                if not self._valid_meta(f, key, p):
+                    return None
+                return f.get_tensor(TENSOR).float()
+        except (SafetensorError, OSError) as e:
+            log.warning("feature cache: unreadable entry %s (%s); recomputing", p, e)
+            return None
+
+    def write(self, key: str, tensor: torch.Tensor, meta: Mapping[str, str]) -> torch.Tensor:
+        """Store atomically; returns exactly what a later `read` will give (float32)."""
+        stored = tensor.detach().to("cpu", _DTYPES[self.dtype]).contiguous()
+        if not torch.isfinite(stored).all():
+            raise ValueError(f"refusing to cache non-finite features for {meta.get('source', key)}"
+                             f" (dtype {self.dtype})")
+        metadata = {"format": FORMAT, "key": key, "dtype": self.dtype, **meta}
+        with atomic_path(self.path(key)) as tmp:
+            save_file({TENSOR: stored}, str(tmp), metadata=metadata)
+        return stored.float()
+
+
+@dataclass
+class CacheStats:
+    computed: int = 0
+    reused: int = 0
+
+
+class FeatureCache:
+    """Frozen-encoder features per media file (see the module docstring for keys and layout)."""
+
+    def __init__(self, cache_dir: str | os.PathLike, dtype: StorageDtype = "float32") -> None:
+        self.cache_dir = Path(cache_dir)
+        self.store = _Store(self.cache_dir / "media", dtype)
+        self.dtype = dtype
+        self.stats = CacheStats()
+        self._hashes: dict[str, tuple[tuple[int, ...], str]] = {}
+
+    def content_hash(self, path: str | os.PathLike) -> str:
+        """sha256 of the file's bytes (memoised while size/mtime/ctime/inode are unchanged)."""
+        p = os.path.realpath(path)
+        st = os.stat(p)
+        sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        memo = self._hashes.get(p)
+        if memo is not None and memo[0] == sig:
+            return memo[1]
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        self._hashes[p] = (sig, digest)
+        return digest
+
+    def key(self, path: str | os.PathLike, identity: str,
+            params: Optional[Mapping[str, Any]] = None) -> str:
+        """Entry key of `path` for an encoder identity and loader parameters."""
+        return _sha(_stable_json({
+            "kind": "media", "content": self.content_hash(path), "encoder": identity,
+            "params": dict(params or {}), "dtype": self.dtype,
+        }))
+
+    def lookup(self, path: str | os.PathLike, identity: str,
+               params: Optional[Mapping[str, Any]] = None) -> Optional[torch.Tensor]:
+        return self.store.read(self.key(path, identity, params))
+
+    def put(self, path: str | os.PathLike, identity: str, features: torch.Tensor,
+            params: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
+        key = self.key(path, identity, params)
+        return self.store.write(key, features, {
+            "source": str(path), "identity": identity, "params": _stable_json(dict(params or {})),
+            "content_sha256": self.content_hash(path),
+        })
+
+    def get_or_compute(
+        self,
+        paths: Sequence[str | os.PathLike],
+        encoder: Any,
+        loader: Callable[[str], Any],
+        *,
+        params: Optional[Mapping[str, Any]] = None,
+        batch_size: int = 8,
+    ) -> list[torch.Tensor]:
+        """Per-path features (float32, CPU; `encoder.collate` batches them): cached ones are read,
+        the others are loaded with `loader(path)`, encoded with `encoder.encode_items` in batches
+        of `batch_size`, and stored. `params` must describe everything `loader` does that changes
+        the result (sample rate, frame count, ...). Loader/encoder errors propagate."""
+        identity = encoder.identity
+        out: list[Optional[torch.Tensor]] = [None] * len(paths)
+        todo: list[int] = []
+        for i, p in enumerate(paths):
+            out[i] = self.lookup(p, identity, params)
+            if out[i] is None:
+                todo.append(i)
+            else:
+                self.stats.reused += 1
+        for s in range(0, len(todo), max(1, batch_size)):
+            chunk = todo[s: s + batch_size]
+            items = encoder.encode_items([loader(str(paths[i])) for i in chunk])
+            for i, feats in zip(chunk, items):
+                out[i] = self.put(paths[i], identity, feats, params)
+                self.stats.computed += 1
+        return [t for t in out if t is not None]
+
+    def loader(self, encoder: Any, raw: Callable[[str], Any],
+               params: Optional[Mapping[str, Any]] = None) -> Callable[[str], torch.Tensor]:
+        """A `path -> features` callback for one modality (what a dataset's loader can return)."""
+        return lambda path: self.get_or_compute([path], encoder, raw, params=params)[0]
+
+
+class TextFeatureStore:
+    """Decoder targets (or any text -> tensor function of a frozen model), keyed by text + identity."""
+
+    def __init__(self, cache_dir: str | os.PathLike, identity: str,
+                 dtype: StorageDtype = "float32") -> None:
+        if not identity:
+            raise ValueError("a text feature store needs the producing model's identity")
+        self.store = _Store(Path(cache_dir) / "text", dtype)
+        self.identity = identity
+        self.dtype = dtype
+        self.stats = CacheStats()
+
+    def key(self, text: str) -> str:
+        return _sha(_stable_json({"kind": "text", "text": text, "model": self.identity,
+                                  "dtype": self.dtype}))
+
+    def lookup(self, text: str) -> Optional[torch.Tensor]:
+        return self.store.read(self.key(text))
+
+    def put(self, text: str, tensor: torch.Tensor) -> torch.Tensor:
+        return self.store.write(self.key(text), tensor, {"text": text, "identity": self.identity})
+
+    def get_or_compute(self, texts: Sequence[str], compute: Callable[[list[str]], torch.Tensor],
+                       batch_size: int = 16) -> torch.Tensor:
+        """(B, ...) float32: cached rows read, missing ones computed by `compute(texts)` (one row
+        per text) in batches and stored."""
+        rows: list[Optional[torch.Tensor]] = [self.lookup(t) for t in texts]
+        todo = [i for i, r in enumerate(rows) if r is None]
+        self.stats.reused += len(texts) - len(todo)
+        for s in range(0, len(todo), max(1, batch_size)):
+            chunk = todo[s: s + batch_size]
+            values = compute([texts[i] for i in chunk])
+            if values.shape[0] != len(chunk):
+                raise ValueError(f"compute returned {values.shape[0]} rows for {len(chunk)} texts")
+            for i, v in zip(chunk, values):
+                rows[i] = self.put(texts[i], v)
+                self.stats.computed += 1
+        return torch.stack([r for r in rows if r is not None])
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: precompute a dataset's features
+
+
+def discover_media(data_root: str | os.PathLike, modality: str) -> list[Path]:
+    """Every media file of `modality` in the dataset folders (`<root>/<set>/audios|images|videos`)."""
+    root = Path(data_root)
+    folder, exts = MEDIA_DIRS[modality], MEDIA_EXTS[modality]
+    found = {p.resolve(): p for p in root.glob(f"*/{folder}/*")
+             if p.is_file() and p.suffix.lower() in exts}
+    return sorted(found.values())
+
+
+@dataclass
+class Report:
+    modality: str
+    total: int = 0
+    computed: int = 0
+    reused: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _media_loader(cfg: Any, modality: str) -> tuple[Callable[[str], Any], dict[str, Any]]:
+    """The raw loader for a modality and the parameters that define its output (for the key)."""
+    from data import media
+
+    if modality == "audio":
+        sr = cfg.mert.sample_rate
+        return (lambda p: media.load_audio(p, sr)), {"loader": "load_audio", "sr": sr}
+    if modality == "image":
+        return media.load_image, {"loader": "load_image"}
+    n = cfg.vivit.num_frames
+    return ((lambda p: media.load_video(p, n)),
+            {"loader": "load_video", "num_frames": n, "sampling": "uniform"})
+
+
+def _load_encoder(cfg: Any, modality: str, device: str) -> Any:
+    from llama import encoders
+
+    fn, enc_cfg = {
+        "audio": (encoders.load_music_encoder, cfg.mert),
+        "image": (encoders.load_image_encoder, cfg.vit),
+        "video": (encoders.load_video_encoder, cfg.vivit),
+    }[modality]
+    return fn(enc_cfg, device=device)
+
+
+def precompute(cache: FeatureCache, files: Sequence[Path], encoder: Any,
+               loader: Callable[[str], Any], params: Mapping[str, Any], modality: str,
+               batch_size: int = 8, progress: bool = True) -> Report:
+    """Fill the cache for `files`; unusable files are recorded (name + reason), never dropped
+    silently. Only errors that mean "this file cannot be used" are caught: the media loader's
+    `MediaError`, an unreadable file (OSError) and the encoder's input checks (ValueError)."""
+    from tqdm import tqdm
+
+    from data.media import MediaError
+
+    rep = Report(modality, total=len(files))
+    pending: list[tuple[Path, Any]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        try:
+            items = encoder.encode_items([m for _, m in pending])
+            done = list(zip(pending, items))
+        except ValueError:  # find the culprit(s): encode one by one
+            done = []
+            for path, m in pending:
+                try:
+                    done.append(((path, m), encoder.encode_items([m])[0]))
+                except ValueError as e:
+                    rep.failed.append((str(path), f"encoder rejected it: {e}"))
+        for (path, _), feats in done:
+            try:
+                cache.put(path, encoder.identity, feats, params)
+            except ValueError as e:  # e.g. non-finite features
+                rep.failed.append((str(path), str(e)))
+                continue
+            rep.computed += 1
+        pending.clear()
+
+    for path in tqdm(files, desc=f"{modality} features", unit="file", disable=not progress):
+        try:
+            if cache.store.contains(cache.key(path, encoder.identity, params)):
+                rep.reused += 1
+                continue
+            pending.append((path, loader(str(path))))
+        except MediaError as e:
+            rep.failed.append((str(path), e.reason))
+            continue
+        except OSError as e:
+            rep.failed.append((str(path), f"cannot read file: {e}"))
+            continue
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return rep
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m data.features", description=__doc__.split("\n")[0])
+    ap.add_argument("--data_root", required=True, help="dataset folder (layout of docs/INTERFACES.md)")
+    ap.add_argument("--preset", default="tiny", help="configuration preset naming the encoders")
+    ap.add_argument("--cache_dir", required=True)
+    ap.add_argument("--modalities", default="audio,image,video")
+    ap.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="storage dtype")
+    ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip_bad", action="store_true",
+                    help="count and report unusable files instead of failing the run")
+    ap.add_argument("--no_progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    from llama.config import get_preset
+
+    root = Path(args.data_root)
+    if not root.is_dir():
+        ap.error(f"--data_root {str(root)!r} is not a folder")
+    modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    unknown = [m for m in modalities if m not in MEDIA_DIRS]
+    if unknown or not modalities:
+        ap.error(f"--modalities: unknown {unknown}; choose from {', '.join(MEDIA_DIRS)}")
+    if args.batch_size < 1:
+        ap.error("--batch_size must be >= 1")
+    cfg = get_preset(args.preset)
+    cache = FeatureCache(args.cache_dir, dtype=args.dtype)
+
+    reports = []
+    for modality in modalities:
+        files = discover_media(root, modality)
+        if not files:
+            print(f"{modality}: no media files under {root}/*/{MEDIA_DIRS[modality]}/")
+            reports.append(Report(modality))
+            continue
+        encoder = _load_encoder(cfg, modality, args.device)
+        loader, params = _media_loader(cfg, modality)
+        reports.append(precompute(cache, files, encoder, loader, params, modality,
+                                  args.batch_size, progress=not args.no_progress))
+
+    n_failed = 0
+    for r in reports:
+        word = "skipped" if args.skip_bad else "failed"
+        print(f"{r.modality}: {r.total} files, {r.computed} computed, {r.reused} reused, "
+              f"{len(r.failed)} {word}")
+        for path, reason in r.failed:
+            print(f"  {word}: {path}: {reason}")
+        n_failed += len(r.failed)
+    if n_failed and not args.skip_bad:
+        print(f"{n_failed} file(s) could not be used (pass --skip_bad to skip them)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,436 @@
+"""Media loading for M2UGen: audio, images and video as plain numpy arrays.
+
+Why one module: every data path (training, feature cache, inference, the demo) must decode media
+the same way and must fail the same way. Any problem with a file -- missing, empty, truncated,
+wrong content behind a right extension, random bytes, an unsupported codec, a decompression bomb --
+raises `MediaError` naming the file and the reason, quickly and without unbounded memory. Only the
+exception types the decoding libraries document for bad input are caught and re-raised; nothing is
+swallowed and no other exception type escapes for a bad file.
+
+- `load_audio(path, sr)`: float32 mono in [-1, 1] at `sr` Hz. wav/flac/ogg(vorbis)/opus/mp3 (and
+  everything else libsndfile reads) through soundfile; m4a/aac, the audio track of mp4 and other
+  containers through PyAV (FFmpeg). Channels are averaged; rates are converted with soxr's
+  band-limited high-quality resampler.
+- `load_image(path)`: uint8 RGB (H, W, 3), EXIF orientation applied; the pixel count is checked
+  from the header before any pixel is decoded.
+- `load_video(path, num_frames)`: uint8 (F, H, W, 3), decoded as a stream that keeps only the
+  selected frames.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+import soundfile as sf
+import soxr
+from PIL import Image, ImageOps
+
+__all__ = [
+    "MediaError",
+    "load_audio",
+    "load_image",
+    "load_video",
+    "DEFAULT_MAX_AUDIO_SECONDS",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "DEFAULT_MAX_FRAME_PIXELS",
+]
+
+PathLike = str | os.PathLike
+
+#: Longer audio is refused (from the header when it declares a length, else while decoding):
+#: one hour of 24 kHz float32 is ~350 MB, a sane ceiling for a music clip.
+DEFAULT_MAX_AUDIO_SECONDS = 3600.0
+#: Images above this many pixels are refused before decoding (50 MP ~ 150 MB as RGB).
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+#: Video frames above this many pixels are refused before decoding (8K UHD fits).
+DEFAULT_MAX_FRAME_PIXELS = 7680 * 4320
+
+# Exceptions the libraries raise for malformed input (documented or observed); caught narrowly.
+_SF_ERRORS: tuple[type[BaseException], ...] = (sf.SoundFileError,)
+_AV_ERRORS: tuple[type[BaseException], ...] = (av.error.FFmpegError, ValueError)
+_PIL_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes PIL.UnidentifiedImageError and "image file is truncated"
+    ValueError,
+    SyntaxError,  # some PIL plugins signal a bad header this way
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+
+
+class MediaError(Exception):
+    """A media file could not be used; the message names the file and the reason."""
+
+    def __init__(self, path: PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _check_file(path: PathLike) -> Path:
+    """Fail early (and clearly) on missing, non-regular or empty files."""
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(path, "file not found")
+    if not p.is_file():
+        raise MediaError(path, "not a regular file")
+    if p.stat().st_size == 0:
+        raise MediaError(path, "file is empty")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio
+
+
+def load_audio(
+    path: PathLike,
+    sr: int,
+    *,
+    min_seconds: float = 0.0,
+    max_seconds: float | None = DEFAULT_MAX_AUDIO_SECONDS,
+) -> np.ndarray:
+    """Decode `path` to float32 mono in [-1, 1] at `sr` Hz.
+
+    Clips shorter than `min_seconds` (after resampling) raise, so that an encoder never sees fewer
+    samples than its receptive field; a file with no samples at all always raises. Silence is valid.
+    Files longer than `max_seconds` (None: no limit) raise instead of filling memory.
+    """
+    if sr <= 0:
+        raise ValueError(f"sample rate must be positive, got {sr}")
+    p = _check_file(path)
+    try:
+        wave, in_sr = _read_soundfile(p, max_seconds)
+    except _SF_ERRORS as sf_err:
+        # Not something libsndfile reads (m4a/aac/mp4, or a bad file): let FFmpeg try.
+        try:
+            wave, in_sr = _read_av_audio(p, max_seconds)
+        except _AV_ERRORS as av_err:
+            raise MediaError(
+                path, f"cannot decode audio (soundfile: {sf_err}; ffmpeg: {av_err})"
+            ) from av_err
+    if wave.shape[0] == 0:
+        raise MediaError(path, "no audio samples")
+    if not np.all(np.isfinite(wave)):
+        raise MediaError(path, "audio contains NaN or infinite samples")
+    mono = wave.mean(axis=1, dtype=np.float32) if wave.shape[1] > 1 else wave[:, 0]
+    if in_sr != sr:
+        mono = soxr.resample(mono, in_sr, sr, quality="HQ")
+    mono = np.clip(np.ascontiguousarray(mono, dtype=np.float32), -1.0, 1.0)
+    seconds = mono.shape[0] / sr
+    if seconds < min_seconds:
+        raise MediaError(path, f"audio too short: {seconds:.3f} s < minimum {min_seconds:.3f} s")
+    return mono
+
+
+def _read_soundfile(p: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 via libsndfile, with truncation and length checks."""
+    with sf.SoundFile(p) as f:
+        in_sr, declared = f.samplerate, f.frames
+        if in_sr <= 0:
+            raise MediaError(p, f"invalid sample rate {in_sr}")
+        if max_seconds is not None and declared > max_seconds * in_sr:
+            raise MediaError(p, f"audio too long: {declared / in_sr:.1f} s > {max_seconds} s")
+        if f.format in ("WAV", "WAVEX"):
+            _check_riff_complete(p)
+        wave = f.read(dtype="float32", always_2d=True)
+    # libsndfile trusts length headers (e.g. an mp3 Xing frame count) but stops silently at the end
+    # of a truncated file: a large shortfall means the file was cut.
+    if declared > 0 and wave.shape[0] < 0.95 * declared - 0.1 * in_sr:
+        raise MediaError(
+            p, f"truncated: header declares {declared} frames, only {wave.shape[0]} decoded"
+        )
+    return wave, in_sr
+
+
+def _check_riff_complete(p: Path) -> None:
+    """Raise if a RIFF/WAVE `data` chunk declares more bytes than the file holds.
+
+    libsndfile silently clamps such files to what is there, which would hide a truncated copy.
+    Streaming writers use 0 or 0xFFFFFFFF as "unknown size"; those are accepted.
+    """
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return  # RF64 / W64 and friends: nothing to check here
+        pos = 12
+        while pos + 8 <= size:
+            fh.seek(pos)
+            chunk_id, chunk_size = struct.unpack("<4sI", fh.read(8))
+            if chunk_id == b"data":
+                available = size - (pos + 8)
+                if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:
+                    raise MediaError(
+                        p,
+                        f"truncated: WAV data chunk declares {chunk_size} bytes, "
+                        f"file holds {available}",
+                    )
+                return
+            pos += 8 + chunk_size + (chunk_size & 1)
+
+
+def _read_av_audio(p: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 of the first audio stream via FFmpeg, decoded as a stream."""
+    with av.open(str(p), mode="r") as container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise MediaError(
+                p, f"no audio stream (container {container.format.name}, streams: {kinds})"
+            )
+        stream = container.streams.audio[0]
+        if stream.codec_context is None:
+            raise MediaError(p, "unsupported audio codec (no decoder available)")
+        in_sr = stream.codec_context.sample_rate or stream.rate
+        if not in_sr or in_sr <= 0:
+            raise MediaError(p, "audio stream has no sample rate")
+        declared = (
+            float(stream.duration * stream.time_base)
+            if stream.duration is not None and stream.time_base is not None
+            else None
+        )
+        if max_seconds is not None and declared is not None and declared > max_seconds:
+            raise MediaError(p, f"audio too long: {declared:.1f} s > {max_seconds} s")
+        limit = None if max_seconds is None else int(max_seconds * in_sr) + in_sr
+        resampler = av.AudioResampler(format="fltp")  # planar float, input layout and rate kept
+        chunks: list[np.ndarray] = []
+        total = 0
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                block = out.to_ndarray()  # (channels, samples)
+                chunks.append(block)
+                total += block.shape[1]
+            if limit is not None and total > limit:
+                raise MediaError(p, f"audio too long: more than {max_seconds} s")
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray())
+    if not chunks:
+        return np.zeros((0, 1), np.float32), in_sr
+    n_channels = max(c.shape[0] for c in chunks)
+    if any(c.shape[0] != n_channels for c in chunks):
+        raise MediaError(p, "channel count changes inside the audio stream")
+    wave = np.concatenate(chunks, axis=1).T.astype(np.float32, copy=False)
+    got = wave.shape[0] / in_sr
+    if declared is not None and got < 0.95 * declared - 0.1:
+        raise MediaError(p, f"truncated: header declares {declared:.2f} s, only {got:.2f} s decoded")
+    return wave, in_sr
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def load_image(
+    path: PathLike,
+    *,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    min_side: int = 8,
+) -> np.ndarray:
+    """Decode `path` to uint8 RGB (H, W, 3).
+
+    - The pixel count is read from the header and checked against `max_pixels` before decoding,
+      so decompression bombs cost neither time nor memory. (PIL's own global limit,
+      `Image.MAX_IMAGE_PIXELS`, still applies as a backstop: raising `max_pixels` above twice that
+      value also needs that global raised.)
+    - EXIF orientation is applied; grey, palette, CMYK, 16-bit and float images are converted;
+      transparency is composited over white (dropping alpha would expose arbitrary hidden colours).
+    - Degenerate sizes (a side shorter than `min_side`, e.g. 1x1) are stretched to `min_side` on
+      that side with nearest-neighbour resampling: encoder processors resize to a fixed square
+      anyway, and arrays like (1, 1, 3) or (3, W, 3) would make transformers' image processors
+      guess the channel axis wrongly. Multi-frame files (GIF, TIFF) give their first frame.
+    """
+    p = _check_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:  # reads the header only
+                w, h = im.size
+                if w <= 0 or h <= 0:
+                    raise MediaError(path, f"invalid image size {w}x{h}")
+                if w * h > max_pixels:
+                    raise MediaError(
+                        path,
+                        f"image of {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
+                        "(refused before decoding: possible decompression bomb)",
+                    )
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                rgb = _to_rgb(im)
+    except Image.DecompressionBombError as e:
+        raise MediaError(path, f"refused before decoding: {e}") from e
+    except _PIL_ERRORS as e:
+        raise MediaError(path, f"cannot decode image ({type(e).__name__}: {e})") from e
+    h, w = rgb.shape[:2]
+    if min(h, w) < min_side:
+        im = Image.fromarray(rgb).resize(
+            (max(w, min_side), max(h, min_side)), Image.Resampling.NEAREST
+        )
+        rgb = np.asarray(im)
+    return np.ascontiguousarray(rgb, dtype=np.uint8)
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL mode -> uint8 (H, W, 3)."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im, dtype=np.float64)
+        grey = np.clip(a / 257.0, 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if a.size and a.max() <= 1.0 else 1.0
+        grey = np.clip(a * scale, 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB") and "transparency" in im.info
+    )
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(im.convert("RGB"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Video
+
+Sampling = Literal["uniform", "window"]
+
+
+def load_video(
+    path: PathLike,
+    num_frames: int = 32,
+    sampling: Sampling = "uniform",
+    *,
+    frame_stride: int = 1,
+    rng: np.random.Generator | None = None,
+    size: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_FRAME_PIXELS,
+) -> np.ndarray:
+    """Decode `num_frames` frames of `path` to uint8 (F, H, W, 3) RGB.
+
+    Sampling:
+    - "uniform" (default): the clip's time span is cut into `num_frames` equal segments and the
+      frame on screen at the middle of each segment is taken. Working in presentation time (not
+      frame index) makes variable-frame-rate clips sample evenly in time.
+    - "window": like the published ViViT loader, `num_frames` frames `frame_stride` apart from a
+      window of consecutive frames; the window is centred, or placed at random when `rng` is given.
+    If the clip has fewer frames than requested, frames are repeated (uniform: each frame covers
+    several segments, in order; window: the last frame repeats), so the output always has exactly
+    `num_frames` frames.
+
+    Memory stays bounded: a first pass reads packet timestamps only (no decoding), a second pass
+    decodes frame by frame and converts only the selected frames. `size=(H, W)` resizes the kept
+    frames during conversion; frames larger than `max_pixels` are refused before decoding.
+    """
+    if num_frames <= 0:
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    if sampling not in ("uniform", "window"):
+        raise ValueError(f"sampling must be 'uniform' or 'window', got {sampling!r}")
+    if frame_stride <= 0:
+        raise ValueError(f"frame_stride must be positive, got {frame_stride}")
+    p = _check_file(path)
+    try:
+        return _read_video(p, num_frames, sampling, frame_stride, rng, size, max_pixels)
+    except _AV_ERRORS as e:
+        raise MediaError(path, f"cannot decode video ({type(e).__name__}: {e})") from e
+
+
+def _read_video(
+    p: Path,
+    num_frames: int,
+    sampling: Sampling,
+    frame_stride: int,
+    rng: np.random.Generator | None,
+    size: tuple[int, int] | None,
+    max_pixels: int,
+) -> np.ndarray:
+    with av.open(str(p), mode="r") as container:
+        fmt = container.format.name
+        if fmt == "image2" or fmt.endswith("_pipe"):
+            raise MediaError(p, f"a still image (format {fmt}), not a video")
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise MediaError(p, f"no video stream (container {fmt}, streams: {kinds})")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        if ctx is None:
+            raise MediaError(p, "unsupported video codec (no decoder available)")
+        w, h = ctx.width, ctx.height
+        if w <= 0 or h <= 0:
+            raise MediaError(p, f"invalid frame size {w}x{h}")
+        if w * h > max_pixels:
+            raise MediaError(p, f"frame of {w}x{h} exceeds the limit of {max_pixels} pixels")
+
+        # Pass 1: presentation timestamps of all frames, without decoding.
+        times: list[int] = []
+        durations: list[int] = []
+        missing_pts = False
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # flush packet
+            ts = packet.pts if packet.pts is not None else packet.dts
+            if ts is None:
+                missing_pts = True
+                ts = len(times)
+            times.append(ts)
+            durations.append(packet.duration or 0)
+        if not times:
+            raise MediaError(p, "video stream holds no frames")
+        if stream.frames and len(times) < 0.95 * stream.frames - 1:
+            raise MediaError(
+                p, f"truncated: header declares {stream.frames} frames, {len(times)} present"
+            )
+        order = sorted(range(len(times)), key=times.__getitem__)
+        sorted_times = [times[i] for i in order]
+        if missing_pts:
+            sorted_times = list(range(len(times)))
+        n = len(sorted_times)
+
+        if sampling == "uniform":
+            step = (sorted_times[-1] - sorted_times[0]) / max(n - 1, 1) if n > 1 else 1
+            last_dur = durations[order[-1]] if not missing_pts and durations[order[-1]] else step
+            start, end = sorted_times[0], sorted_times[-1] + max(last_dur, 1)
+            targets = start + (np.arange(num_frames) + 0.5) * (end - start) / num_frames
+            picks = [max(bisect.bisect_right(sorted_times, t) - 1, 0) for t in targets]
+        else:
+            span = (num_frames - 1) * frame_stride + 1
+            slack = max(n - span, 0)
+            first = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+            picks = [min(first + k * frame_stride, n - 1) for k in range(num_frames)]
+
+    # Pass 2 (fresh demuxer, so no seeking is needed): decode in presentation order and keep
+    # only the picked frames.
+    wanted_set = set(picks)
+    kept: dict[int, np.ndarray] = {}
+    out_h, out_w = size if size is not None else (None, None)
+    pts_to_index = None if missing_pts else {t: i for i, t in enumerate(sorted_times)}
+    with av.open(str(p), mode="r") as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
+            i = index
+            if pts_to_index is not None and frame.pts is not None:
+                i = pts_to_index.get(frame.pts, -1)
+            if i in kept or i not in wanted_set:
+                continue
+            kept[i] = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
+            if len(kept) == len(wanted_set):
+                break
+    lost = [i for i in wanted_set if i not in kept]
+    if lost:
+        raise MediaError(
+            p, f"{len(lost)} of {len(wanted_set)} selected frames could not be decoded (corrupt data)"
+        )
+    return np.stack([kept[i] for i in picks]).astype(np.uint8, copy=False)
+

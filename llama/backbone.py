@@ -1,0 +1,663 @@
+"""LLaMA-2 backbone (Meta layout) with M2UGen's parameter-efficient additions and a KV cache.
+
+What lives here (SPEC section 2, docs/INTERFACES.md):
+- RMSNorm, rotary embeddings in Meta's interleaved-pair convention (HF checkpoints are permuted
+  into it by the loader), grouped-query attention through `scaled_dot_product_attention`,
+  SwiGLU feed-forward.
+- LoRA (no scaling, up matrix zero-initialised) on wq/wk/wv/wo/w1/w2/w3, zero-initialised biases
+  on wq/wo/w1/w2/w3, a per-head gate (init 0, tanh) for the single-token adapter of adapter layers,
+  and the learned prefix table that carries one modality feature per adapter layer group.
+- `KVCache`: preallocated per-layer key/value tensors; prefill, then one token at a time. Left-padded
+  batches (attention_mask) get per-row positions, so prompts of different lengths share a batch.
+- New vocabulary rows ([AUD0..7]) live in separate parameters (`new_tok_embeddings`, `new_output`) so
+  only they train and weight decay never touches the frozen rows; `merge_new_tokens` /
+  `split_new_tokens` convert to and from a single grown matrix for export/import.
+
+Parameter names follow Meta and the published M2UGen checkpoint so loaders can map them 1:1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from llama.config import LlamaConfig
+
+# Parameter groups that parameter-efficient tuning may train (see `set_trainable`).
+PEFT_GROUPS: tuple[str, ...] = ("lora", "bias", "norms", "gates", "prefix", "new_tokens")
+NEW_TOKEN_PARAMS: tuple[str, str] = ("new_tok_embeddings", "new_output")
+
+
+# ---------------------------------------------------------------------------------------------
+# Small building blocks
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in float32 (as Meta does) and cast back before the weight multiply."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.shape = (dim,)
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, self.shape, self.weight, self.eps)  # one fused kernel
+        return F.rms_norm(x.float(), self.shape, eps=self.eps).type_as(x) * self.weight
+
+
+def rope_frequencies(head_dim: int, length: int, theta: float, device: torch.device) -> torch.Tensor:
+    """Complex rotations e^{i * pos * theta^(-2k/d)} (length, head_dim/2), always in float32."""
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
+    angles = torch.outer(torch.arange(length, device=device).float(), inv)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2k], x[2k+1]) of x (B, T, heads, hd) by freqs (B|1, T, 1, hd/2).
+
+    This is Meta's convention; HF's rotate-half layout differs by a fixed row permutation of wq/wk.
+    """
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * freqs).flatten(3).type_as(x)
+
+
+def _linear(
+    x: torch.Tensor, base: nn.Linear, l1: Optional[nn.Linear], l2: Optional[nn.Linear]
+) -> torch.Tensor:
+    """base(x) + l2(l1(x)): a frozen projection plus its LoRA branch (no scaling, as upstream)."""
+    y = F.linear(x, base.weight, base.bias)
+    if l1 is not None:
+        y = y + F.linear(F.linear(x, l1.weight), l2.weight)
+    return y
+
+
+def _make_lora(module: nn.Module, name: str, base: nn.Linear, rank: int) -> tuple:
+    """Register lora_{name}_l1 (rank x in) and lora_{name}_l2 (out x rank) next to `base`."""
+    if rank <= 0:
+        return (base, None, None)
+    l1 = nn.Linear(base.in_features, rank, bias=False)
+    l2 = nn.Linear(rank, base.out_features, bias=False)
+    setattr(module, f"lora_{name}_l1", l1)
+    setattr(module, f"lora_{name}_l2", l2)
+    return (base, l1, l2)
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache
+
+
+class KVCache:
+    """Preallocated keys/values for every layer plus which cache columns hold real tokens.
+
+    `key_valid[b, j]` is False for left-padding columns; positions of new tokens are the number of
+    real tokens before them, so each row of a left-padded batch sees positions 0, 1, 2, ...
+    `adapters[i]` keeps layer i's adapter contribution: it does not depend on the position, so it
+    is computed once at prefill and reused for every decoded token (the features are fixed for the
+    lifetime of a cache; rewinding to position 0 drops them).
+    """
+
+    def __init__(
+        self,
+        cfg: LlamaConfig,
+        batch_size: int,
+        max_len: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> None:
+        if batch_size < 1 or max_len < 1:
+            raise ValueError(f"KVCache needs batch_size >= 1 and max_len >= 1, got {batch_size}, {max_len}")
+        shape = (batch_size, cfg.kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
+        self.key_valid = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)
+        self.batch_size = batch_size
+        self.max_len = max_len
+        self.length = 0
+        self.padded = False  # any padding column among the first `length` columns
+        self.adapters: Optional[list[Optional[torch.Tensor]]] = None
+
+    def seek(self, start: int) -> None:
+        """Continue writing at `start` (<= length); earlier-than-length starts rewind the cache."""
+        if start > self.length:
+            raise ValueError(
+                f"start_pos {start} is past the cache length {self.length}: positions would have a gap"
+            )
+        if start < self.length:
+            self.length = start
+            self.padded = bool(start) and not bool(self.key_valid[:, :start].all())
+            if start == 0:
+                self.adapters = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-forward plan: positions and masks computed once and shared by all layers
+
+
+class _Plan:
+    __slots__ = ("freqs", "mask", "is_causal", "cache", "start", "end")
+
+    def __init__(self, freqs, mask, is_causal, cache, start, end) -> None:
+        self.freqs = freqs
+        self.mask = mask
+        self.is_causal = is_causal
+        self.cache = cache
+        self.start = start
+        self.end = end
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+
+
+class Attention(nn.Module):
+    """Multi-head attention with GQA, LoRA, biases on wq/wo and (adapter layers) a gated adapter."""
+
+    def __init__(self, cfg: LlamaConfig, adapter: bool) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.n_kv_heads = cfg.kv_heads
+        self.n_rep = cfg.n_heads // cfg.kv_heads
+        self.head_dim = cfg.head_dim
+        self.adapter_uses_lora = cfg.adapter_uses_lora
+        q_out, kv_out = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, q_out, bias=True)
+        self.wk = nn.Linear(cfg.dim, kv_out, bias=False)
+        self.wv = nn.Linear(cfg.dim, kv_out, bias=False)
+        self.wo = nn.Linear(q_out, cfg.dim, bias=True)
+        r = cfg.lora_rank
+        # Plain tuples (not registered) so the hot loop does no attribute lookups by name.
+        self._q = _make_lora(self, "wq", self.wq, r)
+        self._k = _make_lora(self, "wk", self.wk, r)
+        self._v = _make_lora(self, "wv", self.wv, r)
+        self._o = _make_lora(self, "wo", self.wo, r)
+        if adapter:
+            self.gate = nn.Parameter(torch.zeros(cfg.n_heads))
+        else:
+            self.register_parameter("gate", None)
+
+    def adapter_output(self, token: torch.Tensor) -> torch.Tensor:
+        """The adapter token (b, 1, dim) -> its contribution (b, 1, dim) to every position.
+
+        One adapter token means softmax over it is 1: the contribution is tanh(gate) * wv(token)
+        per head, independent of the query, added to the attention output before wo.
+        """
+        if self.adapter_uses_lora:
+            v = _linear(token, *self._v)
+        else:
+            v = F.linear(token, self.wv.weight)
+        b = v.shape[0]
+        v = v.view(b, 1, self.n_kv_heads, 1, self.head_dim)
+        v = v.expand(b, 1, self.n_kv_heads, self.n_rep, self.head_dim).reshape(
+            b, 1, self.n_heads, self.head_dim
+        )
+        gate = torch.tanh(self.gate).to(v.dtype)[:, None]
+        return (gate * v).reshape(b, 1, self.n_heads * self.head_dim)
+
+    def forward(
+        self, x: torch.Tensor, plan: _Plan, layer_id: int, adapter: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = _linear(x, *self._q).view(B, T, self.n_heads, self.head_dim)
+        k = _linear(x, *self._k).view(B, T, self.n_kv_heads, self.head_dim)
+        v = _linear(x, *self._v).view(B, T, self.n_kv_heads, self.head_dim)
+        q = apply_rope(q, plan.freqs)
+        k = apply_rope(k, plan.freqs)
+        k = k.transpose(1, 2)
+        v = v.transpose(1, 2)
+        cache = plan.cache
+        if cache is not None:
+            ck, cv = cache.k[layer_id], cache.v[layer_id]
+            ck[:, :, plan.start : plan.end] = k
+            cv[:, :, plan.start : plan.end] = v
+            k = ck[:, :, : plan.end]
+            v = cv[:, :, : plan.end]
+        if T == 1 and self.n_rep > 1:
+            # Decode step: fold the query heads sharing a kv head into the query-length axis, so
+            # the cache is read once per kv head without repeat_interleave copies.
+            q = q.view(B, self.n_kv_heads, self.n_rep, self.head_dim)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask)
+            out = out.reshape(B, 1, self.n_heads * self.head_dim)
+        else:
+            q = q.transpose(1, 2)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=plan.mask, is_causal=plan.is_causal, enable_gqa=self.n_rep > 1
+            )
+            out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        if adapter is not None:
+            out = out + 0 * adapter
+        return _linear(out, *self._o)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x), every projection with a bias and a LoRA branch."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        hidden = cfg.hidden_dim
+        self.w1 = nn.Linear(cfg.dim, hidden, bias=True)
+        self.w2 = nn.Linear(hidden, cfg.dim, bias=True)
+        self.w3 = nn.Linear(cfg.dim, hidden, bias=True)
+        self._1 = _make_lora(self, "w1", self.w1, cfg.lora_rank)
+        self._2 = _make_lora(self, "w2", self.w2, cfg.lora_rank)
+        self._3 = _make_lora(self, "w3", self.w3, cfg.lora_rank)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _linear(F.silu(_linear(x, *self._1)) * _linear(x, *self._3), *self._2)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: LlamaConfig, layer_id: int) -> None:
+        super().__init__()
+        self.layer_id = layer_id
+        self.attention = Attention(cfg, adapter=layer_id >= cfg.first_adapter_layer)
+        self.feed_forward = FeedForward(cfg)
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, plan: _Plan, adapter: Optional[torch.Tensor]) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), plan, self.layer_id, adapter)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+class Transformer(nn.Module):
+    """LLaMA-2 with LoRA / bias / norm tuning, gated single-token adapters and new-token rows.
+
+    `forward(tokens, modality_features=None, cache=None, start_pos=None, attention_mask=None,
+    return_hidden=False, last_only=False)` returns float logits (B, T, vocab) — or (logits, hidden)
+    with hidden the final-norm output — where vocab includes rows added by `add_tokens`.
+    """
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(TransformerBlock(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.prefix_query = nn.Embedding(cfg.n_adapter_layers, cfg.dim)
+        self.register_parameter("new_tok_embeddings", None)
+        self.register_parameter("new_output", None)
+        # RoPE tables per device, float32 complex, outside state_dict and immune to .to(dtype).
+        self._rope: dict[torch.device, torch.Tensor] = {}
+        self.reset_peft_parameters()
+
+    # -- initialisation / sizes -----------------------------------------------------------
+
+    @torch.no_grad()
+    def reset_peft_parameters(self) -> None:
+        """Zero every bias, LoRA up matrix and gate, so the tuned model starts equal to the base."""
+        for name, p in self.named_parameters():
+            if name.endswith(".bias") or "_l2." in name or name.endswith(".gate"):
+                p.zero_()
+
+    @property
+    def base_vocab_size(self) -> int:
+        return self.tok_embeddings.num_embeddings
+
+    @property
+    def n_new_tokens(self) -> int:
+        return 0 if self.new_tok_embeddings is None else self.new_tok_embeddings.shape[0]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base_vocab_size + self.n_new_tokens
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_embeddings.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tok_embeddings.weight.dtype
+
+    @torch.no_grad()
+    def add_tokens(self, n: int) -> list[int]:
+        """Append n vocabulary rows (embedding and LM head), each the mean of the base rows.
+
+        The rows are separate parameters so that only they train; returns the new token ids.
+        """
+        if n < 1:
+            raise ValueError(f"add_tokens needs n >= 1, got {n}")
+        first = self.vocab_size
+        emb, out = self.tok_embeddings.weight, self.output.weight
+        new_emb = emb.float().mean(0, keepdim=True).to(emb.dtype).expand(n, -1).clone()
+        new_out = out.float().mean(0, keepdim=True).to(out.dtype).expand(n, -1).clone()
+        if self.new_tok_embeddings is not None:
+            new_emb = torch.cat([self.new_tok_embeddings.detach(), new_emb])
+            new_out = torch.cat([self.new_output.detach(), new_out])
+        self.new_tok_embeddings = nn.Parameter(new_emb)
+        self.new_output = nn.Parameter(new_out)
+        return list(range(first, first + n))
+
+    def new_cache(self, batch_size: int, max_len: Optional[int] = None) -> KVCache:
+        """A KV cache on this model's device/dtype; max_len defaults to config.max_seq_len."""
+        return KVCache(
+            self.config, batch_size, max_len or self.config.max_seq_len, self.dtype, self.device
+        )
+
+    # -- pieces of the forward pass ---------------------------------------------------------
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (B, T, dim); ids >= base_vocab_size read the new-token rows."""
+        w = self.tok_embeddings.weight
+        if self.new_tok_embeddings is None:
+            return F.embedding(tokens, w)
+        base = self.base_vocab_size
+        is_new = tokens >= base
+        old = F.embedding(tokens.clamp(max=base - 1), w)
+        new = F.embedding((tokens - base).clamp(min=0), self.new_tok_embeddings)
+        return torch.where(is_new[..., None], new, old)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Final-norm hidden states -> float logits over base + new vocabulary."""
+        out = F.linear(h, self.output.weight)
+        if self.new_output is not None:
+            out = torch.cat([out, F.linear(h, self.new_output)], dim=-1)
+        return out.float()
+
+    def adapter_tokens(
+        self, modality_features: Optional[torch.Tensor], batch_size: int
+    ) -> list[torch.Tensor]:
+        """One adapter token (b, 1, dim) per adapter layer, in layer order.
+
+        Layer j of the adapter block belongs to modality j // adapter_layers_per_modality and gets
+        features[:, m] + prefix_query[j]; without features it gets the prefix alone (b = 1).
+        """
+        cfg = self.config
+        prefix = self.prefix_query.weight
+        if cfg.n_adapter_layers == 0:
+            return []
+        if modality_features is None:
+            return [prefix[j].view(1, 1, -1) for j in range(cfg.n_adapter_layers)]
+        n_mod = len(cfg.modalities)
+        if modality_features.dim() != 3 or modality_features.shape[1:] != (n_mod, cfg.dim):
+            raise ValueError(
+                f"modality_features must be (batch, {n_mod}, {cfg.dim}) for modalities "
+                f"{cfg.modalities}; got {tuple(modality_features.shape)}"
+            )
+        if modality_features.shape[0] not in (1, batch_size):
+            raise ValueError(
+                f"modality_features batch {modality_features.shape[0]} != token batch {batch_size}"
+            )
+        feats = modality_features.to(prefix.dtype)
+        per = cfg.adapter_layers_per_modality
+        return [
+            (feats[:, j // per] + prefix[j]).unsqueeze(1) for j in range(cfg.n_adapter_layers)
+        ]
+
+    def _freqs(self, device: torch.device, length: int) -> torch.Tensor:
+        table = self._rope.get(device)
+        if table is None or table.shape[0] < length:
+            size = max(self.config.max_seq_len, 1 << max(length - 1, 1).bit_length())
+            # A normal tensor even when first built under inference_mode, so training can use it.
+            with torch.inference_mode(False), torch.no_grad():
+                table = rope_frequencies(
+                    self.config.head_dim, size, self.config.rope_theta, device
+                )
+            self._rope[device] = table
+        return table
+
+    def _plan(
+        self,
+        B: int,
+        T: int,
+        device: torch.device,
+        cache: Optional[KVCache],
+        start_pos: Optional[int],
+        attention_mask: Optional[torch.Tensor],
+    ) -> _Plan:
+        """Positions (as RoPE rotations) and the attention mask for this call, shared by layers."""
+        if cache is None:
+            if start_pos:
+                raise ValueError("start_pos > 0 needs a cache holding the earlier keys/values")
+            start = 0
+        else:
+            if cache.batch_size != B:
+                raise ValueError(f"cache was built for batch {cache.batch_size}, tokens have {B}")
+            start = cache.length if start_pos is None else start_pos
+            cache.seek(start)
+            if start + T > cache.max_len:
+                raise ValueError(
+                    f"cache holds {cache.max_len} positions; writing {T} at {start} overflows it"
+                )
+        end = start + T
+        valid = None  # (B, T) bool for the new tokens, None when all are real
+        if attention_mask is not None:
+            if attention_mask.shape == (B, end):
+                valid = attention_mask[:, start:end]
+            elif attention_mask.shape == (B, T):
+                valid = attention_mask
+            else:
+                raise ValueError(
+                    f"attention_mask must be (batch, start_pos + T) = ({B}, {end}) or ({B}, {T}); "
+                    f"got {tuple(attention_mask.shape)}"
+                )
+            valid = valid.to(device=device, dtype=torch.bool)
+            if bool(valid.all()):
+                valid = None
+        table = self._freqs(device, end)
+        ar = torch.arange(T, device=device)
+
+        if cache is None:
+            if valid is None or bool((valid[:, 1:] <= valid[:, :-1]).all()):
+                # No padding, or right padding (training): plain causal attention; pad queries at
+                # the end only produce outputs the loss ignores.
+                return _Plan(table[:T].view(1, T, 1, -1), None, True, None, 0, T)
+            pos = (valid.long().cumsum(-1) - 1).clamp(min=0)
+            key_valid = valid
+        else:
+            if valid is None:
+                cache.key_valid[:, start:end] = True
+            else:
+                cache.key_valid[:, start:end] = valid
+                cache.padded = True
+            cache.length = end
+            if not cache.padded:
+                freqs = table[start:end].view(1, T, 1, -1)
+                if T == 1:
+                    return _Plan(freqs, None, False, cache, start, end)
+                if start == 0:
+                    return _Plan(freqs, None, True, cache, start, end)
+                causal = torch.arange(end, device=device)[None, :] <= (start + ar)[:, None]
+                return _Plan(freqs, causal, False, cache, start, end)
+            key_valid = cache.key_valid[:, :end]
+            pos = (key_valid.long().cumsum(-1)[:, start:end] - 1).clamp(min=0)
+
+        freqs = table[pos].unsqueeze(2)  # (B, T, 1, hd/2)
+        if T == 1:
+            return _Plan(freqs, key_valid[:, None, None, :], False, cache, start, end)
+        kpos = torch.arange(end, device=device)[None, :]
+        qpos = (start + ar)[:, None]
+        # Pad queries may attend to themselves so that no row is fully masked (no NaNs).
+        allowed = (kpos <= qpos) & (key_valid[:, None, :] | (kpos == qpos))
+        return _Plan(freqs, allowed[:, None], False, cache, start, end)
+
+    # -- forward --------------------------------------------------------------------------
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        modality_features: Optional[torch.Tensor] = None,
+        cache: Optional[KVCache] = None,
+        start_pos: Optional[int] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        return_hidden: bool = False,
+        last_only: bool = False,
+    ):
+        """tokens (B, T) long -> float logits (B, T, vocab) [, final-norm hidden (B, T, dim)].
+
+        modality_features: (B, n_modalities, dim), zeros for an absent modality; None = prefix only.
+        cache / start_pos: with a cache, keys/values are appended at start_pos (default: the cache
+        length); attention_mask (B, start_pos + T) marks real tokens (1) and padding (0).
+        last_only: compute logits (and hidden) for the last position only (generation).
+        """
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be (batch, seq), got shape {tuple(tokens.shape)}")
+        return self.forward_embeddings(
+            self.embed(tokens),
+            modality_features=modality_features,
+            cache=cache,
+            start_pos=start_pos,
+            attention_mask=attention_mask,
+            return_hidden=return_hidden,
+            last_only=last_only,
+        )
+
+    def forward_embeddings(
+        self,
+        h: torch.Tensor,
+        modality_features: Optional[torch.Tensor] = None,
+        cache: Optional[KVCache] = None,
+        start_pos: Optional[int] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        return_hidden: bool = False,
+        last_only: bool = False,
+    ):
+        """Same as `forward`, starting from input embeddings h (B, T, dim)."""
+        B, T, _ = h.shape
+        if T == 0:
+            raise ValueError("forward needs at least one token per row")
+        plan = self._plan(B, T, h.device, cache, start_pos, attention_mask)
+        first = self.config.first_adapter_layer
+        adapters: Optional[list[Optional[torch.Tensor]]] = cache.adapters if cache else None
+        if adapters is None and self.config.n_adapter_layers:
+            tokens = self.adapter_tokens(modality_features, B)
+            adapters = [None] * first + [
+                layer.attention.adapter_output(tok)
+                for layer, tok in zip(self.layers[first:], tokens)
+            ]
+            if cache is not None:
+                cache.adapters = adapters
+        for i, layer in enumerate(self.layers):
+            h = layer(h, plan, adapters[i] if adapters is not None else None)
+        h = self.norm(h)
+        if last_only:
+            h = h[:, -1:]
+        logits = self.logits(h)
+        return (logits, h) if return_hidden else logits
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter-efficient tuning helpers
+
+
+def parameter_group(name: str) -> Optional[str]:
+    """Which PEFT group a parameter name belongs to ("lora", "bias", ...), None for base weights."""
+    leaf = name.rsplit(".", 1)[-1]
+    if ".lora_" in name or name.startswith("lora_"):
+        return "lora"
+    if leaf == "bias":
+        return "bias"
+    if name.endswith("attention_norm.weight") or name.endswith("ffn_norm.weight") or name == "norm.weight":
+        return "norms"
+    if leaf == "gate":
+        return "gates"
+    if name == "prefix_query.weight":
+        return "prefix"
+    if name in NEW_TOKEN_PARAMS:
+        return "new_tokens"
+    return None
+
+
+def peft_parameter_names(model: Transformer) -> list[str]:
+    """Names of every parameter parameter-efficient tuning may train (all groups)."""
+    return [n for n, _ in model.named_parameters() if parameter_group(n) is not None]
+
+
+def set_trainable(
+    model: Transformer,
+    lora: bool = True,
+    bias: bool = True,
+    norms: bool = True,
+    gates: bool = True,
+    prefix: bool = True,
+    new_tokens: bool = True,
+) -> list[str]:
+    """Freeze everything except the chosen PEFT groups; returns the trainable parameter names."""
+    wanted = {
+        g
+        for g, on in zip(PEFT_GROUPS, (lora, bias, norms, gates, prefix, new_tokens))
+        if on
+    }
+    trainable = []
+    for name, p in model.named_parameters():
+        on = parameter_group(name) in wanted
+        p.requires_grad_(on)
+        if on:
+            trainable.append(name)
+    return trainable
+
+
+# ---------------------------------------------------------------------------------------------
+# State-dict helpers for the separate new-token rows
+
+
+def merge_new_tokens(state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict:
+    """Fold `new_tok_embeddings` / `new_output` into grown tok_embeddings / output matrices.
+
+    For export to layouts that hold one (base + new) x dim matrix (Meta, HF, the published
+    checkpoint). Keys outside `prefix` are passed through unchanged.
+    """
+    sd = dict(state_dict)
+    emb, out = prefix + "tok_embeddings.weight", prefix + "output.weight"
+    new_emb, new_out = prefix + NEW_TOKEN_PARAMS[0], prefix + NEW_TOKEN_PARAMS[1]
+    if (new_emb in sd) != (new_out in sd):
+        raise ValueError(f"state dict has only one of {new_emb!r} / {new_out!r}")
+    if new_emb in sd:
+        for base_key, new_key in ((emb, new_emb), (out, new_out)):
+            if base_key not in sd:
+                raise ValueError(f"state dict has {new_key!r} but no {base_key!r} to merge into")
+            sd[base_key] = torch.cat([sd[base_key], sd.pop(new_key).to(sd[base_key].dtype)])
+    return sd
+
+
+def split_new_tokens(
+    state_dict: Mapping[str, torch.Tensor], base_vocab_size: int, prefix: str = ""
+) -> dict:
+    """Inverse of `merge_new_tokens`: rows past base_vocab_size become the new-token parameters."""
+    sd = dict(state_dict)
+    emb, out = prefix + "tok_embeddings.weight", prefix + "output.weight"
+    rows = {k: sd[k].shape[0] for k in (emb, out) if k in sd}
+    if len(rows) != 2:
+        raise ValueError(f"state dict lacks {emb!r} or {out!r}")
+    if rows[emb] != rows[out]:
+        raise ValueError(f"{emb} has {rows[emb]} rows but {out} has {rows[out]}")
+    if rows[emb] < base_vocab_size:
+        raise ValueError(f"{emb} has {rows[emb]} rows, fewer than the base vocabulary {base_vocab_size}")
+    if rows[emb] > base_vocab_size:
+        for key, new_key in ((emb, NEW_TOKEN_PARAMS[0]), (out, NEW_TOKEN_PARAMS[1])):
+            full = sd[key]
+            sd[key] = full[:base_vocab_size]
+            sd[prefix + new_key] = full[base_vocab_size:]
+    return sd
+
+
+def count_parameters(model: nn.Module, names: Optional[Iterable[str]] = None) -> int:
+    """Number of elements in the named parameters (all when names is None)."""
+    keep = None if names is None else set(names)
+    return sum(p.numel() for n, p in model.named_parameters() if keep is None or n in keep)
+
+
+__all__ = [
+    "KVCache",
+    "RMSNorm",
+    "Transformer",
+    "apply_rope",
+    "count_parameters",
+    "merge_new_tokens",
+    "parameter_group",
+    "peft_parameter_names",
+    "rope_frequencies",
+    "set_trainable",
+    "split_new_tokens",
+]

@@ -1,0 +1,143 @@
+"""Checkpoints that hold only what training changed, written so the last good state survives a crash.
+
+A checkpoint is a folder:
+
+    config.json            the M2UGenConfig, the stage, progress counters
+    model.safetensors      the tuned parameters only (LoRA, biases, norms, gates, prefix, new-token
+                           rows, bridges, projector): megabytes, not the 23-31 GB the published code
+                           wrote with the whole frozen model inside
+    training_state.pt      optimizer, scheduler, RNG and sampler position (tensors, lists and numbers
+                           only: it loads with `weights_only=True`)
+
+The folder is built under a temporary name and swapped in with renames, so at every instant either
+the previous or the new checkpoint is complete on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "training_state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, incomplete or does not fit the model."""
+
+
+def tuned_state_dict(model: torch.nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """The named parameters as contiguous CPU tensors (safetensors wants no shared storage)."""
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().to("cpu").contiguous().clone() for n in names}
+
+
+def write_checkpoint(
+    folder: str | os.PathLike,
+    *,
+    weights: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    training_state: Optional[dict[str, Any]] = None,
+) -> Path:
+    """Write a complete checkpoint folder atomically (build aside, then swap in with renames)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        save_file(weights, str(tmp / WEIGHTS_FILE))
+        if training_state is not None:
+            torch.save(training_state, tmp / STATE_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = folder.with_name(folder.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+def resolve_checkpoint(folder: str | os.PathLike) -> Path:
+    """The complete checkpoint at `folder` (or in its `checkpoint/` subfolder, the layout of a
+    training stage's output), or its `.old` twin if a crash hit the swap."""
+    folder = Path(folder)
+    inner = folder / "checkpoint"
+    if inner.exists() or inner.with_name("checkpoint.old").exists():
+        folder = inner
+    for candidate in (folder, folder.with_name(folder.name + ".old")):
+        if (candidate / CONFIG_FILE).is_file() and (candidate / WEIGHTS_FILE).is_file():
+            return candidate
+    raise CheckpointError(
+        f"{folder}: not a checkpoint folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
+    )
+
+
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    path = resolve_checkpoint(folder) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: invalid JSON ({err})") from None
+
+
+def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    return load_file(str(resolve_checkpoint(folder) / WEIGHTS_FILE))
+
+
+def read_training_state(folder: str | os.PathLike) -> Optional[dict[str, Any]]:
+    path = resolve_checkpoint(folder) / STATE_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def load_tuned_weights(
+    model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """Copy tuned weights into `model`, refusing unknown names and shape mismatches."""
+    params = dict(model.named_parameters())
+    unknown = sorted(set(weights) - set(params))
+    if unknown:
+        raise CheckpointError(f"{source}: {len(unknown)} unknown parameter(s), e.g. {unknown[:3]}")
+    for name, value in weights.items():
+        if params[name].shape != value.shape:
+            raise CheckpointError(
+                f"{source}: {name} has shape {tuple(value.shape)}, "
+                f"model expects {tuple(params[name].shape)}"
+            )
+        with torch.no_grad():
+            params[name].copy_(value.to(params[name].dtype))
+
+
+def load_published_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """State dict of a published `checkpoint.pth`, loaded without unsafe unpickling.
+
+    The file pickles an argparse Namespace next to the tensors; that one class is allowed, nothing
+    else. A leading "module." (DDP) prefix is dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        blob = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+    state = blob.get("model", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict with a 'model' state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}

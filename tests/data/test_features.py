@@ -1,0 +1,236 @@
+"""Feature cache: hits, misses, invalidation, atomic writes, the text store and the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+import data.features as features
+from data.features import FeatureCache, TextFeatureStore, discover_media, main
+
+
+class CountingEncoder:
+    """A stand-in frozen encoder: features = a function of the loaded array; counts calls."""
+
+    def __init__(self, identity: str = "enc-A") -> None:
+        self.identity = identity
+        self.calls: list[int] = []
+
+    def encode_items(self, batch):
+        self.calls.append(len(batch))
+        return [torch.tensor(np.asarray(x, np.float32)).reshape(1, -1) * 1.1 for x in batch]
+
+
+def _load_npy(path: str) -> np.ndarray:
+    return np.load(path)
+
+
+def _write(path: Path, values) -> Path:
+    np.save(path, np.asarray(values, np.float32))
+    return path
+
+
+@pytest.fixture()
+def files(tmp_path):
+    return [_write(tmp_path / f"x{i}.npy", [i, i + 0.5, 2.0]) for i in range(3)]
+
+
+def _entries(cache_dir: Path) -> list[Path]:
+    return sorted(cache_dir.rglob("*.safetensors"))
+
+
+def test_miss_then_hit(files, tmp_path):
+    cache = FeatureCache(tmp_path / "c")
+    enc = CountingEncoder()
+    first = cache.get_or_compute(files, enc, _load_npy, batch_size=2)
+    assert enc.calls == [2, 1] and cache.stats.computed == 3
+    assert len(_entries(tmp_path / "c")) == 3
+    again = FeatureCache(tmp_path / "c")  # a new run: nothing in memory
+    second = again.get_or_compute(files, enc, _load_npy)
+    assert enc.calls == [2, 1] and again.stats.reused == 3 and again.stats.computed == 0
+    for a, b in zip(first, second):
+        assert torch.equal(a, b) and a.dtype == torch.float32
+    assert torch.allclose(first[1], torch.tensor([[1.1, 1.65, 2.2]]))
+
+
+def test_changed_file_is_recomputed(files, tmp_path):
+    cache = FeatureCache(tmp_path / "c")
+    enc = CountingEncoder()
+    cache.get_or_compute(files, enc, _load_npy)
+    _write(files[0], [9.0, 9.0, 9.0])
+    out = cache.get_or_compute(files, enc, _load_npy)
+    assert enc.calls[-1] == 1  # only the edited file
+    assert torch.allclose(out[0], torch.full((1, 3), 9.9))
+
+
+def test_changed_file_with_preserved_mtime_is_recomputed(files, tmp_path):
+    cache = FeatureCache(tmp_path / "c")
+    enc = CountingEncoder()
+    cache.get_or_compute(files[:1], enc, _load_npy)
+    st = os.stat(files[0])
+    _write(files[0], [7.0, 7.0, 7.0])  # same size
+    os.utime(files[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+    out = cache.get_or_compute(files[:1], enc, _load_npy)
+    assert torch.allclose(out[0], torch.full((1, 3), 7.7))
+
+
+def test_changed_encoder_or_params_or_dtype_miss(files, tmp_path):
+    cache = FeatureCache(tmp_path / "c")
+    a = CountingEncoder("enc-A")
+    cache.get_or_compute(files, a, _load_npy, params={"sr": 24000})
+    b = CountingEncoder("enc-B")
+    cache.get_or_compute(files, b, _load_npy, params={"sr": 24000})
+    assert b.calls == [3]
+    cache.get_or_compute(files, a, _load_npy, params={"sr": 16000})
+    assert a.calls == [3, 3]
+    cache.get_or_compute(files, a, _load_npy, params={"sr": 24000})
+    assert a.calls == [3, 3]  # the original entries are still valid
+    half = FeatureCache(tmp_path / "c", dtype="float16")
+    out = half.get_or_compute(files, a, _load_npy, params={"sr": 24000})
+    assert a.calls == [3, 3, 3] and half.stats.computed == 3
+    assert torch.equal(out[1], torch.tensor([[1.1, 1.65, 2.2]]).half().float())
+
+
+def test_corrupt_entry_is_a_miss(files, tmp_path):
+    cache = FeatureCache(tmp_path / "c")
+    enc = CountingEncoder()
+    cache.get_or_compute(files[:1], enc, _load_npy)
+    (entry,) = _entries(tmp_path / "c")
+    entry.write_bytes(entry.read_bytes()[:20])  # truncated by someone else
+    out = cache.get_or_compute(files[:1], enc, _load_npy)
+    assert enc.calls == [1, 1] and torch.allclose(out[0], torch.tensor([[0.0, 0.55, 2.2]]))
+    # an entry renamed to another key is not served either
+    other = _write(tmp_path / "other.npy", [5.0, 5.0, 5.0])
+    cache.get_or_compute([other], enc, _load_npy)
+    src = [e for e in _entries(tmp_path / "c")]
+    key0 = cache.key(files[0], enc.identity)
+    target = cache.store.path(key0)
+    moved = [e for e in src if e != target][0]
+    os.replace(moved, target)
+    assert cache.lookup(files[0], enc.identity) is None
+
+
+def test_write_is_atomic(files, tmp_path, monkeypatch):
+    cache = FeatureCache(tmp_path / "c")
+    enc = CountingEncoder()
+    (good,) = cache.get_or_compute(files[:1], enc, _load_npy)
+    entry = _entries(tmp_path / "c")[0]
+    before = entry.read_bytes()
+    real_save = features.save_file
+    observed = []
+
+    def crashing_save(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        observed.append(Path(filename).read_bytes() != before)
+        with open(filename, "r+b") as fh:  # half written...
+            fh.truncate(10)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(features, "save_file", crashing_save)
+    with pytest.raises(OSError, match="disk full"):
+        cache.put(files[0], enc.identity, torch.ones(1, 3))
+    assert observed == [True]
+    assert entry.read_bytes() == before  # the old entry survived intact
+    assert _entries(tmp_path / "c") == [entry]
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.name.endswith(".tmp")]
+
+    def checking_save(tensors, filename, metadata=None):
+        assert Path(filename) != cache.store.path(cache.key(files[1], enc.identity))
+        assert not cache.store.path(cache.key(files[1], enc.identity)).exists()
+        real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(features, "save_file", checking_save)
+    cache.get_or_compute(files[1:2], enc, _load_npy)
+    assert cache.lookup(files[1], enc.identity) is not None
+    assert torch.equal(cache.lookup(files[0], enc.identity), good)
+
+
+def test_text_store(tmp_path):
+    calls = []
+
+    def compute(texts):
+        calls.append(list(texts))
+        return torch.stack([torch.full((2, 3), float(len(t))) for t in texts])
+
+    store = TextFeatureStore(tmp_path / "c", identity="musicgen-tiny#1")
+    out = store.get_or_compute(["a piano", "slow", "a piano"], compute)
+    assert out.shape == (3, 2, 3) and calls == [["a piano", "slow", "a piano"]]
+    out2 = store.get_or_compute(["slow", "a piano", "fast organ"], compute)
+    assert calls[-1] == ["fast organ"]
+    assert torch.equal(out2[0], out[1]) and out2[2].max() == 10
+    other = TextFeatureStore(tmp_path / "c", identity="musicgen-tiny#2")
+    other.get_or_compute(["slow"], compute)
+    assert calls[-1] == ["slow"]  # another decoder never reuses these targets
+    with pytest.raises(ValueError, match="rows"):
+        other.get_or_compute(["x", "y"], lambda t: torch.zeros(1, 2))
+
+
+def test_real_music_encoder_through_cache(tmp_path):
+    from llama.config import get_preset
+    from llama.encoders import load_music_encoder
+
+    enc = load_music_encoder(get_preset("tiny").mert)
+    paths = []
+    for i, secs in enumerate((1.0, 2.0)):
+        p = tmp_path / f"a{i}.wav"
+        sf.write(p, np.random.default_rng(i).standard_normal(int(secs * 24000)) * 0.1, 24000)
+        paths.append(p)
+    load = lambda p: sf.read(p, dtype="float32")[0]  # noqa: E731
+    cache = FeatureCache(tmp_path / "c")
+    items = cache.get_or_compute(paths, enc, load, params={"sr": 24000})
+    states, mask = enc.collate(items)
+    direct = enc.encode([load(p) for p in paths])
+    assert torch.allclose(states, direct.hidden_states, atol=1e-5)
+    assert torch.equal(mask, direct.mask)
+    reread = FeatureCache(tmp_path / "c").get_or_compute(paths, enc, load, params={"sr": 24000})
+    assert all(torch.equal(a, b) for a, b in zip(items, reread))
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _dataset(root: Path) -> None:
+    (root / "MUCaps" / "audios").mkdir(parents=True)
+    (root / "COCO" / "images").mkdir(parents=True)
+    (root / "MusicQA" / "audios").mkdir(parents=True)
+    for i in range(2):
+        sf.write(root / "MUCaps" / "audios" / f"m{i}.wav",
+                 np.random.default_rng(i).standard_normal(12000 * (i + 1)) * 0.1, 24000)
+        Image.fromarray(np.full((20, 30, 3), 60 * i, np.uint8)).save(root / "COCO" / "images" / f"c{i}.png")
+    sf.write(root / "MusicQA" / "audios" / "q.flac", np.zeros(16000), 16000)
+    (root / "MUCaps" / "audios" / "notes.txt").write_text("not media")
+
+
+def test_discover_media(tmp_path):
+    _dataset(tmp_path)
+    names = [p.name for p in discover_media(tmp_path, "audio")]
+    assert names == ["m0.wav", "m1.wav", "q.flac"]
+    assert [p.name for p in discover_media(tmp_path, "image")] == ["c0.png", "c1.png"]
+    assert discover_media(tmp_path, "video") == []
+
+
+def test_cli_counts_failures_and_reuse(tmp_path, capsys):
+    root = tmp_path / "data"
+    _dataset(root)
+    bad = root / "MUCaps" / "audios" / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    argv = ["--data_root", str(root), "--preset", "tiny", "--cache_dir", str(tmp_path / "c"),
+            "--modalities", "audio,image", "--no_progress"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "audio: 4 files, 3 computed, 0 reused, 1 failed" in out
+    assert "image: 2 files, 2 computed, 0 reused, 0 failed" in out
+    assert f"failed: {bad}" in out
+    assert main(argv + ["--skip_bad"]) == 0
+    out = capsys.readouterr().out
+    assert "audio: 4 files, 0 computed, 3 reused, 1 skipped" in out
+    assert f"skipped: {bad}" in out
+    with pytest.raises(SystemExit):
+        main(argv[:-3] + ["--modalities", "smell"])

@@ -1,0 +1,197 @@
+"""The web demo, driven through gradio_client against a real server on 127.0.0.1.
+
+The tiny model runs on random weights; a spy on the model records what each turn fed it (prompt,
+history, prompt token count, encoded media), so the tests check behaviour, not just that a reply
+came back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from gradio_client import Client, handle_file
+from PIL import Image
+
+import gradio_app
+import inference
+
+
+def write_media(folder: Path) -> dict[str, Path]:
+    """A short sine WAV, a PNG, an MP4, and a corrupt PNG."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sr = 24000
+    t = np.arange(sr // 2) / sr
+    sf.write(folder / "tone.wav", (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), sr)
+    Image.fromarray(np.full((48, 48, 3), (0, 0, 200), np.uint8)).save(folder / "blue.png")
+    with av.open(str(folder / "clip.mp4"), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(12):
+            frame = np.full((64, 64, 3), 20 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    return {"audio": folder / "tone.wav", "image": folder / "blue.png",
+            "video": folder / "clip.mp4", "bad_image": folder / "broken.png"}
+
+
+class Spy:
+    """Wraps the model's build_prompt / encode_media to record what every turn received."""
+
+    def __init__(self, model) -> None:
+        self.prompts: list[dict] = []
+        self.media: list[tuple[str, list]] = []
+        build, encode = model.build_prompt, model.encode_media
+
+        def build_prompt(prompt, history, max_new_tokens):
+            ids, dropped = build(prompt, history, max_new_tokens)
+            self.prompts.append({"prompt": prompt, "history": list(history), "n_tokens": len(ids),
+                                 "text": model.tokenizer.decode(ids)})
+            return ids, dropped
+
+        def encode_media(modality, items):
+            self.media.append((modality, [str(x) for x in items]))
+            return encode(modality, items)
+
+        model.build_prompt = build_prompt
+        model.encode_media = encode_media
+
+    def for_prompt(self, prompt: str) -> dict:
+        (hit,) = [p for p in self.prompts if p["prompt"] == prompt]
+        return hit
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    return write_media(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    model = inference.load_model(inference.ModelChoice(None, "tiny", {}, "cpu", "float32"))
+    spy = Spy(model)
+    root = tmp_path_factory.mktemp("sessions")
+    app = gradio_app.build_app(model, root=root)
+    gradio_app.launch(app, host="127.0.0.1", port=0, block=False, quiet=True)
+    try:
+        yield app, spy, root
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def client(served) -> Client:
+    return Client(served[0].local_url, verbose=False)
+
+
+SHORT = dict(max_new_tokens=6, temperature=0.0, api_name="/chat")
+
+
+def test_listens_on_localhost_and_page_says_random_weights(served):
+    app, _, _ = served
+    assert app.local_url.startswith("http://127.0.0.1:")
+    assert app.share_url is None
+    config = httpx.get(app.local_url + "config", timeout=10).text
+    assert "RANDOM weights" in config and "random-weights-notice" in config
+
+
+def test_cli_defaults_are_safe():
+    args = gradio_app.build_parser().parse_args([])
+    assert (args.host, args.share, args.concurrency) == ("127.0.0.1", False, 1)
+    assert args.max_file_size
+
+
+def test_text_turn_streams(client, served):
+    _, spy, _ = served
+    job = client.submit(text="Tell me about the blues", music="never", **SHORT)
+    reply, music = job.result(timeout=60)
+    assert isinstance(reply, str) and not reply.startswith("Error") and music is None
+    outputs = job.outputs()
+    assert len(outputs) >= 2  # partial texts arrived before the final answer
+    assert spy.for_prompt("Tell me about the blues")["history"] == []
+
+
+@pytest.mark.parametrize("modality", ["audio", "image", "video"])
+def test_turn_with_each_modality(modality, client, served, media):
+    _, spy, _ = served
+    before = len(spy.media)
+    reply, music = client.predict(text=f"What does this {modality} suggest?",
+                                  music="never", **{modality: handle_file(str(media[modality]))},
+                                  **SHORT)
+    assert not reply.startswith("Error"), reply
+    new = spy.media[before:]
+    assert [m for m, _ in new] == [modality]
+    assert Path(new[0][1][0]).name == media[modality].name
+
+
+def test_music_turn_returns_wav(client):
+    reply, music = client.predict(text="Compose a slow piano piece", music="always",
+                                  audio_seconds=1.0, **SHORT)
+    assert not reply.startswith("Error"), reply
+    data, sr = sf.read(music)
+    assert Path(music).suffix == ".wav" and sr > 0
+    assert abs(len(data) / sr - 1.0) <= 0.05 and np.isfinite(data).all()
+
+
+def test_second_turn_sees_the_first(client, served):
+    _, spy, _ = served
+    client.predict(text="My favourite instrument is the flute", music="never", **SHORT)
+    client.predict(text="Which instrument did I name?", music="never", **SHORT)
+    first = spy.for_prompt("My favourite instrument is the flute")
+    second = spy.for_prompt("Which instrument did I name?")
+    assert first["history"] == []
+    assert [q for q, _ in second["history"]] == ["My favourite instrument is the flute"]
+    assert "flute" in second["text"]
+    assert second["n_tokens"] > first["n_tokens"]
+
+
+def test_two_clients_keep_separate_histories(served):
+    _, spy, root = served
+    url = served[0].local_url
+    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    a.predict(text="alpha says a low organ drone", music="never", **SHORT)
+    b.predict(text="beta says a high flute trill", music="never", **SHORT)
+    a.predict(text="alpha asks again", music="never", **SHORT)
+    b.predict(text="beta asks again", music="never", **SHORT)
+    assert [q for q, _ in spy.for_prompt("alpha asks again")["history"]] == [
+        "alpha says a low organ drone"]
+    assert [q for q, _ in spy.for_prompt("beta asks again")["history"]] == [
+        "beta says a high flute trill"]
+    assert len([p for p in root.iterdir() if p.name.startswith("session-")]) >= 2
+
+
+def test_corrupt_upload_is_an_error_message_and_app_keeps_serving(client, served, media):
+    _, spy, _ = served
+    reply, music = client.predict(text="Describe this picture",
+                                  image=handle_file(str(media["bad_image"])), **SHORT)
+    assert reply.startswith("Error:") and "broken.png" in reply and music is None
+    assert "/tmp/" not in reply  # server paths are not shown
+    reply, _ = client.predict(text="Are you still there?", music="never", **SHORT)
+    assert not reply.startswith("Error"), reply
+    # The failed turn is not part of the conversation.
+    assert spy.for_prompt("Are you still there?")["history"] == []
+
+
+def test_edit_last_generated_music_is_explicit(client, served):
+    _, spy, _ = served
+    reply, _ = client.predict(text="Make it faster", edit_last_music=True, **SHORT)
+    assert reply.startswith("Error:") and "no generated music" in reply
+    _, music = client.predict(text="Compose a guitar riff", music="always", audio_seconds=1.0,
+                              **SHORT)
+    before = len(spy.media)
+    reply, _ = client.predict(text="Now make it faster", edit_last_music=True, music="never",
+                              **SHORT)
+    assert not reply.startswith("Error"), reply
+    ((modality, items),) = spy.media[before:]
+    assert modality == "audio" and Path(items[0]).name == Path(music).name
+    # Without the tick the generated music is NOT used as input.
+    before = len(spy.media)
+    client.predict(text="Describe jazz", music="never", **SHORT)
+    assert spy.media[before:] == []
