@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test bench clean
+.PHONY: setup browser test demo bench clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,22 @@ $(STAMP): requirements.txt
 	$(PY) -c "import torch, transformers, diffusers; from transformers import LlamaForCausalLM, ViTModel, HubertModel, MusicgenForConditionalGeneration; from diffusers import AudioLDM2Pipeline; print('imports ok: torch', torch.__version__, 'transformers', transformers.__version__)"
 	touch $(STAMP)
 
-test: setup
+# Debian's Chromium for the browser test (playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(PY) -m pytest
+
+# Tiny end-to-end demo: synthetic data, three training stages (once; reused), then the web app.
+TINY_DIR := ckpts/tiny
+demo: setup
+	test -f $(TINY_DIR)/synthetic/split.json || $(PY) -m data.synthetic --out $(TINY_DIR)/synthetic --seed 0
+	$(PY) -c "import sys, json; from llama.checkpoint import read_config; sys.exit(0 if read_config('$(TINY_DIR)/stage3').get('complete') else 1)" 2>/dev/null \
+	  || bash train_tiny.sh $(TINY_DIR)/synthetic $(TINY_DIR)
+	$(PY) gradio_app.py --model $(TINY_DIR)/stage3
 
 bench: setup
 	$(PY) benchmarks/bench_decode.py

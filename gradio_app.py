@@ -41,10 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("m2ugen.gradio_app")
 
 SESSION_TTL_SECONDS = 6 * 3600  # idle sessions (and their WAV files) are dropped after this
-CONCURRENCY_ID = "m2ugen-model"
+CONCURRENCY_ID = "m2ugen-model"  # the UI and API events share one bounded pool of model workers
 PROG = "gradio_app.py"
 PAGE_CSS = ("#random-weights-notice {background: #fef3c7; border: 1px solid #f59e0b; "
-            "border-radius: 6px; padding: 4px 12px;}")  # the UI and API events share one bounded pool of model workers
+            "border-radius: 6px; padding: 4px 12px;}")
 
 
 @dataclasses.dataclass
@@ -121,7 +121,8 @@ class ChatService:
                     raise inference.InputError("there is no generated music to edit yet")
                 audio = session.last_music
             settings = self.settings(req.settings)
-            media = MediaInput(audio=audio or None, image=req.image or None, video=req.video or None)
+            media = MediaInput(audio=audio or None, image=req.image or None,
+                               video=req.video or None)
             shown = ""
             reply: Optional[ChatReply] = None
             for item in inference.stream_turn(self.model, req.text, history=session.history,
@@ -180,6 +181,8 @@ def build_app(model: "M2UGen", *, description: str = "",
     cfg = model.cfg
     kind = cfg.decoder.kind
     max_tokens_cap = max(16, cfg.llama.max_seq_len // 2)
+    # A quarter of the context by default, so that a few turns of history still fit beside it.
+    default_max_new = min(256, max(16, cfg.llama.max_seq_len // 4))
 
     def settings_of(temperature, top_p, max_new_tokens, audio_seconds, guidance, steps, cond):
         return dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
@@ -193,6 +196,9 @@ def build_app(model: "M2UGen", *, description: str = "",
         req = TurnRequest(text or "", audio, image, video, bool(edit_last), music,
                           settings_of(temperature, top_p, max_new_tokens, audio_seconds,
                                       guidance, steps, cond))
+        if not req.text.strip():
+            yield gr.skip(), session, gr.skip(), gr.skip(), gr.skip(), "Type a message first."
+            return
         started = time.monotonic()
         msgs = session.messages
         msgs.append({"role": "user", "content": _user_message(req)})
@@ -205,7 +211,8 @@ def build_app(model: "M2UGen", *, description: str = "",
                 yield list(msgs), session, skip, skip, skip, skip
             elif kind_ == "error":
                 msgs[-1] = {"role": "assistant", "content": f"⚠️ Error: {value}"}
-                yield list(msgs), session, skip, skip, skip, "⚠️ The last turn failed (see chat)."
+                yield (list(msgs), session, skip, skip, skip,
+                       "⚠️ The last turn failed (see the chat).")
             else:
                 reply_text, wav, note = value
                 body = reply_text or ("*(music)*" if wav else "*(the model gave an empty answer)*")
@@ -221,12 +228,13 @@ def build_app(model: "M2UGen", *, description: str = "",
 
     def api_chat(text: str, audio: Optional[str] = None, image: Optional[str] = None,
                  video: Optional[str] = None, temperature: float = 0.6, top_p: float = 0.8,
-                 max_new_tokens: int = 256, audio_seconds: float = 5.0,
+                 max_new_tokens: Optional[int] = None, audio_seconds: float = 5.0,
                  guidance_scale: Optional[float] = None, num_inference_steps: Optional[int] = None,
                  music_conditioning: str = "projector", music: str = "auto",
                  edit_last_music: bool = False, session=None):
         """API handler: (text, media files, settings) -> (reply text, WAV file or None)."""
         session = session if isinstance(session, Session) else service.new_session()
+        max_new_tokens = default_max_new if max_new_tokens is None else max_new_tokens
         req = TurnRequest(text or "", audio, image, video, bool(edit_last_music), music,
                           settings_of(temperature, top_p, max_new_tokens, audio_seconds,
                                       guidance_scale, num_inference_steps, music_conditioning))
@@ -290,7 +298,7 @@ def build_app(model: "M2UGen", *, description: str = "",
                 with gr.Accordion("Text generation", open=False):
                     temperature = gr.Slider(0.0, 2.0, value=0.6, step=0.05, label="Temperature")
                     top_p = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="Top-p")
-                    max_new = gr.Slider(1, max_tokens_cap, value=min(256, max_tokens_cap), step=1,
+                    max_new = gr.Slider(1, max_tokens_cap, value=default_max_new, step=1,
                                         label="Max new tokens")
                 with gr.Accordion("Music decoder", open=False):
                     seconds = gr.Slider(1.0, 30.0, value=5.0, step=0.5,
@@ -322,8 +330,9 @@ def build_app(model: "M2UGen", *, description: str = "",
         for trigger in (send.click, prompt.submit):
             trigger(respond, inputs, outputs, api_visibility="undocumented",
                     concurrency_id=CONCURRENCY_ID)
-        new_chat.click(clear, [session], [chatbot, session, player, download, status],
-                       api_visibility="undocumented")
+        for trigger in (new_chat.click, chatbot.clear):  # the chat's own trash icon too
+            trigger(clear, [session], [chatbot, session, player, download, status],
+                    api_visibility="undocumented")
         api_button.click(
             api_chat,
             [api_text, api_audio, api_image, api_video, temperature, top_p, max_new, seconds,
@@ -335,7 +344,7 @@ def build_app(model: "M2UGen", *, description: str = "",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = inference._OneLineParser(prog=PROG, description="M2UGen web demo.")
+    p = inference.OneLineParser(prog=PROG, description="M2UGen web demo.")
     inference.add_model_arguments(p)
     s = p.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1",
@@ -354,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 def launch(app: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            max_file_size: str | int = "100mb", concurrency: int = 1, queue_size: int = 32,
            block: bool = True, quiet: bool = False) -> gr.Blocks:
-    """Queue + launch with this demo's safe defaults; returns the app (its URL is `app.local_url`)."""
+    """Queue + launch with the demo's safe defaults; returns the app (URL: `app.local_url`)."""
     if port == 0:
         port = _free_port(host)
     app.queue(default_concurrency_limit=concurrency, max_size=queue_size)

@@ -1,18 +1,18 @@
 """Command-line inference for M2UGen: one request, or a batch of requests from a JSON-lines file.
 
-    python inference.py --prompt "Compose a slow piano melody"                # text (+ music)
+    python inference.py --prompt "Compose a slow piano melody"       # text (+ music)
     python inference.py --prompt "Describe this music" --audio_file x.wav --json
-    python inference.py --batch-file requests.jsonl --out_dir out/             # -> out/results.jsonl
+    python inference.py --batch-file requests.jsonl --out_dir out/    # -> out/results.jsonl
 
 Flags keep the published code's names (--model --llama_dir --mert_path --vit_path --vivit_path
 --music_decoder --music_decoder_path --prompt --audio_file --image_file --video_file). Without
---model the trained checkpoint `ckpts/<preset>/stage3` is used when it exists; otherwise the preset's
-random tuned weights are used and a notice says so on stderr (a fresh clone still runs).
+--model the trained checkpoint `ckpts/<preset>/stage3` is used when it exists; otherwise the
+preset's random tuned weights are used and a notice says so on stderr (a fresh clone still runs).
 
-Bad input (missing or corrupt media, invalid flag values, an empty prompt, a prompt longer than the
-context) ends the program with exit status 2 and one line on stderr naming the problem. In batch mode
-a bad request becomes an error result for its id and the other requests still run (exit status 1 if
-any request failed).
+Bad input (missing or corrupt media, invalid flag values, an empty prompt, a prompt longer than
+the context) ends the program with exit status 2 and one line on stderr naming the problem. In
+batch mode a bad request becomes an error result for its id and the other requests still run
+(exit status 1 if any request failed).
 
 The model-loading and turn helpers here (`add_model_arguments`, `load_model`, `stream_turn`,
 `write_wav`) are shared with the web demo (`gradio_app.py`).
@@ -29,6 +29,7 @@ import re
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
@@ -64,7 +65,7 @@ class InputError(ValueError):
 # Arguments shared by the CLI and the web demo
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad flag as ONE line (no usage block) and exits with status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -117,7 +118,7 @@ def add_generation_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(
+    p = OneLineParser(
         prog=PROG,
         description="M2UGen inference: answer a prompt about music/image/video, generate music.",
         epilog="Batch lines: {\"id\": ..., \"prompt\": ..., \"audio\"|\"image\"|\"video\": path "
@@ -136,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--out_dir", default="output", help="where WAV files (and results) go")
     out.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    out.add_argument("--verbose", action="store_true", help="show library warnings and progress")
+    out.add_argument("--verbose", action="store_true",
+                     help="show library warnings, progress, and tracebacks of errors")
     return p
 
 
@@ -224,8 +226,9 @@ def choose_model(args: argparse.Namespace) -> ModelChoice:
 
 
 def _looks_local(value: str) -> bool:
-    """A path rather than a hub id ("org/name"): absolute, ./relative, or an existing parent."""
-    return value.startswith((".", "/", "~")) or value.count("/") != 1
+    """Clearly a filesystem path (absolute, ./ or ~/, or nested deeper than a hub "org/name");
+    hub ids and the built-in names ("tiny", "tiny-audioldm2") are left to the loaders."""
+    return value.startswith((".", "/", "~")) or value.count("/") >= 2
 
 
 def load_model(choice: ModelChoice, cache: Optional[dict] = None) -> "M2UGen":
@@ -239,6 +242,12 @@ def load_model(choice: ModelChoice, cache: Optional[dict] = None) -> "M2UGen":
     device = choice.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise InputError(f"--device {device}: {one_line(err)}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine")
     dtype_name = choice.dtype
     if dtype_name == "auto":
         dtype_name = "float16" if str(device).startswith("cuda") else "float32"
@@ -246,7 +255,7 @@ def load_model(choice: ModelChoice, cache: Optional[dict] = None) -> "M2UGen":
         print(
             f"notice: no trained checkpoint (looked for ckpts/{choice.preset}/stage3; pass --model "
             f"DIR): using RANDOM tuned weights of preset '{choice.preset}', answers are "
-            "meaningless. Train one with `make demo` or train.sh.",
+            "meaningless. Train one with train.sh (`make demo` trains the tiny preset).",
             file=sys.stderr,
         )
     model = M2UGen.from_pretrained(
@@ -403,7 +412,10 @@ def input_error_types() -> tuple[type[BaseException], ...]:
 # CLI
 
 
-def settings_from_args(args: argparse.Namespace, overrides: Optional[dict] = None) -> "GenerationSettings":
+def settings_from_args(
+    args: argparse.Namespace, overrides: Optional[dict] = None
+) -> "GenerationSettings":
+    """Settings from the flags, with per-request overrides (batch lines) applied."""
     values = dict(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
         seed=args.seed, audio_seconds=args.audio_seconds, guidance_scale=args.guidance_scale,
@@ -635,6 +647,8 @@ def main(argv: Optional[Sequence[str]] = None, *, model_cache: Optional[dict] = 
             return run_batch(args, model)
         return run_single(args, model, choice)
     except expected as err:
+        if args.verbose:  # the full story, for debugging what looked like bad input
+            traceback.print_exc()
         return fail(err)
 
 

@@ -52,6 +52,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup_epochs", type=float, default=1.0)
     p.add_argument("--weight_decay", type=float, default=0.05)
     p.add_argument("--clip_grad", type=float, default=1.0)
+    p.add_argument("--bridge_lr_scale", type=float, default=1.0,
+                   help="learning-rate multiplier for the modality bridges")
     p.add_argument("--max_words", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=0,
@@ -102,34 +104,6 @@ def build_config(args: argparse.Namespace):
         "mert_path": args.mert_path, "vit_path": args.vit_path, "vivit_path": args.vivit_path,
         "music_decoder_path": args.music_decoder_path,
     })
-
-
-class FeatureProvider:
-    """(modality, path) -> frozen-encoder features of one file.
-
-    Looked up in RAM, then in the on-disk cache (`--feature_cache`), then computed by the encoder.
-    Keys of the disk cache are the same as `python -m data.features` precomputes.
-    """
-
-    def __init__(self, model: M2UGen, cache_dir: Optional[str]) -> None:
-        from data.features import FeatureCache, _media_loader
-
-        self.model = model
-        self.cache = FeatureCache(cache_dir) if cache_dir else None
-        self._loaders = {m: _media_loader(model.cfg, m) for m in ("audio", "image", "video")}
-        self._memo: dict[tuple[str, str], torch.Tensor] = {}
-
-    def __call__(self, modality: str, path: str) -> torch.Tensor:
-        key = (modality, str(path))
-        if key not in self._memo:
-            encoder = self.model.encoder(modality)
-            raw, params = self._loaders[modality]
-            if self.cache is not None:
-                feats = self.cache.get_or_compute([path], encoder, raw, params=params)[0]
-            else:
-                feats = encoder.encode_items([raw(path)])[0]
-            self._memo[key] = feats.float().cpu()
-        return self._memo[key]
 
 
 class TargetProvider:
@@ -191,12 +165,14 @@ def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: An
     return step
 
 
-def build_dataset(args: argparse.Namespace, model: M2UGen, features: FeatureProvider):
+def build_dataset(args: argparse.Namespace, model: M2UGen):
     from data.datasets import PerModalityLoader, filter_split, stage_samples, M2UGenDataset, ErrorPolicy
 
     paths = DataPaths.from_root(args.data_root).parse_overrides(args.data)
     split = "train" if Path(paths.split).is_file() else "all"
-    loader = PerModalityLoader({m: (lambda p, m=m: features(m, p)) for m in ("audio", "image", "video")})
+    loader = PerModalityLoader(
+        {m: (lambda p, m=m: model.file_features(m, p)) for m in ("audio", "image", "video")}
+    )
     policy = ErrorPolicy(args.on_error)
     samples = filter_split(stage_samples(args.stage, paths, policy=policy), split, paths)
     if args.stage == 3 and args.replay > 0:
@@ -233,10 +209,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ckpt.load_tuned_weights(model, ckpt.read_weights(src), source=str(src))
     trainable = model.set_stage(args.stage)
     tuned = model.tuned_parameter_names()
-    features = FeatureProvider(model, args.feature_cache)
+    model.use_feature_cache(args.feature_cache)
     targets = TargetProvider(model, args.feature_cache)
     try:
-        dataset = build_dataset(args, model, features)
+        dataset = build_dataset(args, model)
     except DatasetError as err:
         print(f"train_m2ugen: {err}", file=sys.stderr)
         return 2

@@ -224,6 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--predictions", default=None, help="write one JSON line per held-out item")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_new_tokens", type=int, default=48)
+    p.add_argument("--feature_cache", default=None, help="frozen-encoder feature cache folder")
     args = p.parse_args(argv)
     root = Path(args.data_root)
     for needed in ("attributes.json", "split.json"):
@@ -233,6 +234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 2
     model = M2UGen.from_pretrained(args.model)
     model.eval()
+    model.use_feature_cache(args.feature_cache)
     ev = Evaluator(model, root, args.batch_size, args.max_new_tokens)
     result = ev.run()
     if args.predictions:

@@ -7,7 +7,8 @@ Writes the checkpoint once at PATH if it is missing (13.5 GB for one shard; keep
 repository), then loads it in a fresh subprocess per measurement and prints a table: weight bytes,
 peak RSS right after `load_backbone`, peak RSS after every weight byte has been read (the pages a
 memory-mapped load brings in on first use), the ratio to the weight bytes, and the bound
-1.15 x weights + 1 GiB. Peak RSS is the child's `ru_maxrss` (the checkpoint is written by another
+1.15 x weights + 1 GiB. PATH may also be an existing HF folder (e.g. made by
+`python -m llama.convert --to hf`); the 7B/1B shape is then only used for the byte count. Peak RSS is the child's `ru_maxrss` (the checkpoint is written by another
 child, since Linux carries ru_maxrss across fork+exec).
 """
 
@@ -107,7 +108,7 @@ def main() -> None:
         write_checkpoint(args.path, args.shards, cfg)
         return
     weights = sum(torch.Size(s).numel() * 2 for s in base_weight_shapes(cfg).values())
-    if not (args.path / "params.json").is_file():
+    if not ((args.path / "params.json").is_file() or (args.path / "config.json").is_file()):
         free = os.statvfs(args.path.parent if args.path.parent.exists() else "/").f_bavail
         free_bytes = free * os.statvfs("/").f_frsize
         if free_bytes < 2.2 * weights:
@@ -120,11 +121,11 @@ def main() -> None:
                "--shards", str(args.shards), "--preset", args.preset]
         subprocess.run(cmd, check=True)
         print(f"wrote {args.path} ({args.shards} shard(s)) in {time.perf_counter() - t0:.0f} s")
-    files = sorted(args.path.glob("consolidated.*.pth"))
+    files = sorted(args.path.glob("consolidated.*.pth")) or sorted(args.path.glob("*.safetensors"))
     r = measure(args.path, args.dtype)
     bound = 1.15 * weights + GiB
     print(f"\nload_backbone({args.path}, dtype={args.dtype or None}); {args.preset}-shaped, "
-          f"{len(files)} shard(s)")
+          f"{len(files)} weight file(s)")
     print(f"| {'quantity':<38} | {'value':>12} |")
     print(f"|{'-' * 40}|{'-' * 14}|")
     rows = [

@@ -21,11 +21,12 @@ set back by tools that preserve mtimes, so an edited file is re-hashed.
 
 CLI: precompute the features of every media file of a dataset laid out as docs/INTERFACES.md says,
 
-    python -m data.features --data_root DIR --preset tiny --cache_dir D [--modalities audio,image,video]
+    python -m data.features --data_root DIR --preset tiny --cache_dir D \
+        [--modalities audio,image,video] [--dtype float16] [--skip_bad]
 
-prints computed / reused / failed counts per modality; a file that cannot be used is reported by name
-with its reason and makes the exit code non-zero, unless `--skip_bad` is given (then it is counted as
-skipped and reported).
+prints computed / reused / failed counts per modality; a file that cannot be used is reported by
+name with its reason and makes the exit code non-zero, unless `--skip_bad` is given (then it is
+counted as skipped and reported).
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ class FeatureCache:
 
 
 class TextFeatureStore:
-    """Decoder targets (or any text -> tensor function of a frozen model), keyed by text + identity."""
+    """Decoder targets (any text -> tensor function of a frozen model), keyed by text + identity."""
 
     def __init__(self, cache_dir: str | os.PathLike, identity: str,
                  dtype: StorageDtype = "float32") -> None:
@@ -259,7 +260,7 @@ class TextFeatureStore:
 
 
 def discover_media(data_root: str | os.PathLike, modality: str) -> list[Path]:
-    """Every media file of `modality` in the dataset folders (`<root>/<set>/audios|images|videos`)."""
+    """Every media file of `modality` in the dataset folders (<root>/<set>/audios|images|videos)."""
     root = Path(data_root)
     folder, exts = MEDIA_DIRS[modality], MEDIA_EXTS[modality]
     found = {p.resolve(): p for p in root.glob(f"*/{folder}/*")
@@ -276,7 +277,7 @@ class Report:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _media_loader(cfg: Any, modality: str) -> tuple[Callable[[str], Any], dict[str, Any]]:
+def media_loader_for(cfg: Any, modality: str) -> tuple[Callable[[str], Any], dict[str, Any]]:
     """The raw loader for a modality and the parameters that define its output (for the key)."""
     from data import media
 
@@ -356,7 +357,8 @@ def precompute(cache: FeatureCache, files: Sequence[Path], encoder: Any,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m data.features", description=__doc__.split("\n")[0])
-    ap.add_argument("--data_root", required=True, help="dataset folder (layout of docs/INTERFACES.md)")
+    ap.add_argument("--data_root", required=True,
+                    help="dataset folder (layout of docs/INTERFACES.md)")
     ap.add_argument("--preset", default="tiny", help="configuration preset naming the encoders")
     ap.add_argument("--cache_dir", required=True)
     ap.add_argument("--modalities", default="audio,image,video")
@@ -390,7 +392,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             reports.append(Report(modality))
             continue
         encoder = _load_encoder(cfg, modality, args.device)
-        loader, params = _media_loader(cfg, modality)
+        loader, params = media_loader_for(cfg, modality)
         reports.append(precompute(cache, files, encoder, loader, params, modality,
                                   args.batch_size, progress=not args.no_progress))
 
@@ -403,7 +405,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"  {word}: {path}: {reason}")
         n_failed += len(r.failed)
     if n_failed and not args.skip_bad:
-        print(f"{n_failed} file(s) could not be used (pass --skip_bad to skip them)", file=sys.stderr)
+        print(f"{n_failed} file(s) could not be used (pass --skip_bad to skip them)",
+              file=sys.stderr)
         return 1
     return 0
 

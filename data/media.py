@@ -221,7 +221,9 @@ def _read_av_audio(p: Path, max_seconds: float | None) -> tuple[np.ndarray, int]
     wave = np.concatenate(chunks, axis=1).T.astype(np.float32, copy=False)
     got = wave.shape[0] / in_sr
     if declared is not None and got < 0.95 * declared - 0.1:
-        raise MediaError(p, f"truncated: header declares {declared:.2f} s, only {got:.2f} s decoded")
+        raise MediaError(
+            p, f"truncated: header declares {declared:.2f} s, only {got:.2f} s decoded"
+        )
     return wave, in_sr
 
 
@@ -275,7 +277,7 @@ def load_image(
             (max(w, min_side), max(h, min_side)), Image.Resampling.NEAREST
         )
         rgb = np.asarray(im)
-    return np.ascontiguousarray(rgb, dtype=np.uint8)
+    return np.array(rgb, dtype=np.uint8, order="C")  # a writable copy, never PIL's buffer
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
@@ -430,7 +432,9 @@ def _read_video(
     lost = [i for i in wanted_set if i not in kept]
     if lost:
         raise MediaError(
-            p, f"{len(lost)} of {len(wanted_set)} selected frames could not be decoded (corrupt data)"
+            p,
+            f"{len(lost)} of {len(wanted_set)} selected frames could not be decoded "
+            "(corrupt data)",
         )
     return np.stack([kept[i] for i in picks]).astype(np.uint8, copy=False)
 

@@ -22,8 +22,8 @@ statistics, and the bridges pool over time/tokens, so we chose properties that s
   survives pooling; legato-only fast notes were carried at chance by mean pooling);
 - images (64x64 PNG): colour {red, green, blue, yellow} of one object at a random position, and
   its size {small, large}; the object's shape (disc/square/diamond) varies as a nuisance;
-- videos (16 frames, 32x32, 8 fps H.264 intra-only MP4): colour {red, green, blue, yellow} of a drifting
-  object and brightness {brightening, darkening} of the whole scene over time.
+- videos (16 frames, 32x32, 8 fps H.264 intra-only MP4): colour {red, green, blue, yellow} of a
+  drifting object and brightness {brightening, darkening} of the whole scene over time.
 
 Deliberately NOT used (reported in issue 3 as barely carried by random tiny encoders; not
 re-measured here): musical mode (major/minor), the shape of an object at a random position, and
@@ -52,8 +52,8 @@ features but clearly present token-wise, which matches the image bridge (a learn
 tokens).
 
 Learnable cross-modal mappings (so any-to-music targets follow from the input):
-- MUImage: colour -> instrument (red piano, green organ, blue flute, yellow guitar), size -> register
-  (small high, large low); the tempo is named in the instruction.
+- MUImage: colour -> instrument (red piano, green organ, blue flute, yellow guitar),
+  size -> register (small high, large low); the tempo is named in the instruction.
 - MUVideo: colour -> instrument (same map), brightening -> fast, darkening -> slow; the register is
   named in the instruction.
 - MUEdit: output = input with exactly one attribute changed; the instruction names the new value.
@@ -98,6 +98,9 @@ __all__ = [
     "synth_music",
     "draw_image",
     "render_video",
+    "write_wav",
+    "write_png",
+    "write_mp4",
     "music_caption",
     "image_caption",
     "video_caption",
@@ -160,48 +163,38 @@ _SOUNDING = {"slow": 1.0, "fast": 0.6}  # fast notes are staccato: silence betwe
 
 
 def _note(instrument: str, f0: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """One note of `n` samples: additive partials with an instrument-specific envelope."""
+    """One note of `n` samples. The four timbres form a 2 x 2 design that a small random
+    convolutional front end can hear (see the module docstring, "Carriage"):
+
+    - spectrum: dark (a few low partials: piano, flute) or bright (partials up to Nyquist with a
+      slow 1/k**0.5 roll-off: organ, guitar);
+    - envelope: sustained (flute, organ) or percussive, decaying within ~0.1 s (piano, guitar).
+    """
     t = np.arange(n) / sr
     nyquist = sr / 2
-    if instrument == "piano":
-        ks = np.arange(1, 9)
-        amps = 1.0 / ks**2  # warm: energy in the low partials
-        freqs = f0 * ks * np.sqrt(1 + 0.0004 * ks**2)  # slight string inharmonicity
-        decay = 1.5 + 0.4 * ks  # long ring, treble dies a little faster
-        env_k = np.exp(-np.outer(decay, t))
-        attack = np.minimum(t / 0.004, 1.0)
-    elif instrument == "organ":
-        ks = np.arange(1, 16, 2)  # odd partials only: a hollow, reedy stop
-        amps = 1.0 / ks**0.7
-        freqs = f0 * ks
-        tremolo = 1 + 0.25 * np.sin(2 * np.pi * 6.0 * t)
-        env_k = np.broadcast_to(tremolo, (len(ks), n))
-        attack = np.minimum(t / 0.02, 1.0) * np.minimum((t[-1] - t) / 0.02 + 1e-3, 1.0)
-    elif instrument == "flute":
-        ks = np.array([1, 2, 3])
-        amps = np.array([1.0, 0.12, 0.05])
-        vibrato = 1 + 0.006 * np.sin(2 * np.pi * 5.0 * t)
-        freqs = f0 * ks
-        env_k = np.ones((len(ks), n))
-        attack = np.minimum(t / 0.08, 1.0) * np.minimum((t[-1] - t) / 0.05 + 1e-3, 1.0)
-        phase = 2 * np.pi * np.outer(freqs, np.cumsum(vibrato) / sr)
-        partials = (amps[:, None] * (freqs[:, None] < nyquist) * np.sin(phase)).sum(0)
-        breath = 0.08 * rng.standard_normal(n)
-        return ((partials + breath) * attack).astype(np.float64)
-    elif instrument == "guitar":
-        ks = np.arange(1, 20)
-        pluck = 0.12  # plucked near the bridge: bright, nasal spectrum
-        amps = np.abs(np.sin(np.pi * ks * pluck)) / ks**0.8
-        freqs = f0 * ks
-        decay = 6.0 + 2.0 * ks  # short, quickly darkening pluck
-        env_k = np.exp(-np.outer(decay, t))
-        attack = np.minimum(t / 0.002, 1.0)
-    else:
+    bright = instrument in ("organ", "guitar")
+    if instrument not in ("piano", "organ", "flute", "guitar"):
         raise ValueError(f"unknown instrument {instrument!r}")
+    if bright:
+        ks = np.arange(1, int(nyquist // f0) + 1)
+        amps = 1.0 / ks**0.5
+        if instrument == "organ":
+            amps = amps * (ks % 2 == 1)  # odd partials: a reedy stop
+    else:
+        ks = np.array([1, 2, 3])
+        amps = np.array([1.0, 0.15, 0.05])
+    freqs = f0 * ks
+    if instrument in ("piano", "guitar"):
+        env = np.exp(-30.0 * t) * np.minimum(t / 0.002, 1.0)
+    else:
+        env = np.minimum(t / 0.03, 1.0) * np.minimum((t[-1] - t) / 0.03 + 1e-3, 1.0)
+        if instrument == "flute":
+            env = env * (1 + 0.05 * np.sin(2 * np.pi * 5.0 * t))
     phases = rng.uniform(0, 2 * np.pi, size=len(ks))
-    keep = freqs < nyquist
+    keep = (freqs < nyquist) & (amps > 0)
     waves = np.sin(2 * np.pi * np.outer(freqs[keep], t) + phases[keep, None])
-    return (amps[keep, None] * env_k[keep] * waves).sum(0) * attack
+    tone = (amps[keep, None] * waves).sum(0)
+    return tone / max(np.abs(tone).max(), 1e-9) * env
 
 
 def synth_music(
@@ -593,9 +586,8 @@ def _muimage(w: _Writer, n: int, seed: int) -> None:
         apath = audios / f"muimage_{i:05d}.wav"
         mcap = _music_clip(w, apath, target, rng)
         request = _fill(_MUIMAGE_REQUESTS, {"tempo": tempo}, rng)
-        items.append(
-            _any_to_music(ipath.name, apath.name, "image", request, image_caption(a, rng), mcap, rng)
-        )
+        icap = image_caption(a, rng)
+        items.append(_any_to_music(ipath.name, apath.name, "image", request, icap, mcap, rng))
         w.assign([ipath, apath], bool(test[i]))
     _json(w.root / "MUImage" / "MUImageInstructions.json", items)
 
@@ -634,7 +626,10 @@ def _musicqa(w: _Writer, n: int, seed: int) -> None:
         conversation: list[dict[str, str]] = []
         for attr in asked:
             q, ans = _QA[str(attr)][int(rng.integers(0, 2))]
-            conversation += [{"from": "human", "value": q}, {"from": "gpt", "value": ans.format(**a)}]
+            conversation += [
+                {"from": "human", "value": q},
+                {"from": "gpt", "value": ans.format(**a)},
+            ]
         if rng.random() < 0.3:
             q = _DESCRIBE_QUESTIONS[int(rng.integers(0, len(_DESCRIBE_QUESTIONS)))]
             conversation += [{"from": "human", "value": q}, {"from": "gpt", "value": caption}]
@@ -667,7 +662,12 @@ def _any_to_music(
         "input_file": input_file,
         "output_file": output_file,
         "conversation": [
-            {"from": "human", "value": request, "input_modality": modality, "caption": input_caption},
+            {
+                "from": "human",
+                "value": request,
+                "input_modality": modality,
+                "caption": input_caption,
+            },
             {
                 "from": "gpt",
                 "value": answer,

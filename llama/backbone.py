@@ -7,11 +7,12 @@ What lives here (SPEC section 2, docs/INTERFACES.md):
 - LoRA (no scaling, up matrix zero-initialised) on wq/wk/wv/wo/w1/w2/w3, zero-initialised biases
   on wq/wo/w1/w2/w3, a per-head gate (init 0, tanh) for the single-token adapter of adapter layers,
   and the learned prefix table that carries one modality feature per adapter layer group.
-- `KVCache`: preallocated per-layer key/value tensors; prefill, then one token at a time. Left-padded
-  batches (attention_mask) get per-row positions, so prompts of different lengths share a batch.
-- New vocabulary rows ([AUD0..7]) live in separate parameters (`new_tok_embeddings`, `new_output`) so
-  only they train and weight decay never touches the frozen rows; `merge_new_tokens` /
-  `split_new_tokens` convert to and from a single grown matrix for export/import.
+- `KVCache`: preallocated per-layer key/value tensors; prefill, then one token at a time.
+  Left-padded batches (attention_mask) get per-row positions, so prompts of different lengths
+  share a batch.
+- New vocabulary rows ([AUD0..7]) live in separate parameters (`new_tok_embeddings`,
+  `new_output`) so only they train and weight decay never touches the frozen rows;
+  `merge_new_tokens` / `split_new_tokens` convert to and from one grown matrix for export/import.
 
 Parameter names follow Meta and the published M2UGen checkpoint so loaders can map them 1:1.
 """
@@ -51,7 +52,9 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x.float(), self.shape, eps=self.eps).type_as(x) * self.weight
 
 
-def rope_frequencies(head_dim: int, length: int, theta: float, device: torch.device) -> torch.Tensor:
+def rope_frequencies(
+    head_dim: int, length: int, theta: float, device: torch.device
+) -> torch.Tensor:
     """Complex rotations e^{i * pos * theta^(-2k/d)} (length, head_dim/2), always in float32."""
     inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
     angles = torch.outer(torch.arange(length, device=device).float(), inv)
@@ -111,7 +114,9 @@ class KVCache:
         device: torch.device | str,
     ) -> None:
         if batch_size < 1 or max_len < 1:
-            raise ValueError(f"KVCache needs batch_size >= 1 and max_len >= 1, got {batch_size}, {max_len}")
+            raise ValueError(
+                f"KVCache needs batch_size >= 1 and max_len >= 1, got {batch_size}, {max_len}"
+            )
         shape = (batch_size, cfg.kv_heads, max_len, cfg.head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
@@ -126,7 +131,8 @@ class KVCache:
         """Continue writing at `start` (<= length); earlier-than-length starts rewind the cache."""
         if start > self.length:
             raise ValueError(
-                f"start_pos {start} is past the cache length {self.length}: positions would have a gap"
+                f"start_pos {start} is past the cache length {self.length}: "
+                "positions would have a gap"
             )
         if start < self.length:
             self.length = start
@@ -140,6 +146,8 @@ class KVCache:
 
 
 class _Plan:
+    """RoPE rotations, mask / causal flag and cache slot of one forward call (built once)."""
+
     __slots__ = ("freqs", "mask", "is_causal", "cache", "start", "end")
 
     def __init__(self, freqs, mask, is_causal, cache, start, end) -> None:
@@ -230,7 +238,7 @@ class Attention(nn.Module):
             )
             out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         if adapter is not None:
-            out = out + 0 * adapter
+            out = out + adapter
         return _linear(out, *self._o)
 
 
@@ -260,7 +268,9 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
-    def forward(self, x: torch.Tensor, plan: _Plan, adapter: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, plan: _Plan, adapter: Optional[torch.Tensor]
+    ) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), plan, self.layer_id, adapter)
         return h + self.feed_forward(self.ffn_norm(h))
 
@@ -273,8 +283,9 @@ class Transformer(nn.Module):
     """LLaMA-2 with LoRA / bias / norm tuning, gated single-token adapters and new-token rows.
 
     `forward(tokens, modality_features=None, cache=None, start_pos=None, attention_mask=None,
-    return_hidden=False, last_only=False)` returns float logits (B, T, vocab) — or (logits, hidden)
-    with hidden the final-norm output — where vocab includes rows added by `add_tokens`.
+    return_hidden=False, last_only=False)` returns float logits (B, T, vocab) — or
+    (logits, hidden) with hidden the final-norm output — where vocab includes rows added by
+    `add_tokens`.
     """
 
     def __init__(self, cfg: LlamaConfig) -> None:
@@ -338,6 +349,24 @@ class Transformer(nn.Module):
         self.new_tok_embeddings = nn.Parameter(new_emb)
         self.new_output = nn.Parameter(new_out)
         return list(range(first, first + n))
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        """Create the new-token parameters on demand when a state dict carries them."""
+        shapes = {
+            n: state_dict[prefix + n].shape for n in NEW_TOKEN_PARAMS if prefix + n in state_dict
+        }
+        if shapes and self.new_tok_embeddings is None:
+            if len(shapes) != 2 or shapes[NEW_TOKEN_PARAMS[0]][0] != shapes[NEW_TOKEN_PARAMS[1]][0]:
+                error_msgs.append(f"new-token rows are inconsistent in the state dict: {shapes}")
+            else:
+                for name, shape in shapes.items():
+                    empty = torch.empty(shape, dtype=self.dtype, device=self.device)
+                    setattr(self, name, nn.Parameter(empty))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def new_cache(self, batch_size: int, max_len: Optional[int] = None) -> KVCache:
         """A KV cache on this model's device/dtype; max_len defaults to config.max_seq_len."""
@@ -446,7 +475,6 @@ class Transformer(nn.Module):
             if bool(valid.all()):
                 valid = None
         table = self._freqs(device, end)
-        ar = torch.arange(T, device=device)
 
         if cache is None:
             if valid is None or bool((valid[:, 1:] <= valid[:, :-1]).all()):
@@ -468,7 +496,8 @@ class Transformer(nn.Module):
                     return _Plan(freqs, None, False, cache, start, end)
                 if start == 0:
                     return _Plan(freqs, None, True, cache, start, end)
-                causal = torch.arange(end, device=device)[None, :] <= (start + ar)[:, None]
+                qpos = torch.arange(start, end, device=device)[:, None]
+                causal = torch.arange(end, device=device)[None, :] <= qpos
                 return _Plan(freqs, causal, False, cache, start, end)
             key_valid = cache.key_valid[:, :end]
             pos = (key_valid.long().cumsum(-1)[:, start:end] - 1).clamp(min=0)
@@ -477,7 +506,7 @@ class Transformer(nn.Module):
         if T == 1:
             return _Plan(freqs, key_valid[:, None, None, :], False, cache, start, end)
         kpos = torch.arange(end, device=device)[None, :]
-        qpos = (start + ar)[:, None]
+        qpos = torch.arange(start, end, device=device)[:, None]
         # Pad queries may attend to themselves so that no row is fully masked (no NaNs).
         allowed = (kpos <= qpos) & (key_valid[:, None, :] | (kpos == qpos))
         return _Plan(freqs, allowed[:, None], False, cache, start, end)
@@ -558,7 +587,7 @@ def parameter_group(name: str) -> Optional[str]:
         return "lora"
     if leaf == "bias":
         return "bias"
-    if name.endswith("attention_norm.weight") or name.endswith("ffn_norm.weight") or name == "norm.weight":
+    if name == "norm.weight" or name.endswith(("attention_norm.weight", "ffn_norm.weight")):
         return "norms"
     if leaf == "gate":
         return "gates"
@@ -633,7 +662,9 @@ def split_new_tokens(
     if rows[emb] != rows[out]:
         raise ValueError(f"{emb} has {rows[emb]} rows but {out} has {rows[out]}")
     if rows[emb] < base_vocab_size:
-        raise ValueError(f"{emb} has {rows[emb]} rows, fewer than the base vocabulary {base_vocab_size}")
+        raise ValueError(
+            f"{emb} has {rows[emb]} rows, fewer than the base vocabulary {base_vocab_size}"
+        )
     if rows[emb] > base_vocab_size:
         for key, new_key in ((emb, NEW_TOKEN_PARAMS[0]), (out, NEW_TOKEN_PARAMS[1])):
             full = sd[key]

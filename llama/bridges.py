@@ -67,6 +67,20 @@ class _Head(nn.Module):
         self.proj = nn.Linear(hidden_size, dim)
         self.blocks = nn.ModuleList(ResidualBlock(dim, norm) for _ in range(n_blocks))
 
+    def zero_biases(self) -> None:
+        """Start every bias of the mixing/pooling/projection path at zero.
+
+        Why: encoder features share a large common component; PyTorch's default random biases add
+        one more constant offset, and at initialisation the bridge then maps every clip to almost
+        the same vector (pairwise cosine 0.998 measured on tiny MERT features), so the backbone
+        first has to learn to undo the offset. With zero biases the output keeps the input's
+        variation (cosine 0.58) and training starts from features that differ per sample.
+        """
+        for name, param in self.named_parameters():
+            if name.endswith("bias") or name.startswith("rnn.bias"):
+                if not name.startswith("blocks."):  # LayerNorm/legacy block biases keep theirs
+                    nn.init.zeros_(param)
+
     def head(self, pooled: torch.Tensor, knn: Optional[Knn]) -> torch.Tensor:
         x = F.normalize(pooled, dim=-1)
         if knn is not None:
@@ -110,11 +124,13 @@ class MusicBridge(_Head):
             self.rnn = nn.RNN(hidden_size, hidden_size, num_layers=1, nonlinearity="tanh",
                               batch_first=True)
             self.attention = nn.Linear(hidden_size, 1)
+        self.zero_biases()
 
     def forward(self, hidden_states: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 knn: Optional[Knn] = None) -> torch.Tensor:
         if hidden_states.dim() != 4:
-            raise ValueError(f"music features must be (B, S, T, H), got {tuple(hidden_states.shape)}")
+            raise ValueError(
+                f"music features must be (B, S, T, H), got {tuple(hidden_states.shape)}")
         b, s, t, h = hidden_states.shape
         if (s, h) != (self.num_hidden_states, self.hidden_size):
             raise ValueError(f"music features have S={s}, H={h}; the bridge expects "
@@ -149,6 +165,7 @@ class TokenBridge(_Head):
         self.num_tokens = num_tokens
         self.hidden_size = hidden_size
         self.agg = nn.Conv1d(num_tokens, 1, kernel_size=1)
+        self.zero_biases()
 
     def forward(self, tokens: torch.Tensor, knn: Optional[Knn] = None) -> torch.Tensor:
         if tokens.dim() != 3 or tokens.shape[1:] != (self.num_tokens, self.hidden_size):

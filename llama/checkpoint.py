@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
+import zipfile
 import shutil
 import tempfile
 from pathlib import Path
@@ -135,8 +137,16 @@ def load_published_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        blob = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+    zip_format = zipfile.is_zipfile(path)  # mmap needs the zip format of torch >= 1.6
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            blob = torch.load(path, weights_only=True, map_location="cpu", mmap=zip_format)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors and an argparse "
+            f"Namespace ({first})"
+        ) from None
     state = blob.get("model", blob) if isinstance(blob, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict with a 'model' state dict")

@@ -221,7 +221,12 @@ def vivit_b(path: str = "google/vivit-b-16x2-kinetics400") -> EncoderConfig:
 
 
 def mert_tiny() -> EncoderConfig:
-    """HuBERT-shaped MERT: same 320-sample hop (75 frames/s at 24 kHz), 4 layers -> 5 states."""
+    """HuBERT-shaped MERT, 4 layers -> 5 hidden states.
+
+    Its hop is 960 samples (25 frames/s at 24 kHz) instead of MERT's 320 (75 frames/s): the bridge's
+    RNN runs once per frame, and a third of the frames makes tiny training 3x cheaper while note
+    onsets (tempo) stay resolved.
+    """
     return EncoderConfig(
         path="tiny",
         hidden_size=64,
@@ -234,8 +239,8 @@ def mert_tiny() -> EncoderConfig:
             num_attention_heads=4,
             intermediate_size=128,
             conv_dim=(32, 32, 32, 32, 32, 32, 32),
-            conv_stride=(5, 2, 2, 2, 2, 2, 2),
-            conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+            conv_stride=(5, 3, 4, 2, 2, 2, 2),
+            conv_kernel=(10, 3, 4, 3, 3, 2, 2),
             num_conv_pos_embeddings=16,
             num_conv_pos_embedding_groups=4,
         ),

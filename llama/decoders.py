@@ -57,11 +57,14 @@ class DecoderLoadError(RuntimeError):
 
 
 class TargetCache(Protocol):
-    """Anything with a text-keyed get/put (e.g. `data.features`' store)."""
+    """Anything with a text-keyed `get(key)` (or `lookup(key)`, as `data.features.
+    TextFeatureStore`) returning a tensor or None, and `put(key, tensor)`; if `put` returns a
+    tensor (the stored, possibly rounded, value) that value is used so that fresh and cached
+    targets are identical."""
 
     def get(self, key: str) -> Optional[torch.Tensor]: ...
 
-    def put(self, key: str, tensor: torch.Tensor) -> None: ...
+    def put(self, key: str, tensor: torch.Tensor) -> Optional[torch.Tensor]: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +109,7 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    """Tiny random configs trip harmless 'token id outside vocabulary' warnings (as real MusicGen)."""
+    """Tiny configs trip harmless 'token id outside vocabulary' warnings (real MusicGen too)."""
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -141,7 +144,9 @@ def write_wav(path: str | os.PathLike, wave: np.ndarray, sr: int) -> Path:
     path = Path(path)
     wave = np.asarray(wave, dtype=np.float32)
     if wave.ndim not in (1, 2) or wave.shape[0] == 0:
-        raise ValueError(f"write_wav({path}): expected a non-empty (T,) or (T, C) array, got {wave.shape}")
+        raise ValueError(
+            f"write_wav({path}): expected a non-empty (T,) or (T, C) array, got {wave.shape}"
+        )
     if not np.isfinite(wave).all():
         raise ValueError(f"write_wav({path}): waveform contains NaN or inf")
     if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr < 1:
@@ -181,7 +186,9 @@ def tiny_t5_tokenizer(max_length: int):
     """A T5 (Unigram) tokenizer built in memory: caption words as pieces, characters as fallback."""
     from transformers import T5Tokenizer
 
-    vocab: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab: list[tuple[str, float]] = [
+        ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)
+    ]
     seen = {p for p, _ in vocab}
     for word in _TINY_WORDS:
         piece = "\u2581" + word
@@ -427,8 +434,13 @@ class MusicDecoder:
         texts = [clean_decoder_text(c) for c in captions]
         found: dict[int, torch.Tensor] = {}
         if cache is not None:
+            getter = getattr(cache, "get", None) or getattr(cache, "lookup", None)
+            if getter is None or not callable(getattr(cache, "put", None)):
+                raise TypeError(
+                    f"{type(cache).__name__} is no target cache: needs get (or lookup) and put"
+                )
             for i, text in enumerate(texts):
-                hit = cache.get(self.target_key(text))
+                hit = getter(self.target_key(text))
                 if hit is not None:
                     if tuple(hit.shape) != self.condition_shape:
                         raise ValueError(
@@ -438,18 +450,23 @@ class MusicDecoder:
                     found[i] = hit.float().cpu()
         todo = [i for i in range(len(texts)) if i not in found]
         if todo:
-            with self._lock, torch.no_grad():
-                fresh = self._conditioning([texts[i] for i in todo]).float().cpu()
+            fresh = self.conditioning([texts[i] for i in todo])
             for j, i in enumerate(todo):
                 found[i] = fresh[j]
                 if cache is not None:
-                    cache.put(self.target_key(texts[i]), fresh[j].clone())
+                    stored = cache.put(self.target_key(texts[i]), fresh[j].clone())
+                    if isinstance(stored, torch.Tensor):
+                        found[i] = stored.float().cpu()
         if not texts:
             return torch.zeros(0, *self.condition_shape)
         return torch.stack([found[i] for i in range(len(texts))]) * scale
 
+    def conditioning(self, texts: Sequence[str]) -> torch.Tensor:
+        """(B, N, D) float32 CPU, unscaled, uncached (a `compute` function for feature stores)."""
+        with self._lock, torch.no_grad():
+            return self._conditioning([clean_decoder_text(t) for t in texts]).float().cpu()
+
     def _conditioning(self, texts: list[str]) -> torch.Tensor:
-        """(B, N, D) unscaled conditioning in the projector layout."""
         raise NotImplementedError
 
     # -- validation ----------------------------------------------------------------------------
@@ -464,6 +481,12 @@ class MusicDecoder:
                 f"seconds={seconds} exceeds DecoderConfig.max_seconds={self.cfg.max_seconds}"
             )
         return seconds
+
+    def _guidance(self, guidance_scale: Optional[float]) -> float:
+        """The given guidance, or the config's; >= 1 (1 disables guidance)."""
+        return self._check_guidance(
+            self.cfg.guidance_scale if guidance_scale is None else guidance_scale
+        )
 
     @staticmethod
     def _check_guidance(guidance_scale: float) -> float:
@@ -601,7 +624,7 @@ class MusicGenDecoder(MusicDecoder):
         self._check_extra(extra)
         cond = self._check_conditioning(conditioning)
         seconds = self._check_seconds(seconds)
-        g = self._check_guidance(self.cfg.guidance_scale if guidance_scale is None else guidance_scale)
+        g = self._guidance(guidance_scale)
         kwargs, frames = self._generate_kwargs(seconds, g, temperature, top_k, top_p)
         states = (cond / scale).to(device=self.device, dtype=self.dtype)
         if attention_mask is None:
@@ -609,7 +632,8 @@ class MusicGenDecoder(MusicDecoder):
         else:
             if tuple(attention_mask.shape) != tuple(states.shape[:2]):
                 raise ValueError(
-                    f"attention_mask must be {tuple(states.shape[:2])}, got {tuple(attention_mask.shape)}"
+                    f"attention_mask must be {tuple(states.shape[:2])}, "
+                    f"got {tuple(attention_mask.shape)}"
                 )
             mask = attention_mask.to(self.device).long()
         b = states.shape[0]
@@ -645,7 +669,7 @@ class MusicGenDecoder(MusicDecoder):
         if isinstance(texts, str) or not texts:
             raise ValueError("synthesize_from_text takes a non-empty list of texts")
         seconds = self._check_seconds(seconds)
-        g = self._check_guidance(self.cfg.guidance_scale if guidance_scale is None else guidance_scale)
+        g = self._guidance(guidance_scale)
         kwargs, frames = self._generate_kwargs(seconds, g, temperature, top_k, top_p)
         enc = self._tokenize([clean_decoder_text(t) for t in texts])
         with self._lock, _seeded(_resolve_seed(seed), self.device):
@@ -665,7 +689,9 @@ class AudioLDM2Decoder(MusicDecoder):
     def __init__(self, cfg: DecoderConfig, pipe, device, dtype) -> None:
         super().__init__(cfg, device, dtype)
         if cfg.scheduler not in SCHEDULERS:
-            raise ValueError(f"DecoderConfig.scheduler must be one of {SCHEDULERS}, got {cfg.scheduler!r}")
+            raise ValueError(
+                f"DecoderConfig.scheduler must be one of {SCHEDULERS}, got {cfg.scheduler!r}"
+            )
         self.pipe = pipe.to(device)
         self.pipe.set_progress_bar_config(disable=True)
         for name in ("vae", "text_encoder", "text_encoder_2", "projection_model", "language_model",
@@ -701,13 +727,15 @@ class AudioLDM2Decoder(MusicDecoder):
     def sample_rate(self) -> int:
         return int(self.pipe.vocoder.config.sampling_rate)
 
-    def join_conditioning(self, prompt_embeds: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    def join_conditioning(
+        self, prompt_embeds: torch.Tensor, generated: torch.Tensor
+    ) -> torch.Tensor:
         """(B, max_text_tokens, T5) + (B, n_generated, GPT-2) -> (B, 1, D) projector layout."""
         b = prompt_embeds.shape[0]
         return torch.cat([prompt_embeds.reshape(b, -1), generated.reshape(b, -1)], dim=1)[:, None]
 
     def split_conditioning(self, conditioning: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 1, D) -> prompt_embeds (B, max_text_tokens, T5), generated (B, n_generated, GPT-2)."""
+        """(B, 1, D) -> prompt_embeds (B, max_text_tokens, T5), generated (B, n_gen, GPT-2)."""
         b = conditioning.shape[0]
         flat = conditioning.reshape(b, -1)
         cut = self.cfg.max_text_tokens * self.t5_dim
@@ -753,10 +781,11 @@ class AudioLDM2Decoder(MusicDecoder):
     ) -> tuple[float, float, int, str, int]:
         seconds = self._check_seconds(seconds)
         vocoder = self.pipe.vocoder.config
-        minimum = float(np.prod(vocoder.upsample_rates)) / vocoder.sampling_rate * self.pipe.vae_scale_factor
+        hop_seconds = float(np.prod(vocoder.upsample_rates)) / vocoder.sampling_rate
+        minimum = hop_seconds * self.pipe.vae_scale_factor
         if seconds < minimum:
             raise ValueError(f"seconds must be >= {minimum} for this AudioLDM2, got {seconds}")
-        g = self._check_guidance(self.cfg.guidance_scale if guidance_scale is None else guidance_scale)
+        g = self._guidance(guidance_scale)
         name = scheduler or self.cfg.scheduler
         if name not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {name!r}")
@@ -831,7 +860,9 @@ class AudioLDM2Decoder(MusicDecoder):
 
         waves = audio.numpy()
         if self.sample_rate != extractor.sampling_rate:
-            waves = librosa.resample(waves, orig_sr=self.sample_rate, target_sr=extractor.sampling_rate)
+            waves = librosa.resample(
+                waves, orig_sr=self.sample_rate, target_sr=extractor.sampling_rate
+            )
         feats = extractor(list(waves), return_tensors="pt", sampling_rate=extractor.sampling_rate)
         tok = self.pipe.tokenizer(texts, return_tensors="pt", padding=True, truncation=True)
         with torch.no_grad():
@@ -869,6 +900,9 @@ class AudioLDM2Decoder(MusicDecoder):
         `negative_conditioning` in the projector layout/scale. With several waveforms per prompt
         the best one by CLAP against `rank_texts` is returned (ranking needs text: without it
         a single waveform is generated and a warning says so).
+
+        The negative prompt is encoded on its own; the pipeline's text route instead pads or
+        truncates it to the prompt's token count (so the two agree when those counts match).
         """
         cond = self._check_conditioning(conditioning)
         seconds, g, steps, name, n = self._settings(
@@ -926,7 +960,9 @@ class AudioLDM2Decoder(MusicDecoder):
             seconds, guidance_scale, num_inference_steps, scheduler, num_waveforms_per_prompt
         )
         clean = [clean_decoder_text(t) for t in texts]
-        neg_text = clean_decoder_text(self.cfg.negative_prompt if negative_prompt is None else negative_prompt)
+        neg_text = clean_decoder_text(
+            self.cfg.negative_prompt if negative_prompt is None else negative_prompt
+        )
         with self._lock:
             embeds, mask, generated = self.pipe.encode_prompt(
                 prompt=clean, device=self.device, num_waveforms_per_prompt=1,
@@ -969,10 +1005,14 @@ def _load_audioldm2(cfg: DecoderConfig, dtype: torch.dtype):
     try:
         # Published folders name GPT2Model, which lost the generation helpers the pipeline calls
         # in transformers 5; GPT2LMHeadModel loads the same weights (its head is tied) and has them.
-        language_model = GPT2LMHeadModel.from_pretrained(cfg.path, subfolder="language_model", dtype=dtype)
+        language_model = GPT2LMHeadModel.from_pretrained(
+            cfg.path, subfolder="language_model", dtype=dtype
+        )
         if getattr(language_model.config, "max_new_tokens", None) is None:
             language_model.config.max_new_tokens = 8
-        pipe = AudioLDM2Pipeline.from_pretrained(cfg.path, language_model=language_model, dtype=dtype)
+        pipe = AudioLDM2Pipeline.from_pretrained(
+            cfg.path, language_model=language_model, dtype=dtype
+        )
     except (OSError, ValueError) as exc:
         raise DecoderLoadError(
             f"could not load AudioLDM2 from {cfg.path!r} (a hub id or a local diffusers folder "

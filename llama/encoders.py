@@ -4,7 +4,7 @@ Each wrapper holds a transformers model in eval mode with `requires_grad=False` 
 `torch.no_grad()` (not `inference_mode`: its outputs feed trainable bridges, and inference tensors
 cannot be saved for backward). Public surface, shared by the three wrappers:
 
-- `encode(batch)`: music -> `EncodedAudio(hidden_states (B, S, T, H), mask (B, T))` with S = layers+1;
+- `encode(batch)`: music -> `EncodedAudio(hidden_states (B, S, T, H), mask (B, T))`, S = layers+1;
   image -> (B, num_tokens, H); video -> (B, num_tokens, H). All float32 on the encoder's device.
 - `encode_items(batch)`: the same features unpadded, one tensor per sample (what the feature cache
   stores), and `collate(items)`: per-sample tensors back into the batch form of `encode`.
@@ -158,7 +158,8 @@ class FrozenEncoder(nn.Module):
     def _make_identity(self, preprocessing: dict) -> str:
         return "|".join([
             f"{self.modality}:{type(self.model).__name__}",
-            f"path={self.cfg.path}" + (f"#seed{self.cfg.tiny_seed}" if self.cfg.path == "tiny" else ""),
+            f"path={self.cfg.path}"
+            + (f"#seed{self.cfg.tiny_seed}" if self.cfg.path == "tiny" else ""),
             f"config={_config_hash(self.model.config)}",
             f"weights={self._weights}",
             f"pre={_sha(_stable_json(preprocessing))[:16]}",
@@ -208,18 +209,18 @@ def _conv_receptive_field(config: Any) -> int:
 class MusicEncoder(FrozenEncoder):
     """MERT: 1-D waveforms at `cfg.sample_rate` -> all hidden states of every frame.
 
-    Long clips are cut into windows of `cfg.window_seconds` and ALL windows are encoded, their frames
-    concatenated in time (the published code kept only the first 60 s). A trailing piece shorter
-    than `min_tail_seconds` is merged into the previous window rather than encoded alone.
-    Each window is normalised on its own (zero mean, unit variance over its real samples), as the
-    published code did by calling the processor per window: each window is an independent encoder
-    input, like the clips MERT was trained on.
+    Long clips are cut into windows of `cfg.window_seconds` and ALL windows are encoded, their
+    frames concatenated in time (the published code kept only the first 60 s). A trailing piece
+    shorter than `min_tail_seconds` is merged into the previous window rather than encoded alone.
+    Each window is normalised on its own (the folder's Wav2Vec2 feature extractor: zero mean, unit
+    variance over its real samples), as the published code did by calling the processor per
+    window: each window is an independent encoder input, like the clips MERT was trained on.
 
     Batching: windows of all clips are sorted by length and encoded in micro-batches of
-    `max_batch`. With a layer-norm feature extractor (MERT-v1-330M, the tiny preset) windows of
-    different lengths are padded and masked, which leaves every real frame unchanged; with a
-    group-norm extractor (statistics over time would include the padding) only windows of equal
-    length share a micro-batch.
+    `max_batch`. With a layer-norm feature extractor (`feat_extract_norm="layer"`, HuBERT-large
+    style, the tiny preset) windows of different lengths are padded and masked, which leaves every
+    real frame unchanged; with a group-norm extractor (its statistics over time would include the
+    padding) only windows of equal length share a micro-batch. Either way batched = one by one.
     """
 
     modality = "audio"
@@ -240,7 +241,8 @@ class MusicEncoder(FrozenEncoder):
                              f"{cfg.hidden_size}")
         if int(processor.sampling_rate) != int(cfg.sample_rate):
             raise ValueError(f"{cfg.path!r}: the feature extractor expects "
-                             f"{processor.sampling_rate} Hz but cfg.sample_rate is {cfg.sample_rate}")
+                             f"{processor.sampling_rate} Hz but cfg.sample_rate is "
+                             f"{cfg.sample_rate}")
         self.min_samples = _conv_receptive_field(mc)
         self.window = int(round(cfg.window_seconds * cfg.sample_rate))
         if self.window < self.min_samples:
@@ -259,8 +261,9 @@ class MusicEncoder(FrozenEncoder):
     def windows(self, n: int) -> list[tuple[int, int]]:
         """(start, end) sample spans covering the whole clip."""
         if n < self.min_samples:
+            secs = self.min_samples / self.cfg.sample_rate
             raise ValueError(f"audio of {n} samples is shorter than the encoder's receptive field "
-                             f"({self.min_samples} samples = {self.min_samples / self.cfg.sample_rate:.3f} s)")
+                             f"({self.min_samples} samples = {secs:.3f} s)")
         spans = [(s, min(s + self.window, n)) for s in range(0, n, self.window)]
         if len(spans) > 1 and spans[-1][1] - spans[-1][0] < self.min_tail:
             spans[-2] = (spans[-2][0], n)
@@ -332,7 +335,8 @@ class MusicEncoder(FrozenEncoder):
         mask = torch.zeros(len(items), t, dtype=torch.bool, device=items[0].device)
         for i, x in enumerate(items):
             if x.shape[0] != s or x.shape[2] != h:
-                raise ValueError(f"audio feature {i} has shape {tuple(x.shape)}, expected (S={s}, T, H={h})")
+                raise ValueError(f"audio feature {i} has shape {tuple(x.shape)}, "
+                                 f"expected (S={s}, T, H={h})")
             states[i, :, : x.shape[1]] = x
             mask[i, : x.shape[1]] = True
         return EncodedAudio(states, mask)
@@ -343,7 +347,7 @@ def _load_mert_model(cfg: EncoderConfig) -> nn.Module:
     from transformers import AutoModel, HubertConfig, HubertModel
 
     if cfg.path == "tiny":
-        base = {"feat_extract_norm": "layer", "do_stable_layer_norm": True}  # as MERT-v1-330M
+        base = {"feat_extract_norm": "layer", "do_stable_layer_norm": True}  # HuBERT-large style
         return _build_tiny(HubertModel, HubertConfig(**{**base, **cfg.tiny_config}), cfg.tiny_seed)
     _check_path(cfg.path, "MERT")
     config = _read_json(cfg.path, "config.json", required=True)
@@ -364,7 +368,7 @@ def _load_mert_model(cfg: EncoderConfig) -> nn.Module:
 
 
 def _load_mert_processor(cfg: EncoderConfig) -> Any:
-    """The folder's Wav2Vec2 feature extractor, else per-clip zero-mean unit-variance at cfg rate."""
+    """The folder's Wav2Vec2 feature extractor, else zero-mean unit-variance at the cfg rate."""
     from transformers import Wav2Vec2FeatureExtractor
 
     if cfg.path != "tiny" and _read_json(cfg.path, "preprocessor_config.json", required=False):
@@ -434,9 +438,11 @@ class ImageEncoder(FrozenEncoder):
 def _check_token_shape(cfg: EncoderConfig, model: nn.Module) -> None:
     mc = model.config
     if mc.hidden_size != cfg.hidden_size:
-        raise ValueError(f"{cfg.path!r}: hidden size {mc.hidden_size} != cfg.hidden_size {cfg.hidden_size}")
+        raise ValueError(f"{cfg.path!r}: hidden size {mc.hidden_size} != cfg.hidden_size "
+                         f"{cfg.hidden_size}")
     if mc.image_size != cfg.image_size:
-        raise ValueError(f"{cfg.path!r}: model image_size {mc.image_size} != cfg.image_size {cfg.image_size}")
+        raise ValueError(f"{cfg.path!r}: model image_size {mc.image_size} != cfg.image_size "
+                         f"{cfg.image_size}")
 
 
 def _check_pixels(cfg: EncoderConfig, hw: Sequence[int]) -> None:
@@ -466,7 +472,8 @@ def load_image_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
             processor = ViTImageProcessorPil(size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     n = (cfg.image_size // model.config.patch_size) ** 2 + 1
     if n != cfg.num_tokens:
-        raise ValueError(f"{cfg.path!r}: the model yields {n} tokens, cfg.num_tokens is {cfg.num_tokens}")
+        raise ValueError(f"{cfg.path!r}: the model yields {n} tokens, cfg.num_tokens is "
+                         f"{cfg.num_tokens}")
     return ImageEncoder(cfg, model, processor, dtype, max_batch).to(device)
 
 
@@ -548,7 +555,8 @@ def load_video_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
     t, ph, pw = model.config.tubelet_size
     n = (cfg.num_frames // t) * (cfg.image_size // ph) * (cfg.image_size // pw) + 1
     if n != cfg.num_tokens:
-        raise ValueError(f"{cfg.path!r}: the model yields {n} tokens, cfg.num_tokens is {cfg.num_tokens}")
+        raise ValueError(f"{cfg.path!r}: the model yields {n} tokens, cfg.num_tokens is "
+                         f"{cfg.num_tokens}")
     return VideoEncoder(cfg, model, processor, dtype, max_batch).to(device)
 
 

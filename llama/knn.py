@@ -29,7 +29,9 @@ from util.atomic import atomic_path
 
 
 def _as_matrix(vectors: np.ndarray | torch.Tensor) -> np.ndarray:
-    a = vectors.detach().float().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
+    if isinstance(vectors, torch.Tensor):
+        vectors = vectors.detach().float().cpu().numpy()
+    a = np.asarray(vectors)
     if a.ndim != 2 or a.shape[0] == 0:
         raise ValueError(f"expected a non-empty (N, D) matrix of vectors, got shape {a.shape}")
     a = np.ascontiguousarray(a, dtype=np.float32)
@@ -109,7 +111,7 @@ class KnnIndex:
         return F.normalize((1.0 - weight) * q + weight * retrieved, dim=-1)
 
     def mixer(self, cfg: KnnConfig) -> Callable[[torch.Tensor], torch.Tensor]:
-        """`mix` bound to a config's (cache_size, cache_t, cache_weight), for the bridges' `knn=`."""
+        """`mix` bound to a config's cache_size / cache_t / cache_weight (a bridge's `knn=`)."""
         return functools.partial(self.mix, k=cfg.cache_size, t=cfg.cache_t, weight=cfg.cache_weight)
 
 

@@ -138,6 +138,13 @@ class M2UGen(nn.Module):
         self.bridges.to(self.device_)
         self.projector.to(self.device_)
         self._encoders: dict[str, Any] = {}
+        self._feature_memo: dict[tuple[str, str], torch.Tensor] = {}
+        self._feature_cache = None
+        # Optional retrieval of music-feature prototypes (SPEC section 3; off by default).
+        from llama.knn import load_knn
+
+        index = load_knn(cfg.knn)
+        self._knn = index.mixer(cfg.knn) if index is not None else None
         self.trained = False  # True once tuned weights were loaded from a checkpoint
         self.aud_ids = torch.tensor(self.tokenizer.aud_ids, device=self.device_)
 
@@ -239,16 +246,47 @@ class M2UGen(nn.Module):
             return media.load_image(item)
         return media.load_video(item, num_frames=self.cfg.vivit.num_frames)
 
+    def use_feature_cache(self, cache_dir: Optional[str | Path]) -> None:
+        """Keep frozen-encoder features of media files on disk (keyed by content + encoder)."""
+        from data.features import FeatureCache
+
+        self._feature_cache = FeatureCache(cache_dir) if cache_dir else None
+
+    def file_features(self, modality: str, path: str | Path) -> torch.Tensor:
+        """Frozen-encoder features of one media file: from RAM, the disk cache, or the encoder.
+
+        The disk-cache keys are the ones `python -m data.features` precomputes.
+        """
+        key = (modality, str(path))
+        if key not in self._feature_memo:
+            from data.features import media_loader_for
+
+            encoder = self.encoder(modality)
+            raw, params = media_loader_for(self.cfg, modality)
+            cache = getattr(self, "_feature_cache", None)
+            if cache is not None:
+                feats = cache.get_or_compute([str(path)], encoder, raw, params=params)[0]
+            else:
+                feats = encoder.encode_items([raw(str(path))])[0]
+            self._feature_memo[key] = feats.float().cpu()
+        return self._feature_memo[key]
+
     def encode_media(self, modality: str, items: Sequence[Any]) -> Any:
-        """Frozen-encoder features for a list of media items (paths or decoded arrays)."""
-        decoded = [self.load_media(modality, x) for x in items]
-        return self.encoder(modality).encode(decoded)
+        """Batched frozen-encoder features for media items (paths or decoded arrays)."""
+        encoder = self.encoder(modality)
+        per_item = [
+            self.file_features(modality, x) if isinstance(x, (str, Path))
+            else encoder.encode_items([x])[0]
+            for x in items
+        ]
+        return encoder.collate(per_item)
 
     def bridge(self, modality: str, features: Any) -> torch.Tensor:
         """Encoder features -> (n, dim) vectors in the backbone width."""
         if modality == "audio":
             states, mask = features
-            return self.bridges["audio"](states.to(self.device_), mask.to(self.device_))
+            return self.bridges["audio"](states.to(self.device_), mask.to(self.device_),
+                                         knn=self._knn)
         return self.bridges[modality](features.to(self.device_))
 
     def modality_features(
@@ -430,13 +468,14 @@ def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device)
         return model.to(device=device, dtype=dtype)
     from llama.weights import load_backbone
 
-    model = load_backbone(cfg.llama_path, dtype=dtype, device=str(device))
-    cfg.llama = dataclasses.replace(
-        model.config,
+    overrides = dict(
         lora_rank=cfg.llama.lora_rank,
         adapter_layers_per_modality=cfg.llama.adapter_layers_per_modality,
         max_seq_len=cfg.llama.max_seq_len,
     )
+    model = load_backbone(cfg.llama_path, dtype=dtype, device=str(device),
+                          config_overrides=overrides)
+    cfg.llama = model.config
     return model
 
 

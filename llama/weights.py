@@ -518,24 +518,33 @@ def _load_hf(folder: Path, cfg: LlamaConfig, dtype: Optional[torch.dtype], devic
     shapes = base_weight_shapes(cfg)
     for f in files:
         raw = _read_hf_file(f, kind)
-        for name in list(raw):
-            if _DERIVED_KEY_RE.search(name):
-                del raw[name]
-                continue
-            if hf_name_to_meta(name) is None:
-                raise WeightsError(f"{f}: unexpected weight {name!r} for a LLaMA model")
+        permuted: list[tuple[str, str, int]] = []
         for name, t in raw.items():
+            if _DERIVED_KEY_RE.search(name):
+                continue
             meta = hf_name_to_meta(name)
-            assert meta is not None
-            if meta in out:
+            if meta is None:
+                raise WeightsError(f"{f}: unexpected weight {name!r} for a LLaMA model")
+            if meta in out or any(meta == m for _, m, _ in permuted):
                 raise WeightsError(f"{f}: weight {name!r} appears in more than one file")
-            heads = _permuted_heads(meta, cfg)
-            if heads and tuple(t.shape) != shapes.get(meta):
-                raise WeightsError(f"{f}: {name} has shape {tuple(t.shape)}, config.json implies "
-                                   f"{shapes.get(meta)}")
-            out[meta] = _convert(permute_hf_to_meta(t, heads) if heads else t, dtype, device)
             origin[meta] = str(f)
+            heads = _permuted_heads(meta, cfg)
+            if heads:
+                if tuple(t.shape) != shapes.get(meta):
+                    raise WeightsError(f"{f}: {name} has shape {tuple(t.shape)}, config.json "
+                                       f"implies {shapes.get(meta)}")
+                permuted.append((name, meta, heads))
+            else:
+                out[meta] = _convert(t, dtype, device)
         del raw
+        if permuted:
+            # wq/wk are re-ordered into new memory; reading them through a second mapping that
+            # is dropped afterwards keeps their original pages from staying resident as well.
+            again = _read_hf_file(f, kind)
+            for name, meta, heads in permuted:
+                out[meta] = _convert(permute_hf_to_meta(again[name], heads).contiguous(), dtype,
+                                     device)
+            del again
     if "output.weight" not in out and "tok_embeddings.weight" in out:
         out["output.weight"] = out["tok_embeddings.weight"]  # tie_word_embeddings
         origin["output.weight"] = origin["tok_embeddings.weight"]
@@ -715,6 +724,13 @@ def _atomic_torch_save(obj: dict[str, torch.Tensor], target: Path) -> None:
     os.replace(tmp, target)
 
 
+def _chmod_default(file: Path) -> None:
+    """Give a written file the permissions the user's umask implies (safetensors writes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(file, 0o666 & ~umask)
+
+
 def save_hf(model_or_state_dict: Any, config: LlamaConfig, dst: str | os.PathLike,
             max_shard_bytes: int = 5 * 2**30) -> Path:
     """Write an HF LLaMA folder: config.json and safetensors (sharded with an index when large)."""
@@ -741,6 +757,7 @@ def save_hf(model_or_state_dict: Any, config: LlamaConfig, dst: str | os.PathLik
     for name, keys in zip(names, shards):
         tmp = dst / f".{name}.tmp{os.getpid()}"
         save_file({k: sd[k].contiguous() for k in keys}, str(tmp), metadata={"format": "pt"})
+        _chmod_default(tmp)
         os.replace(tmp, dst / name)
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(sizes.values())},

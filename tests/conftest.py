@@ -5,3 +5,17 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def small_synthetic(tmp_path_factory) -> Path:
+    """A small `data.synthetic` dataset shared by the tests that need real files on disk."""
+    from data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, seed=0, n=12)
+    return root

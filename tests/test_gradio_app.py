@@ -98,6 +98,7 @@ def test_listens_on_localhost_and_page_says_random_weights(served):
     app, _, _ = served
     assert app.local_url.startswith("http://127.0.0.1:")
     assert app.share_url is None
+    assert app.max_file_size == 100 * 1024 * 1024  # uploads are size-limited
     config = httpx.get(app.local_url + "config", timeout=10).text
     assert "RANDOM weights" in config and "random-weights-notice" in config
 

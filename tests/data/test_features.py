@@ -203,7 +203,8 @@ def _dataset(root: Path) -> None:
     for i in range(2):
         sf.write(root / "MUCaps" / "audios" / f"m{i}.wav",
                  np.random.default_rng(i).standard_normal(12000 * (i + 1)) * 0.1, 24000)
-        Image.fromarray(np.full((20, 30, 3), 60 * i, np.uint8)).save(root / "COCO" / "images" / f"c{i}.png")
+        img = Image.fromarray(np.full((20, 30, 3), 60 * i, np.uint8))
+        img.save(root / "COCO" / "images" / f"c{i}.png")
     sf.write(root / "MusicQA" / "audios" / "q.flac", np.zeros(16000), 16000)
     (root / "MUCaps" / "audios" / "notes.txt").write_text("not media")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import struct
 import time
 import zlib
@@ -270,7 +269,7 @@ def _save(img: Image.Image, path: Path, **kw) -> Path:
 
 def test_image_modes_convert_to_rgb(tmp_path, files) -> None:
     rgb = load_image(files["rgb.png"], min_side=1)
-    assert rgb.dtype == np.uint8 and rgb.shape == (5, 7, 3)
+    assert rgb.dtype == np.uint8 and rgb.shape == (5, 7, 3) and rgb.flags.writeable
     assert np.array_equal(rgb, np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3))
 
     grey = load_image(_save(Image.new("L", (10, 9), 77), tmp_path / "g.png"))
@@ -315,7 +314,8 @@ def test_tiny_images_are_stretched(tmp_path) -> None:
 def _png_bomb(path: Path, side: int = 30000) -> int:
     """A genuine 1-bit greyscale PNG of side x side pixels whose IDAT is zlib-compressed zeros."""
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
 
     row = bytes(1 + (side + 7) // 8)  # filter byte + packed bits
     comp = zlib.compressobj(9)

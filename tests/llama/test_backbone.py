@@ -19,6 +19,15 @@ from llama.backbone import (
 from llama.config import LlamaConfig, llama_tiny
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: thread hand-offs cost more than they save (10x on a busy shared CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def small_cfg(**kw) -> LlamaConfig:
     base = dict(dim=64, n_layers=7, n_heads=4, n_kv_heads=2, vocab_size=101, multiple_of=16,
                 max_seq_len=64, lora_rank=4, adapter_layers_per_modality=2)
@@ -78,8 +87,10 @@ def test_parameter_names_and_shapes_follow_the_contract():
         has_gate = i >= cfg.first_adapter_layer
         assert (p + "attention.gate" in sd) == has_gate
         if has_gate:
-            assert sd[p + "attention.gate"].shape == (cfg.n_heads,) and not sd[p + "attention.gate"].any()
-        assert sd[p + "attention_norm.weight"].shape == (d,) and sd[p + "ffn_norm.weight"].shape == (d,)
+            gate = sd[p + "attention.gate"]
+            assert gate.shape == (cfg.n_heads,) and not gate.any()
+        assert sd[p + "attention_norm.weight"].shape == (d,)
+        assert sd[p + "ffn_norm.weight"].shape == (d,)
     assert not any("rope" in k or "freqs" in k for k in sd)
 
 
@@ -121,8 +132,9 @@ def test_left_padded_rows_equal_unpadded_rows():
         step = m(nxt, cache=cache)
         for b, s in enumerate(seqs):
             alone = m(torch.cat([s, nxt[b]])[None], feats[b : b + 1])
-            torch.testing.assert_close(batched[b, L - len(s) :], alone[0, :-1], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(cached[b, L - len(s) :], alone[0, :-1], rtol=1e-5, atol=1e-5)
+            real = slice(L - len(s), None)
+            torch.testing.assert_close(batched[b, real], alone[0, :-1], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(cached[b, real], alone[0, :-1], rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(step[b, 0], alone[0, -1], rtol=1e-5, atol=1e-5)
 
 
@@ -165,7 +177,9 @@ def test_modality_feature_affects_only_its_layer_group():
         for layer in m.layers[cfg.first_adapter_layer :]:
             layer.attention.gate.fill_(1.0)
     outs: list[torch.Tensor] = []
-    hooks = [layer.register_forward_hook(lambda mod, inp, out: outs.append(out)) for layer in m.layers]
+    hooks = [
+        layer.register_forward_hook(lambda mod, inp, out: outs.append(out)) for layer in m.layers
+    ]
     tokens = torch.randint(0, 101, (1, 7))
     base = torch.randn(1, 3, 64)
     with torch.no_grad():
@@ -281,6 +295,27 @@ def test_add_tokens_mean_initialised_separate_rows():
     assert merged["tok_embeddings.weight"].shape == (105, 64) and "new_output" not in merged
     back = split_new_tokens(merged, 101)
     assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+    # A fresh model loads a state dict holding new rows without calling add_tokens first.
+    fresh = Transformer(small_cfg())
+    fresh.load_state_dict(back)
+    assert fresh.vocab_size == 105 and torch.equal(fresh.new_output, m.new_output)
+
+
+def test_adapter_token_through_wv_with_or_without_its_lora():
+    with_lora = make(small_cfg())
+    perturb_peft(with_lora)
+    plain_wv = make(small_cfg(adapter_uses_lora=False))
+    plain_wv.load_state_dict(with_lora.state_dict())
+    attn_a, attn_b = with_lora.layers[-1].attention, plain_wv.layers[-1].attention
+    token = torch.randn(2, 1, 64)
+    with torch.no_grad():
+        v = torch.nn.functional.linear(token, attn_a.wv.weight)
+        lora = attn_a.lora_wv_l2(attn_a.lora_wv_l1(token))
+        gate = torch.tanh(attn_a.gate)  # per query head; kv head h serves heads 2h, 2h+1
+        expect = lambda vv: (vv.view(2, 1, 2, 1, 16).expand(2, 1, 2, 2, 16).reshape(2, 1, 4, 16)
+                             * gate[:, None]).reshape(2, 1, 64)
+        torch.testing.assert_close(attn_a.adapter_output(token), expect(v + lora))
+        torch.testing.assert_close(attn_b.adapter_output(token), expect(v))
 
 
 def test_rope_rotates_interleaved_pairs_and_depends_on_relative_position():
@@ -296,7 +331,9 @@ def test_rope_rotates_interleaved_pairs_and_depends_on_relative_position():
     q, k = torch.randn(1, 1, 1, hd), torch.randn(1, 1, 1, hd)
 
     def score(i: int, j: int) -> torch.Tensor:
-        return (apply_rope(q, freqs[i].view(1, 1, 1, -1)) * apply_rope(k, freqs[j].view(1, 1, 1, -1))).sum()
+        qi = apply_rope(q, freqs[i].view(1, 1, 1, -1))
+        kj = apply_rope(k, freqs[j].view(1, 1, 1, -1))
+        return (qi * kj).sum()
 
     torch.testing.assert_close(score(3, 1), score(12, 10))
 

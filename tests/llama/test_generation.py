@@ -10,6 +10,15 @@ from llama.config import llama_tiny
 from llama.generation import generate, select_next, stream_generate
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: thread hand-offs cost more than they save (10x on a busy shared CPU)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class CharTokenizer:
     """Test tokenizer: id i decodes to a letter, odd ids to two letters (uneven token widths)."""
 
@@ -60,7 +69,8 @@ def test_mixed_length_batch_equals_each_prompt_alone(model):
 
 def test_top_p_sampling_is_seeded_and_tiny_top_p_is_greedy(model):
     def sample(seed: int, **kw) -> list[list[int]]:
-        return generate(model, PROMPTS, 10, temperature=1.5, generator=torch.Generator().manual_seed(seed), **kw)
+        gen = torch.Generator().manual_seed(seed)
+        return generate(model, PROMPTS, 10, temperature=1.5, generator=gen, **kw)
 
     a, b = sample(7, top_p=0.9), sample(7, top_p=0.9)
     assert a == b
@@ -132,7 +142,8 @@ def test_bfloat16_generation_runs(model):
     low = Transformer(llama_tiny()).eval()
     low.load_state_dict(model.state_dict())
     low.to(torch.bfloat16)
-    out = generate(low, PROMPTS, 6, temperature=0.8, top_p=0.9, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    out = generate(low, PROMPTS, 6, temperature=0.8, top_p=0.9, generator=gen)
     assert [len(o) for o in out] == [6, 6, 6]
     assert all(0 <= t < 1000 for o in out for t in o)
 

@@ -1,0 +1,87 @@
+"""Trainable-only checkpoints: atomic swaps, strict loading, safe import of published files."""
+
+import argparse
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from llama import checkpoint as ckpt
+
+
+def _weights(v: float) -> dict[str, torch.Tensor]:
+    return {"a.weight": torch.full((2, 3), v), "b": torch.full((4,), v)}
+
+
+def test_write_then_read_roundtrip(tmp_path):
+    folder = ckpt.write_checkpoint(tmp_path / "c", weights=_weights(1.0), config={"stage": 1},
+                                   training_state={"step": 3, "t": torch.ones(2)})
+    assert ckpt.read_config(folder) == {"stage": 1}
+    assert torch.equal(ckpt.read_weights(folder)["b"], torch.ones(4))
+    assert ckpt.read_training_state(folder)["step"] == 3
+
+
+def test_rewrite_replaces_and_leaves_no_temporaries(tmp_path):
+    ckpt.write_checkpoint(tmp_path / "c", weights=_weights(1.0), config={"v": 1})
+    ckpt.write_checkpoint(tmp_path / "c", weights=_weights(2.0), config={"v": 2})
+    assert ckpt.read_config(tmp_path / "c") == {"v": 2}
+    assert sorted(os.listdir(tmp_path)) == ["c"]
+
+
+def test_crash_during_write_keeps_last_good_state(tmp_path, monkeypatch):
+    ckpt.write_checkpoint(tmp_path / "c", weights=_weights(1.0), config={"v": 1})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", boom)
+    with pytest.raises(OSError):
+        ckpt.write_checkpoint(tmp_path / "c", weights=_weights(2.0), config={"v": 2})
+    assert ckpt.read_config(tmp_path / "c") == {"v": 1}
+    assert sorted(os.listdir(tmp_path)) == ["c"]
+
+
+def test_old_twin_is_used_when_the_swap_was_interrupted(tmp_path):
+    ckpt.write_checkpoint(tmp_path / "c", weights=_weights(1.0), config={"v": 1})
+    os.replace(tmp_path / "c", tmp_path / "c.old")  # crash between the two renames
+    assert ckpt.read_config(tmp_path / "c") == {"v": 1}
+
+
+def test_stage_output_folder_resolves_to_its_checkpoint(tmp_path):
+    ckpt.write_checkpoint(tmp_path / "stage1" / "checkpoint", weights=_weights(1.0), config={"v": 7})
+    assert ckpt.read_config(tmp_path / "stage1") == {"v": 7}
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match="not a checkpoint folder"):
+        ckpt.read_config(tmp_path / "nothing")
+
+
+def test_load_refuses_unknown_names_and_wrong_shapes():
+    model = nn.Linear(3, 2)
+    with pytest.raises(ckpt.CheckpointError, match="unknown parameter"):
+        ckpt.load_tuned_weights(model, {"nope": torch.zeros(1)})
+    with pytest.raises(ckpt.CheckpointError, match="has shape"):
+        ckpt.load_tuned_weights(model, {"weight": torch.zeros(3, 3)})
+    ckpt.load_tuned_weights(model, {"bias": torch.tensor([1.0, 2.0])})
+    assert torch.equal(model.bias.detach(), torch.tensor([1.0, 2.0]))
+
+
+def test_published_checkpoint_loads_with_namespace_but_no_other_globals(tmp_path):
+    good = tmp_path / "checkpoint.pth"
+    torch.save({"model": {"module.llama.norm.weight": torch.ones(2)}, "epoch": 1,
+                "args": argparse.Namespace(lr=1e-4)}, good)
+    state = ckpt.load_published_checkpoint(good)
+    assert list(state) == ["llama.norm.weight"]
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    bad = tmp_path / "evil.pth"
+    with open(bad, "wb") as fh:
+        pickle.dump({"model": {}, "x": Evil()}, fh)
+    with pytest.raises(ckpt.CheckpointError, match="refused to load"):
+        ckpt.load_published_checkpoint(bad)
