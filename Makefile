@@ -33,7 +33,7 @@ test: setup browser
 # Tiny end-to-end demo: synthetic data, three training stages (once; reused), then the web app.
 TINY_DIR := ckpts/tiny
 demo: setup
-	test -f $(TINY_DIR)/synthetic/split.json || $(PY) -m data.synthetic --out $(TINY_DIR)/synthetic --seed 0
+	test -f $(TINY_DIR)/synthetic/split.json || $(PY) -m data.synthetic --out $(TINY_DIR)/synthetic --seed 0 --n 400
 	$(PY) -c "import sys, json; from llama.checkpoint import read_config; sys.exit(0 if read_config('$(TINY_DIR)/stage3').get('complete') else 1)" 2>/dev/null \
 	  || bash train_tiny.sh $(TINY_DIR)/synthetic $(TINY_DIR)
 	$(PY) gradio_app.py --model $(TINY_DIR)/stage3

@@ -77,8 +77,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--ce_weight", type=float, default=1.0)
     p.add_argument("--mse_weight", type=float, default=1.0)
     p.add_argument("--replay", type=float, default=0.0,
-                   help="stage 3: add this fraction (of the stage-3 size) of stage-1 captioning "
-                        "samples, so instruction tuning does not erase captioning")
+                   help="stages 2-3: add this fraction (of the stage's size) of samples of the "
+                        "earlier stages, so later stages do not erase what those taught")
     p.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.stage > 1 and args.init_from is None and args.resume is None:
@@ -175,12 +175,15 @@ def build_dataset(args: argparse.Namespace, model: M2UGen):
     )
     policy = ErrorPolicy(args.on_error)
     samples = filter_split(stage_samples(args.stage, paths, policy=policy), split, paths)
-    if args.stage == 3 and args.replay > 0:
-        captions = filter_split(stage_samples(1, paths, policy=policy), split, paths)
+    if args.stage > 1 and args.replay > 0:
+        # Earlier stages' formats, so LoRA keeps what they taught: captioning (stage 1) and, in
+        # stage 3, caption -> [AUD] (stage 2, the format the projector was aligned on).
         g = torch.Generator().manual_seed(args.seed)
-        k = min(len(captions), int(round(args.replay * len(samples))))
-        picks = torch.randperm(len(captions), generator=g)[:k].tolist()
-        samples = samples + [captions[i] for i in sorted(picks)]
+        for earlier in range(1, args.stage):
+            pool = filter_split(stage_samples(earlier, paths, policy=policy), split, paths)
+            k = min(len(pool), int(round(args.replay * len(samples) / (args.stage - 1))))
+            picks = torch.randperm(len(pool), generator=g)[:k].tolist()
+            samples = samples + [pool[i] for i in sorted(picks)]
     return M2UGenDataset(samples, model.tokenizer, max_words=args.max_words, media_loader=loader,
                          policy=policy, stage=args.stage)
 

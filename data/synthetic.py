@@ -168,7 +168,10 @@ def _note(instrument: str, f0: float, n: int, sr: int, rng: np.random.Generator)
 
     - spectrum: dark (a few low partials: piano, flute) or bright (partials up to Nyquist with a
       slow 1/k**0.5 roll-off: organ, guitar);
-    - envelope: sustained (flute, organ) or percussive, decaying within ~0.1 s (piano, guitar).
+    - envelope: sustained (flute, organ) or percussive, decaying within ~0.1 s (piano, guitar);
+    - noise: the flute breathes (low-passed noise under the note), the guitar's pluck is a short
+      noise burst; piano and organ are pure tones. Envelope alone was confused at fast tempi
+      (flute/piano, guitar/organ), noise is a cue the random front end hears well.
     """
     t = np.arange(n) / sr
     nyquist = sr / 2
@@ -185,16 +188,27 @@ def _note(instrument: str, f0: float, n: int, sr: int, rng: np.random.Generator)
         amps = np.array([1.0, 0.15, 0.05])
     freqs = f0 * ks
     if instrument in ("piano", "guitar"):
-        env = np.exp(-30.0 * t) * np.minimum(t / 0.002, 1.0)
+        env = np.exp(-25.0 * t) * np.minimum(t / 0.002, 1.0)
     else:
         env = np.minimum(t / 0.03, 1.0) * np.minimum((t[-1] - t) / 0.03 + 1e-3, 1.0)
-        if instrument == "flute":
-            env = env * (1 + 0.05 * np.sin(2 * np.pi * 5.0 * t))
     phases = rng.uniform(0, 2 * np.pi, size=len(ks))
     keep = (freqs < nyquist) & (amps > 0)
     waves = np.sin(2 * np.pi * np.outer(freqs[keep], t) + phases[keep, None])
     tone = (amps[keep, None] * waves).sum(0)
+    tone = tone / max(np.abs(tone).max(), 1e-9)
+    if instrument == "flute":  # breath: low-passed noise under the whole note
+        noise = _lowpass(rng.standard_normal(n), 0.15)
+        tone = tone + 0.5 * noise / max(np.abs(noise).max(), 1e-9)
+    elif instrument == "guitar":  # pluck: a 20 ms noise burst at the attack
+        tone = tone + 0.8 * rng.standard_normal(n) * np.exp(-t / 0.02)
     return tone / max(np.abs(tone).max(), 1e-9) * env
+
+
+def _lowpass(x: np.ndarray, alpha: float) -> np.ndarray:
+    """One-pole low-pass filter (alpha in (0, 1]: smaller is darker)."""
+    from scipy.signal import lfilter
+
+    return lfilter([alpha], [1.0, alpha - 1.0], x)
 
 
 def synth_music(

@@ -10,8 +10,10 @@ as `music_conditioning="text"`).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
+import os
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +140,9 @@ class M2UGen(nn.Module):
         self.bridges.to(self.device_)
         self.projector.to(self.device_)
         self._encoders: dict[str, Any] = {}
-        self._feature_memo: dict[tuple[str, str], torch.Tensor] = {}
+        # Features of media files kept in RAM (least recently used dropped past the limit).
+        self._feature_memo: collections.OrderedDict[tuple, torch.Tensor] = collections.OrderedDict()
+        self.feature_memo_size = 8192
         self._feature_cache = None
         # Optional retrieval of music-feature prototypes (SPEC section 3; off by default).
         from llama.knn import load_knn
@@ -257,8 +261,11 @@ class M2UGen(nn.Module):
 
         The disk-cache keys are the ones `python -m data.features` precomputes.
         """
-        key = (modality, str(path))
-        if key not in self._feature_memo:
+        st = os.stat(path)
+        key = (modality, os.path.realpath(path), st.st_size, st.st_mtime_ns)  # edits miss
+        if key in self._feature_memo:
+            self._feature_memo.move_to_end(key)
+        else:
             from data.features import media_loader_for
 
             encoder = self.encoder(modality)
@@ -269,6 +276,8 @@ class M2UGen(nn.Module):
             else:
                 feats = encoder.encode_items([raw(str(path))])[0]
             self._feature_memo[key] = feats.float().cpu()
+            while len(self._feature_memo) > self.feature_memo_size:
+                self._feature_memo.popitem(last=False)  # least recently used
         return self._feature_memo[key]
 
     def encode_media(self, modality: str, items: Sequence[Any]) -> Any:
@@ -394,29 +403,31 @@ class M2UGen(nn.Module):
         shown = ""
         aud = set(self.tokenizer.aud_ids)
         produced_music = False
-        with torch.no_grad():
-            for step in stream_generate(
-                self.backbone,
-                [ids],
-                settings.max_new_tokens,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                eos_id=self.tokenizer.eos_id,
-                generator=generator,
-                modality_features=feats,
-            ):
-                # stream_generate yields, per step, the list of token ids released for each prompt
-                for token in map(int, step[0]):
-                    if token in aud:
-                        produced_music = True
-                        break
-                    new.append(token)
-                if produced_music:
+        # stream_generate runs each step under inference_mode; no grad mode leaks to the caller
+        # while this generator is paused at a yield.
+        for step in stream_generate(
+            self.backbone,
+            [ids],
+            settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            eos_id=self.tokenizer.eos_id,
+            generator=generator,
+            modality_features=feats,
+            pad_id=self.tokenizer.pad_id,
+        ):
+            # stream_generate yields, per step, the list of token ids released for each prompt
+            for token in map(int, step[0]):
+                if token in aud:
+                    produced_music = True
                     break
-                text = self.tokenizer.decode(new)
-                if text.startswith(shown) and len(text) > len(shown):
-                    yield text[len(shown):]
-                    shown = text
+                new.append(token)
+            if produced_music:
+                break
+            text = self.tokenizer.decode(new)
+            if text.startswith(shown) and len(text) > len(shown):
+                yield text[len(shown):]
+                shown = text
         text = self.tokenizer.decode(new).strip()
         reply = ChatReply(text=text, token_ids=list(new), dropped_history_turns=dropped)
         if produced_music and want_music:

@@ -1,0 +1,67 @@
+"""The tiny model learns: three stages on synthetic data, then the held-out metrics.
+
+This is the suite's long test (a few minutes on 2 cores): it runs exactly what a user runs,
+`train_tiny.sh` then `python -m Evaluation.synthetic`, and checks the numbers the training issue
+asks for.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("learning")
+    data, out = base / "data", base / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "data.synthetic", "--out", str(data), "--seed", "0",
+                    "--n", os.environ.get("M2UGEN_LEARNING_N", "400")],
+                   cwd=ROOT, env=env, check=True, capture_output=True)
+    start = time.monotonic()
+    train = subprocess.run(["bash", "train_tiny.sh", str(data), str(out)], cwd=ROOT, env=env,
+                           capture_output=True, text=True)
+    minutes = (time.monotonic() - start) / 60
+    assert train.returncode == 0, train.stderr[-3000:]
+    ev = subprocess.run([sys.executable, "-m", "Evaluation.synthetic", "--model",
+                         str(out / "stage3"), "--data_root", str(data), "--feature_cache",
+                         str(out / "feature_cache"), "--predictions", str(base / "pred.jsonl")],
+                        cwd=ROOT, env=env, capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    metrics = json.loads(ev.stdout)
+    print(f"\ntraining took {minutes:.1f} min; metrics: "
+          f"{json.dumps({k: v for k, v in metrics.items() if k != 'details'})}")
+    return metrics, minutes, base / "pred.jsonl"
+
+
+def test_training_fits_the_time_budget(trained):
+    assert trained[1] <= 10.0
+
+
+def test_predictions_file_has_one_line_per_item(trained):
+    rows = [json.loads(line) for line in trained[2].read_text().splitlines()]
+    assert rows and all(set(r) == {"file", "task", "prompt", "output"} for r in rows)
+
+
+@pytest.mark.parametrize("task", ["image_caption", "video_caption"])
+def test_captions_name_the_attributes(trained, task):
+    metrics = trained[0]
+    assert metrics[task] >= 0.9
+    assert min(metrics["details"][task]["per_attribute"].values()) >= 0.8
+
+
+def test_projector_matches_decoder_targets(trained):
+    assert trained[0]["projector_cosine"] >= 0.9
+
+
+def test_music_requests_route_to_aud_tokens_and_questions_do_not(trained):
+    metrics = trained[0]
+    assert metrics["aud_tokens_on_music_requests"] >= 0.9
+    assert metrics["aud_tokens_on_questions"] <= 0.05
