@@ -403,7 +403,31 @@ def _as_rgb(i: int, img: Any, what: str) -> np.ndarray:
     return a
 
 
-class ImageEncoder(FrozenEncoder):
+class _PixelEncoder(FrozenEncoder):
+    """Shared by ViT and ViViT: processor -> model -> last hidden state, in chunks of max_batch."""
+
+    def _prepare(self, i: int, item: Any) -> Any:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode_items(self, batch: Sequence[Any]) -> list[torch.Tensor]:
+        from transformers.image_utils import ChannelDimension
+
+        inputs = [self._prepare(i, x) for i, x in enumerate(batch)]
+        items: list[torch.Tensor] = []
+        for s in range(0, len(inputs), self.max_batch):
+            px = self.processor(inputs[s: s + self.max_batch], return_tensors="pt",
+                                input_data_format=ChannelDimension.LAST)["pixel_values"]
+            _check_pixels(self.cfg, px.shape[-2:])
+            h = self.model(pixel_values=px.to(self.device, self.dtype)).last_hidden_state.float()
+            items.extend(h.unbind(0))
+        return items
+
+    def collate(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(list(items))
+
+
+class ImageEncoder(_PixelEncoder):
     """ViT: uint8 (H, W, 3) RGB images -> last hidden state (num_tokens, H) per image.
 
     Preprocessing: `ViTImageProcessor` semantics (resize to image_size x image_size, rescale to
@@ -417,22 +441,8 @@ class ImageEncoder(FrozenEncoder):
         _check_token_shape(cfg, model)
         self._identity = self._make_identity({"processor": _processor_params(processor)})
 
-    @torch.no_grad()
-    def encode_items(self, batch: Sequence[Any]) -> list[torch.Tensor]:
-        from transformers.image_utils import ChannelDimension
-
-        images = [_as_rgb(i, x, "image") for i, x in enumerate(batch)]
-        items: list[torch.Tensor] = []
-        for s in range(0, len(images), self.max_batch):
-            px = self.processor(images[s: s + self.max_batch], return_tensors="pt",
-                                input_data_format=ChannelDimension.LAST)["pixel_values"]
-            _check_pixels(self.cfg, px.shape[-2:])
-            h = self.model(pixel_values=px.to(self.device, self.dtype)).last_hidden_state.float()
-            items.extend(h.unbind(0))
-        return items
-
-    def collate(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(list(items))
+    def _prepare(self, i: int, item: Any) -> Any:
+        return _as_rgb(i, item, "image")
 
 
 def _check_token_shape(cfg: EncoderConfig, model: nn.Module) -> None:
@@ -488,7 +498,7 @@ def sample_frame_indices(n: int, num_frames: int) -> np.ndarray:
     return np.linspace(0, n - 1, num_frames).round().astype(np.int64)
 
 
-class VideoEncoder(FrozenEncoder):
+class VideoEncoder(_PixelEncoder):
     """ViViT: uint8 (F, H, W, 3) clips -> last hidden state (num_tokens, H) per clip.
 
     The model's position table fixes the frame count: clips with F != cfg.num_frames are
@@ -516,22 +526,8 @@ class VideoEncoder(FrozenEncoder):
         idx = sample_frame_indices(a.shape[0], self.cfg.num_frames)
         return [a[k] for k in idx]
 
-    @torch.no_grad()
-    def encode_items(self, batch: Sequence[Any]) -> list[torch.Tensor]:
-        from transformers.image_utils import ChannelDimension
-
-        clips = [self._frames(i, x) for i, x in enumerate(batch)]
-        items: list[torch.Tensor] = []
-        for s in range(0, len(clips), self.max_batch):
-            px = self.processor(clips[s: s + self.max_batch], return_tensors="pt",
-                                input_data_format=ChannelDimension.LAST)["pixel_values"]
-            _check_pixels(self.cfg, px.shape[-2:])
-            h = self.model(pixel_values=px.to(self.device, self.dtype)).last_hidden_state.float()
-            items.extend(h.unbind(0))
-        return items
-
-    def collate(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(list(items))
+    def _prepare(self, i: int, item: Any) -> Any:
+        return self._frames(i, item)
 
 
 def load_video_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
