@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from data.collate import Collator
-from data.datasets import DataPaths, DatasetError, build_stage_dataset
+from data.datasets import DataPaths, DatasetError
 from engine_train import NonFiniteLoss, Trainer, settings_from_args
 from llama import checkpoint as ckpt
 from llama.config import DecoderConfig, get_preset
@@ -166,7 +166,9 @@ def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: An
 
 
 def build_dataset(args: argparse.Namespace, model: M2UGen):
-    from data.datasets import PerModalityLoader, filter_split, stage_samples, M2UGenDataset, ErrorPolicy
+    from data.datasets import (
+        ErrorPolicy, M2UGenDataset, PerModalityLoader, filter_split, stage_samples,
+    )
 
     paths = DataPaths.from_root(args.data_root).parse_overrides(args.data)
     split = "train" if Path(paths.split).is_file() else "all"

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
-import os
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Sequence
@@ -559,7 +558,3 @@ def apply_path_overrides(cfg: M2UGenConfig, overrides: dict[str, Optional[str]])
     if "music_decoder_path" in o:
         cfg.decoder = dataclasses.replace(cfg.decoder, path=o["music_decoder_path"])
     return cfg
-
-
-def save_config_json(path: Path, cfg: M2UGenConfig) -> None:
-    path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
