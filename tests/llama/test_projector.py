@@ -16,13 +16,7 @@ LLM_DIM = 128  # llama_tiny().dim
 CAPTIONS = ["a slow piano melody", "fast guitar song", "low organ music", "high flute tune"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core box threads spin-wait badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=["tiny", "tiny-audioldm2"])
