@@ -39,6 +39,7 @@ class TrainSettings:
     weight_decay: float = 0.05
     clip_grad: float = 1.0
     bridge_lr_scale: float = 1.0
+    audio_crop: float = 1.0  # shortest random span of music frames kept (1: no cropping)
     seed: int = 0
     save_every: int = 0  # optimizer steps between checkpoints (0: only at epoch ends)
     log_every: int = 10

@@ -23,9 +23,10 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from data.augment import random_time_crop
 from data.collate import Collator
 from data.datasets import DataPaths, DatasetError
-from engine_train import NonFiniteLoss, Trainer, settings_from_args
+from engine_train import NonFiniteLoss, Trainer, TrainSettings, settings_from_args
 from llama import checkpoint as ckpt
 from llama.config import DecoderConfig, get_preset
 from llama.m2ugen import LossOutput, M2UGen, apply_path_overrides, config_from_dict
@@ -54,6 +55,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--clip_grad", type=float, default=1.0)
     p.add_argument("--bridge_lr_scale", type=float, default=1.0,
                    help="learning-rate multiplier for the modality bridges")
+    p.add_argument("--audio_crop", type=float, default=1.0, metavar="MIN_FRACTION",
+                   help="train on a random span of at least this fraction of each clip's music "
+                        "frames (augmentation; 1 = whole clips)")
     p.add_argument("--max_words", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=0,
@@ -86,6 +90,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     for name in ("batch_size", "accum_iter", "epochs", "max_words"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
+    if not 0.0 < args.audio_crop <= 1.0:
+        p.error(f"--audio_crop must be in (0, 1], got {args.audio_crop}")
     return args
 
 
@@ -134,7 +140,7 @@ class TargetProvider:
         )
 
 
-def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: Any,
+def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: TrainSettings,
               device: torch.device):
     """batch (data.collate) -> LossOutput, with media features batched per modality.
 
@@ -148,7 +154,10 @@ def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: An
             rows = group["index"].tolist()
             if not rows:
                 continue
-            media[modality] = (rows, model.encoder(modality).collate(group["data"]))
+            items = group["data"]
+            if modality == "audio" and settings.audio_crop < 1.0:
+                items = [random_time_crop(x, settings.audio_crop) for x in items]
+            media[modality] = (rows, model.encoder(modality).collate(items))
         music_rows = batch["music_mask"].nonzero().flatten()
         music_targets = aud = None
         if music_rows.numel():

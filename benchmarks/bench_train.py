@@ -26,6 +26,7 @@ from data.datasets import DataPaths, PerModalityLoader, build_stage_dataset  # n
 from data.features import media_loader_for  # noqa: E402
 from llama.config import get_preset  # noqa: E402
 from llama.m2ugen import M2UGen  # noqa: E402
+from engine_train import TrainSettings  # noqa: E402
 from train_m2ugen import make_step  # noqa: E402
 
 STAGES = {  # (stage, tasks kept, label)
@@ -80,7 +81,7 @@ def samples_per_second(model, dataset, targets, batches, stage) -> float:
     model.set_stage(stage)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     collate = Collator(pad_id=model.tokenizer.pad_id)
-    settings = argparse.Namespace(ce_weight=1.0, mse_weight=1.0)
+    settings = TrainSettings()  # defaults: CE + MSE weights 1, no augmentation
     step = make_step(model, model, targets, settings, torch.device("cpu"))
     n = 0
     start = time.perf_counter()

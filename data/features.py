@@ -291,7 +291,8 @@ def media_loader_for(cfg: Any, modality: str) -> tuple[Callable[[str], Any], dic
             {"loader": "load_video", "num_frames": n, "sampling": "uniform"})
 
 
-def _load_encoder(cfg: Any, modality: str, device: str) -> Any:
+def load_encoder(cfg: Any, modality: str, device: str) -> Any:
+    """The frozen encoder of `modality` named by the configuration `cfg`."""
     from llama import encoders
 
     fn, enc_cfg = {
@@ -391,7 +392,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{modality}: no media files under {root}/*/{MEDIA_DIRS[modality]}/")
             reports.append(Report(modality))
             continue
-        encoder = _load_encoder(cfg, modality, args.device)
+        encoder = load_encoder(cfg, modality, args.device)
         loader, params = media_loader_for(cfg, modality)
         reports.append(precompute(cache, files, encoder, loader, params, modality,
                                   args.batch_size, progress=not args.no_progress))

@@ -221,11 +221,12 @@ def vivit_b(path: str = "google/vivit-b-16x2-kinetics400") -> EncoderConfig:
 
 
 def mert_tiny() -> EncoderConfig:
-    """HuBERT-shaped MERT, 4 layers -> 5 hidden states.
+    """HuBERT-shaped MERT, 4 layers -> 5 hidden states, with MERT's 320-sample hop (75 frames/s).
 
-    Its hop is 960 samples (25 frames/s at 24 kHz) instead of MERT's 320 (75 frames/s): the bridge's
-    RNN runs once per frame, and a third of the frames makes tiny training 3x cheaper while note
-    onsets (tempo) stay resolved.
+    Measured (`data.synthetic` docstring, "Carriage"): a 960-sample hop with 32 conv channels
+    carried the instrument linearly at 0.76-0.80 and lost it during training; MERT's hop with 64
+    channels carries it at 0.93. The bridge's RNN then runs over 3x more frames, which the feature
+    cache keeps affordable.
     """
     return EncoderConfig(
         path="tiny",
@@ -238,9 +239,9 @@ def mert_tiny() -> EncoderConfig:
             num_hidden_layers=4,
             num_attention_heads=4,
             intermediate_size=128,
-            conv_dim=(32, 32, 32, 32, 32, 32, 32),
-            conv_stride=(5, 3, 4, 2, 2, 2, 2),
-            conv_kernel=(10, 3, 4, 3, 3, 2, 2),
+            conv_dim=(64, 64, 64, 64, 64, 64, 64),
+            conv_stride=(5, 2, 2, 2, 2, 2, 2),
+            conv_kernel=(10, 3, 3, 3, 3, 2, 2),
             num_conv_pos_embeddings=16,
             num_conv_pos_embedding_groups=4,
         ),

@@ -50,11 +50,21 @@ def test_predictions_file_has_one_line_per_item(trained):
     assert rows and all(set(r) == {"file", "task", "prompt", "output"} for r in rows)
 
 
-@pytest.mark.parametrize("task", ["image_caption", "video_caption"])
+@pytest.mark.parametrize("task", ["audio_caption", "image_caption", "video_caption"])
 def test_captions_name_the_attributes(trained, task):
     metrics = trained[0]
     assert metrics[task] >= 0.9
     assert min(metrics["details"][task]["per_attribute"].values()) >= 0.8
+
+
+def test_silenced_music_falls_to_chance(trained):
+    # chance for instrument / register / tempo is (0.25 + 0.5 + 0.5) / 3 = 0.42; a caption that
+    # still named the right values without the audio would mean the text alone carries them
+    assert trained[0]["audio_caption_silenced"] <= 0.6
+
+
+def test_music_questions_are_answered_from_the_audio(trained):
+    assert trained[0]["qa"] >= 0.9
 
 
 def test_projector_matches_decoder_targets(trained):

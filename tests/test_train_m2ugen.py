@@ -19,11 +19,12 @@ def _run(data, out, cache, *extra):
 
 def test_killed_run_resumes_to_the_same_weights(small_synthetic, tmp_path):
     cache = tmp_path / "cache"
-    assert _run(small_synthetic, tmp_path / "full", cache) == 0
-    assert _run(small_synthetic, tmp_path / "cut", cache, "--stop_after_steps", "4") == 0
+    crop = ("--audio_crop", "0.5")  # random crops too must replay exactly after a resume
+    assert _run(small_synthetic, tmp_path / "full", cache, *crop) == 0
+    assert _run(small_synthetic, tmp_path / "cut", cache, *crop, "--stop_after_steps", "4") == 0
     cut = ckpt.read_config(tmp_path / "cut")
     assert cut["step"] == 4 and not cut["complete"] and cut["batch_in_epoch"] > 0
-    assert _run(small_synthetic, tmp_path / "cut", cache, "--resume") == 0
+    assert _run(small_synthetic, tmp_path / "cut", cache, *crop, "--resume") == 0
     full_w, cut_w = ckpt.read_weights(tmp_path / "full"), ckpt.read_weights(tmp_path / "cut")
     assert full_w.keys() == cut_w.keys()
     for name in full_w:
@@ -35,6 +36,13 @@ def test_killed_run_resumes_to_the_same_weights(small_synthetic, tmp_path):
     assert size < 2_000_000
     # Training changed the stage-1 set and nothing else.
     assert ckpt.read_config(tmp_path / "full")["complete"]
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5"])
+def test_audio_crop_outside_0_1_is_refused(small_synthetic, tmp_path, fraction, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _run(small_synthetic, tmp_path / "out", tmp_path / "cache", "--audio_crop", fraction)
+    assert exc.value.code == 2 and "--audio_crop" in capsys.readouterr().err
 
 
 def test_next_stage_starts_from_previous_output(small_synthetic, tmp_path):

@@ -23,7 +23,8 @@ SPACES = {"wav": syn.AUDIO_ATTRIBUTES, "png": syn.IMAGE_ATTRIBUTES, "mp4": syn.V
 def ds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("syn") / "data"
     counts = syn.generate(out, seed=3, n=N)
-    assert counts == {"wav": N + 4 * (N // 2) + N // 2, "png": N + N // 2, "mp4": N}
+    # music: MUCaps N, MusicQA N, MUImage and MUVideo targets N // 2 each, MUEdit 2 * (N // 2)
+    assert counts == {"wav": 2 * N + 4 * (N // 2), "png": N + N // 2, "mp4": N}
     return out
 
 
@@ -71,7 +72,7 @@ def test_caption_files(ds: Path) -> None:
 def test_musicqa(ds: Path) -> None:
     attrs = _load(ds / "attributes.json")
     items = _load(ds / "MusicQA/MusicQA.json")
-    assert len(items) == N // 2
+    assert len(items) == N
     for item in items:
         a = attrs[f"MusicQA/audios/{item['audio_name']}"]
         conv = item["conversation"]

@@ -61,8 +61,8 @@ def test_music_shapes_and_mask(cfg, mert):
     assert s == mert.model.config.num_hidden_layers + 1
     assert states.dtype == torch.float32 and mask.dtype == torch.bool
     n0, n1 = mask.sum(1).tolist()
-    # the tiny MERT hops 960 samples (25 frames/s at 24 kHz), minus the conv border
-    assert t == n0 and n0 == 74 and n1 == 37
+    # the tiny MERT hops 320 samples (75 frames/s at 24 kHz, like MERT), minus the conv border
+    assert t == n0 and n0 == 224 and n1 == 112
     assert torch.all(states[1, :, n1:] == 0)
 
 
@@ -156,9 +156,9 @@ def test_last_minute_of_three_changes_pooled_feature(cfg):
     edited[120 * SR:] = 0.3 * np.sin(2 * np.pi * 440 * np.arange(60 * SR) / SR)  # a tone
     out = mert.encode([clip, edited])
     states, mask = out
-    assert int(mask[0].sum()) == 18 * 249  # 18 windows of 10 s, every one encoded
+    assert int(mask[0].sum()) == 18 * 749  # 18 windows of 10 s, every one encoded
     # the first two minutes are identical, the last one differs
-    f = 249 * 12
+    f = 749 * 12
     assert torch.allclose(states[0, :, :f], states[1, :, :f], atol=1e-5)
     assert not torch.allclose(states[0, :, f:], states[1, :, f:], atol=1e-3)
     torch.manual_seed(0)
