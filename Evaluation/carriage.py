@@ -22,10 +22,12 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-SETS = {  # caption set -> (modality, media folder below the data root)
-    "MUCaps": ("audio", "MUCaps/audios"),
-    "COCO": ("image", "COCO/images"),
-    "MUVideo": ("video", "MUVideo/videos"),
+from Evaluation.ground_truth import missing_ground_truth
+
+SETS = {  # caption set -> (modality, its media folder's `data.datasets.DataPaths` field)
+    "MUCaps": ("audio", "mucaps_audio"),
+    "COCO": ("image", "coco_images"),
+    "MUVideo": ("video", "muvideo_videos"),
 }
 RIDGE_STRENGTHS = (0.1, 1.0, 10.0, 100.0)
 
@@ -54,15 +56,18 @@ def ridge_accuracy(x: np.ndarray, labels: Sequence[str], train: np.ndarray) -> f
 
 
 def probe(data_root: Path, preset: str, sets: Sequence[str]) -> dict:
+    from data.datasets import DataPaths
     from data.features import load_encoder, media_loader_for
     from llama.config import get_preset
 
     cfg = get_preset(preset)
+    paths = DataPaths.from_root(data_root)
     attributes = json.loads((data_root / "attributes.json").read_text())
     test = set(json.loads((data_root / "split.json").read_text())["test"])
     result: dict = {"n_test": {}}
     for name in sets:
-        modality, folder = SETS[name]
+        modality, field = SETS[name]
+        folder = getattr(paths, field).relative_to(data_root).as_posix()
         files = sorted(k for k in attributes if k.startswith(folder + "/"))
         if not files:
             raise ValueError(f"{data_root}: no {name} items in attributes.json")
@@ -94,11 +99,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help=f"comma-separated, from {', '.join(SETS)}")
     args = p.parse_args(argv)
     root = Path(args.data_root)
-    for needed in ("attributes.json", "split.json"):
-        if not (root / needed).is_file():
-            print(f"Evaluation.carriage: {root / needed} is missing (make the data with "
-                  f"python -m data.synthetic)", file=sys.stderr)
-            return 2
+    problem = missing_ground_truth(root)
+    if problem:
+        print(f"Evaluation.carriage: {problem}", file=sys.stderr)
+        return 2
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = [s for s in sets if s not in SETS]
     if unknown or not sets:

@@ -33,6 +33,7 @@ import torch
 from data.datasets import (
     DataPaths, Sample, encode_prompt, filter_split, stage_samples, tokenize_sample,
 )
+from Evaluation.ground_truth import missing_ground_truth
 from llama.generation import generate
 from llama.m2ugen import M2UGen
 
@@ -227,11 +228,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--feature_cache", default=None, help="frozen-encoder feature cache folder")
     args = p.parse_args(argv)
     root = Path(args.data_root)
-    for needed in ("attributes.json", "split.json"):
-        if not (root / needed).is_file():
-            print(f"Evaluation.synthetic: {root / needed} is missing (make the data with "
-                  f"python -m data.synthetic)", file=sys.stderr)
-            return 2
+    problem = missing_ground_truth(root)
+    if problem:
+        print(f"Evaluation.synthetic: {problem}", file=sys.stderr)
+        return 2
     model = M2UGen.from_pretrained(args.model)
     model.eval()
     model.use_feature_cache(args.feature_cache)

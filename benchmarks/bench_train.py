@@ -24,9 +24,9 @@ import torch  # noqa: E402
 from data.collate import Collator  # noqa: E402
 from data.datasets import DataPaths, PerModalityLoader, build_stage_dataset  # noqa: E402
 from data.features import media_loader_for  # noqa: E402
+from engine_train import TrainSettings  # noqa: E402
 from llama.config import get_preset  # noqa: E402
 from llama.m2ugen import M2UGen  # noqa: E402
-from engine_train import TrainSettings  # noqa: E402
 from train_m2ugen import make_step  # noqa: E402
 
 STAGES = {  # (stage, tasks kept, label)

@@ -38,8 +38,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_video_brightness_is_carried_and_cli_prints_json(data, capsys, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_video_brightness_is_carried_and_cli_prints_json(data, capsys):
     assert carriage.main(["--data_root", str(data), "--sets", "MUVideo"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_test"] == {"MUVideo": 12}
