@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser test demo bench clean
+.PHONY: setup browser lint test test-fast demo bench clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,16 @@ browser:
 	  echo "installing Debian chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: setup browser
+lint: setup
+	$(PY) -m ruff check .
+
+# Everything: lint, then the whole suite (the learning test and the browser test included).
+test: setup browser lint
 	$(PY) -m pytest
+
+# The quick loop for contributors (about a minute): no slow or browser tests.
+test-fast: setup lint
+	$(PY) -m pytest -m "not slow and not browser"
 
 # Tiny end-to-end demo: synthetic data, three training stages (once; reused), then the web app.
 TINY_DIR := ckpts/tiny

@@ -19,7 +19,9 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from data.augment import random_time_crop
 from llama import checkpoint as ckpt
+from llama.m2ugen import LossOutput, M2UGen
 from util.lr_sched import lr_at
 from util.seed import rng_state, set_rng_state
 
@@ -251,3 +253,69 @@ class Trainer:
 def settings_from_args(args: Any) -> TrainSettings:
     names = {f.name for f in dataclasses.fields(TrainSettings)}
     return TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
+
+
+# ---------------------------------------------------------------------------------------------
+# One batch -> loss (media features batched per modality, decoder targets cached)
+
+
+class TargetProvider:
+    """Decoder targets (x10 conditioning) per caption, memoised and optionally cached on disk."""
+
+    def __init__(self, model: M2UGen, cache_dir: Optional[str]) -> None:
+        self.model = model
+        self._memo: dict[str, torch.Tensor] = {}
+        self._disk = None
+        if cache_dir:
+            from data.features import TextFeatureStore
+
+            self._disk = TextFeatureStore(cache_dir, model.decoder.identity)
+
+    def get(self, key: str) -> Optional[torch.Tensor]:
+        if key in self._memo:
+            return self._memo[key]
+        return self._disk.lookup(key) if self._disk is not None else None
+
+    def put(self, key: str, tensor: torch.Tensor) -> None:
+        self._memo[key] = tensor
+        if self._disk is not None:
+            self._disk.put(key, tensor)
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        return self.model.decoder.targets(
+            captions, cache=self, scale=self.model.cfg.projector.target_scale
+        )
+
+
+def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: TrainSettings,
+              device: torch.device):
+    """batch (data.collate) -> LossOutput, with media features batched per modality.
+
+    `forward` is the model as prepared by accelerate (the DDP wrapper when distributed), so the
+    loss call goes through it and gradients are synchronised.
+    """
+
+    def step(batch: dict[str, Any]) -> LossOutput:
+        media = {}
+        for modality, group in batch["media"].items():
+            rows = group["index"].tolist()
+            if not rows:
+                continue
+            items = group["data"]
+            if modality == "audio" and settings.audio_crop < 1.0:
+                items = [random_time_crop(x, settings.audio_crop) for x in items]
+            media[modality] = (rows, model.encoder(modality).collate(items))
+        music_rows = batch["music_mask"].nonzero().flatten()
+        music_targets = aud = None
+        if music_rows.numel():
+            captions = [batch["music_captions"][i] for i in music_rows.tolist()]
+            music_targets = targets(captions).to(device)
+            aud = batch["aud_positions"][music_rows]
+        return forward(
+            batch["input_ids"], batch["labels"], media=media,
+            music_rows=music_rows if music_rows.numel() else None,
+            aud_positions=aud, music_targets=music_targets,
+            ce_weight=settings.ce_weight, mse_weight=settings.mse_weight,
+        )
+
+    return step

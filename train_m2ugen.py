@@ -23,13 +23,15 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from data.augment import random_time_crop
 from data.collate import Collator
+from data.features import MediaFeatures
 from data.datasets import DataPaths, DatasetError
-from engine_train import NonFiniteLoss, Trainer, TrainSettings, settings_from_args
+from engine_train import (
+    NonFiniteLoss, TargetProvider, Trainer, make_step, settings_from_args,
+)
 from llama import checkpoint as ckpt
 from llama.config import DecoderConfig, get_preset
-from llama.m2ugen import LossOutput, M2UGen, apply_path_overrides, config_from_dict
+from llama.m2ugen import M2UGen, apply_path_overrides, config_from_dict
 from util.seed import seed_everything
 
 
@@ -73,6 +75,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     # ours
     p.add_argument("--feature_cache", default=None,
                    help="folder for frozen-encoder features and decoder targets (reused across runs)")
+    p.add_argument("--feature_memo_mb", type=int, default=1024,
+                   help="RAM (MB) for frozen-encoder features reused across epochs")
     p.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
     p.add_argument("--on_error", choices=("raise", "skip"), default="raise",
                    help="unreadable files: fail naming the file, or skip and report counts")
@@ -112,69 +116,7 @@ def build_config(args: argparse.Namespace):
     })
 
 
-class TargetProvider:
-    """Decoder targets (x10 conditioning) per caption, memoised and optionally cached on disk."""
-
-    def __init__(self, model: M2UGen, cache_dir: Optional[str]) -> None:
-        self.model = model
-        self._memo: dict[str, torch.Tensor] = {}
-        self._disk = None
-        if cache_dir:
-            from data.features import TextFeatureStore
-
-            self._disk = TextFeatureStore(cache_dir, model.decoder.identity)
-
-    def get(self, key: str) -> Optional[torch.Tensor]:
-        if key in self._memo:
-            return self._memo[key]
-        return self._disk.lookup(key) if self._disk is not None else None
-
-    def put(self, key: str, tensor: torch.Tensor) -> None:
-        self._memo[key] = tensor
-        if self._disk is not None:
-            self._disk.put(key, tensor)
-
-    def __call__(self, captions: list[str]) -> torch.Tensor:
-        return self.model.decoder.targets(
-            captions, cache=self, scale=self.model.cfg.projector.target_scale
-        )
-
-
-def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: TrainSettings,
-              device: torch.device):
-    """batch (data.collate) -> LossOutput, with media features batched per modality.
-
-    `forward` is the model as prepared by accelerate (the DDP wrapper when distributed), so the
-    loss call goes through it and gradients are synchronised.
-    """
-
-    def step(batch: dict[str, Any]) -> LossOutput:
-        media = {}
-        for modality, group in batch["media"].items():
-            rows = group["index"].tolist()
-            if not rows:
-                continue
-            items = group["data"]
-            if modality == "audio" and settings.audio_crop < 1.0:
-                items = [random_time_crop(x, settings.audio_crop) for x in items]
-            media[modality] = (rows, model.encoder(modality).collate(items))
-        music_rows = batch["music_mask"].nonzero().flatten()
-        music_targets = aud = None
-        if music_rows.numel():
-            captions = [batch["music_captions"][i] for i in music_rows.tolist()]
-            music_targets = targets(captions).to(device)
-            aud = batch["aud_positions"][music_rows]
-        return forward(
-            batch["input_ids"], batch["labels"], media=media,
-            music_rows=music_rows if music_rows.numel() else None,
-            aud_positions=aud, music_targets=music_targets,
-            ce_weight=settings.ce_weight, mse_weight=settings.mse_weight,
-        )
-
-    return step
-
-
-def build_dataset(args: argparse.Namespace, model: M2UGen):
+def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures):
     from data.datasets import (
         ErrorPolicy, M2UGenDataset, PerModalityLoader, filter_split, stage_samples,
     )
@@ -182,7 +124,7 @@ def build_dataset(args: argparse.Namespace, model: M2UGen):
     paths = DataPaths.from_root(args.data_root).parse_overrides(args.data)
     split = "train" if Path(paths.split).is_file() else "all"
     loader = PerModalityLoader(
-        {m: (lambda p, m=m: model.file_features(m, p)) for m in ("audio", "image", "video")}
+        {m: media.loader(m) for m in ("audio", "image", "video")}
     )
     policy = ErrorPolicy(args.on_error)
     samples = filter_split(stage_samples(args.stage, paths, policy=policy), split, paths)
@@ -223,10 +165,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ckpt.load_tuned_weights(model, ckpt.read_weights(src), source=str(src))
     trainable = model.set_stage(args.stage)
     tuned = model.tuned_parameter_names()
-    model.use_feature_cache(args.feature_cache)
+    media = MediaFeatures(model, args.feature_cache, memo_bytes=args.feature_memo_mb * 2**20)
     targets = TargetProvider(model, args.feature_cache)
     try:
-        dataset = build_dataset(args, model)
+        dataset = build_dataset(args, model, media)
     except DatasetError as err:
         print(f"train_m2ugen: {err}", file=sys.stderr)
         return 2

@@ -33,6 +33,8 @@ import torch
 from data.datasets import (
     DataPaths, Sample, encode_prompt, filter_split, stage_samples, tokenize_sample,
 )
+from data.features import MediaFeatures
+from data.media import load_audio
 from Evaluation.ground_truth import missing_ground_truth
 from llama.generation import generate
 from llama.m2ugen import M2UGen
@@ -66,8 +68,9 @@ def attribute_vocab(attributes: dict[str, dict[str, str]]) -> dict[str, set[str]
 
 class Evaluator:
     def __init__(self, model: M2UGen, data_root: Path, batch_size: int = 16,
-                 max_new_tokens: int = 48) -> None:
+                 max_new_tokens: int = 48, media: Optional[MediaFeatures] = None) -> None:
         self.model, self.root = model, data_root
+        self.media = media or MediaFeatures(model)
         self.paths = DataPaths.from_root(data_root)
         self.attributes: dict[str, dict[str, str]] = json.loads(
             (data_root / "attributes.json").read_text())
@@ -96,7 +99,8 @@ class Evaluator:
             for modality in ("audio", "image", "video"):
                 rows = [j - start for j in chunk if modality in media[j]]
                 if rows:
-                    items = [media[start + r][modality] for r in rows]
+                    items = [self.media.item_features(modality, media[start + r][modality])
+                             for r in rows]
                     groups[modality] = (rows, self.model.encode_media(modality, items))
             feats = self.model.modality_features(groups, len(chunk))
             outs += generate(
@@ -121,7 +125,7 @@ class Evaluator:
         for s in samples:
             item: Any = s.media[modality]
             if silence:
-                wave = self.model.load_media("audio", item)
+                wave = load_audio(item, self.model.cfg.mert.sample_rate)
                 item = np.zeros_like(wave)
             media.append({modality: item})
         outputs = self.answer(prompts, media)
@@ -234,8 +238,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     model = M2UGen.from_pretrained(args.model)
     model.eval()
-    model.use_feature_cache(args.feature_cache)
-    ev = Evaluator(model, root, args.batch_size, args.max_new_tokens)
+    ev = Evaluator(model, root, args.batch_size, args.max_new_tokens,
+                   media=MediaFeatures(model, args.feature_cache))
     result = ev.run()
     if args.predictions:
         with open(args.predictions, "w") as fh:

@@ -32,7 +32,7 @@ counted as skipped and reported).
 from __future__ import annotations
 
 import argparse
-import hashlib
+import collections
 import json
 import logging
 import os
@@ -46,6 +46,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from util.atomic import atomic_path
+from util.hashing import sha256_file, sha256_json, stable_json
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,7 @@ MEDIA_EXTS = {
     "video": {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"},
 }
 
-
-def _stable_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+DEFAULT_MEMO_BYTES = 64 * 2**20  # RAM kept for recently used media features (per model)
 
 
 class _Store:
@@ -151,21 +146,17 @@ class FeatureCache:
         memo = self._hashes.get(p)
         if memo is not None and memo[0] == sig:
             return memo[1]
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
+        digest = sha256_file(p)
         self._hashes[p] = (sig, digest)
         return digest
 
     def key(self, path: str | os.PathLike, identity: str,
             params: Optional[Mapping[str, Any]] = None) -> str:
         """Entry key of `path` for an encoder identity and loader parameters."""
-        return _sha(_stable_json({
+        return sha256_json({
             "kind": "media", "content": self.content_hash(path), "encoder": identity,
             "params": dict(params or {}), "dtype": self.dtype,
-        }))
+        })
 
     def lookup(self, path: str | os.PathLike, identity: str,
                params: Optional[Mapping[str, Any]] = None) -> Optional[torch.Tensor]:
@@ -175,7 +166,7 @@ class FeatureCache:
             params: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
         key = self.key(path, identity, params)
         return self.store.write(key, features, {
-            "source": str(path), "identity": identity, "params": _stable_json(dict(params or {})),
+            "source": str(path), "identity": identity, "params": stable_json(dict(params or {})),
             "content_sha256": self.content_hash(path),
         })
 
@@ -228,8 +219,8 @@ class TextFeatureStore:
         self.stats = CacheStats()
 
     def key(self, text: str) -> str:
-        return _sha(_stable_json({"kind": "text", "text": text, "model": self.identity,
-                                  "dtype": self.dtype}))
+        return sha256_json({"kind": "text", "text": text, "model": self.identity,
+                            "dtype": self.dtype})
 
     def lookup(self, text: str) -> Optional[torch.Tensor]:
         return self.store.read(self.key(text))
@@ -253,6 +244,72 @@ class TextFeatureStore:
                 rows[i] = self.put(texts[i], v)
                 self.stats.computed += 1
         return torch.stack([r for r in rows if r is not None])
+
+
+class MediaFeatures:
+    """Media items -> per-item frozen-encoder features, for serving and training.
+
+    A path is decoded with the encoder's own preprocessing parameters, encoded (or read from the
+    optional disk cache), and the result is memoised in RAM under a byte budget (least recently
+    used entries are dropped first; an item larger than the budget is simply not memoised).
+    Decoded arrays pass through unchanged: the model encodes them itself. This keeps file I/O out
+    of the model package while every caller shares one path -> features route.
+    """
+
+    def __init__(self, model: Any, cache_dir: Optional[str | os.PathLike] = None, *,
+                 cache_dtype: StorageDtype = "float32",
+                 memo_bytes: int = DEFAULT_MEMO_BYTES) -> None:
+        if memo_bytes < 0:
+            raise ValueError(f"memo_bytes must be >= 0, got {memo_bytes}")
+        self.model = model
+        self.cache = FeatureCache(cache_dir, cache_dtype) if cache_dir else None
+        self.memo_bytes = memo_bytes
+        self._memo: collections.OrderedDict[tuple, torch.Tensor] = collections.OrderedDict()
+        self._memo_used = 0
+
+    @property
+    def memo_used_bytes(self) -> int:
+        return self._memo_used
+
+    def item_features(self, modality: str, item: Any) -> Any:
+        """Features (torch.Tensor) of a media path; anything else is returned unchanged."""
+        if not isinstance(item, (str, os.PathLike)):
+            return item
+        st = os.stat(item)
+        key = (modality, os.path.realpath(item), st.st_size, st.st_mtime_ns)  # edits miss
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            return self._memo[key]
+        feats = self._compute(modality, str(item))
+        self._remember(key, feats)
+        return feats
+
+    def features(self, media: Mapping[str, Any]) -> dict[str, Any]:
+        """`item_features` for each present modality of a {modality: item} mapping."""
+        return {m: self.item_features(m, v) for m, v in media.items() if v is not None}
+
+    def loader(self, modality: str) -> Callable[[str], torch.Tensor]:
+        """A `path -> features` callback (what a training dataset's media loader returns)."""
+        return lambda path: self.item_features(modality, path)
+
+    def _compute(self, modality: str, path: str) -> torch.Tensor:
+        encoder = self.model.encoder(modality)
+        raw, params = media_loader_for(self.model.cfg, modality)
+        if self.cache is not None:
+            feats = self.cache.get_or_compute([path], encoder, raw, params=params)[0]
+        else:
+            feats = encoder.encode_items([raw(path)])[0]
+        return feats.float().cpu()
+
+    def _remember(self, key: tuple, feats: torch.Tensor) -> None:
+        size = feats.numel() * feats.element_size()
+        if size > self.memo_bytes:
+            return
+        self._memo[key] = feats
+        self._memo_used += size
+        while self._memo_used > self.memo_bytes:
+            _, dropped = self._memo.popitem(last=False)  # least recently used
+            self._memo_used -= dropped.numel() * dropped.element_size()
 
 
 # ---------------------------------------------------------------------------------------------

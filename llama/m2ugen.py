@@ -10,12 +10,10 @@ as `music_conditioning="text"`).
 
 from __future__ import annotations
 
-import collections
+import copy
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Sequence
 
 import numpy as np
@@ -29,7 +27,8 @@ from llama.bridges import build_bridges
 from llama.config import AUD_TOKENS, MODALITIES, M2UGenConfig, get_preset
 from llama.projector import OutputProjector
 from llama.tokenizer import Tokenizer, load_tokenizer
-from data.datasets import encode_prompt
+from llama.prompt import encode_prompt
+from util.seed import seeded
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,9 @@ class GenerationSettings:
 
 @dataclass
 class MediaInput:
-    """Paths (or already-decoded arrays) of the media attached to a turn."""
+    """The media attached to a turn, per modality: a decoded array (np.ndarray: waveform, image
+    or frames) or that item's precomputed frozen-encoder features (torch.Tensor). Paths are
+    resolved outside the model package (`data.features.MediaFeatures`)."""
 
     audio: Any = None
     image: Any = None
@@ -115,6 +116,7 @@ class M2UGen(nn.Module):
         load_decoder: bool = True,
     ) -> None:
         super().__init__()
+        cfg = copy.deepcopy(cfg)  # loading fills in derived values; never touch the caller's copy
         self.cfg = cfg
         self.device_ = torch.device(device)
         self.dtype_ = dtype
@@ -126,7 +128,7 @@ class M2UGen(nn.Module):
                 f"the backbone {cfg.llama_path!r} has {self.backbone.config.vocab_size} rows"
             )
         self.backbone.add_tokens(len(AUD_TOKENS))
-        with _seeded(TINY_SEED + 1):
+        with seeded(TINY_SEED + 1):
             self.bridges = build_bridges(cfg)
         self._decoder = None
         if load_decoder:
@@ -134,15 +136,11 @@ class M2UGen(nn.Module):
             from llama.decoders import projector_config_for
 
             cfg.projector = projector_config_for(self._decoder, cfg.projector)
-        with _seeded(TINY_SEED + 2):
+        with seeded(TINY_SEED + 2):
             self.projector = OutputProjector(cfg.llama.dim, cfg.projector)
         self.bridges.to(self.device_)
         self.projector.to(self.device_)
         self._encoders: dict[str, Any] = {}
-        # Features of media files kept in RAM (least recently used dropped past the limit).
-        self._feature_memo: collections.OrderedDict[tuple, torch.Tensor] = collections.OrderedDict()
-        self.feature_memo_size = 8192
-        self._feature_cache = None
         # Optional retrieval of music-feature prototypes (SPEC section 3; off by default).
         from llama.knn import load_knn
 
@@ -218,7 +216,7 @@ class M2UGen(nn.Module):
                 "image": (encoders.load_image_encoder, self.cfg.vit),
                 "video": (encoders.load_video_encoder, self.cfg.vivit),
             }[modality]
-            with _seeded(TINY_SEED + 10 + MODALITIES.index(modality)):
+            with seeded(TINY_SEED + 10 + MODALITIES.index(modality)):
                 self._encoders[modality] = loader(enc_cfg, device=self.device_)
         return self._encoders[modality]
 
@@ -231,62 +229,27 @@ class M2UGen(nn.Module):
     def _load_decoder(self):
         from llama.decoders import load_decoder
 
-        with _seeded(TINY_SEED + 20):
+        with seeded(TINY_SEED + 20):
             return load_decoder(self.cfg.decoder, device=self.device_)
 
     # -----------------------------------------------------------------------------------------
     # Media -> one vector per modality
 
-    def load_media(self, modality: str, item: Any) -> Any:
-        """Decode a media path with the encoder's preprocessing parameters (arrays pass through)."""
-        if not isinstance(item, (str, Path)):
-            return item
-        from data import media
-
-        if modality == "audio":
-            return media.load_audio(item, self.cfg.mert.sample_rate)
-        if modality == "image":
-            return media.load_image(item)
-        return media.load_video(item, num_frames=self.cfg.vivit.num_frames)
-
-    def use_feature_cache(self, cache_dir: Optional[str | Path]) -> None:
-        """Keep frozen-encoder features of media files on disk (keyed by content + encoder)."""
-        from data.features import FeatureCache
-
-        self._feature_cache = FeatureCache(cache_dir) if cache_dir else None
-
-    def file_features(self, modality: str, path: str | Path) -> torch.Tensor:
-        """Frozen-encoder features of one media file: from RAM, the disk cache, or the encoder.
-
-        The disk-cache keys are the ones `python -m data.features` precomputes.
-        """
-        st = os.stat(path)
-        key = (modality, os.path.realpath(path), st.st_size, st.st_mtime_ns)  # edits miss
-        if key in self._feature_memo:
-            self._feature_memo.move_to_end(key)
-        else:
-            from data.features import media_loader_for
-
-            encoder = self.encoder(modality)
-            raw, params = media_loader_for(self.cfg, modality)
-            cache = getattr(self, "_feature_cache", None)
-            if cache is not None:
-                feats = cache.get_or_compute([str(path)], encoder, raw, params=params)[0]
-            else:
-                feats = encoder.encode_items([raw(str(path))])[0]
-            self._feature_memo[key] = feats.float().cpu()
-            while len(self._feature_memo) > self.feature_memo_size:
-                self._feature_memo.popitem(last=False)  # least recently used
-        return self._feature_memo[key]
-
     def encode_media(self, modality: str, items: Sequence[Any]) -> Any:
-        """Batched frozen-encoder features for media items (paths or decoded arrays)."""
+        """Batched frozen-encoder features for media items: decoded arrays are encoded, tensors
+        are taken as that item's precomputed features (from the feature cache)."""
         encoder = self.encoder(modality)
-        per_item = [
-            self.file_features(modality, x) if isinstance(x, (str, Path))
-            else encoder.encode_items([x])[0]
-            for x in items
-        ]
+        per_item = []
+        for x in items:
+            if isinstance(x, torch.Tensor):
+                per_item.append(x)
+            elif isinstance(x, np.ndarray):
+                per_item.append(encoder.encode_items([x])[0])
+            else:
+                raise TypeError(
+                    f"{modality} input must be a decoded np.ndarray or a feature tensor, got "
+                    f"{type(x).__name__} (paths are resolved by data.features.MediaFeatures)"
+                )
         return encoder.collate(per_item)
 
     def bridge(self, modality: str, features: Any) -> torch.Tensor:
@@ -473,7 +436,7 @@ class M2UGen(nn.Module):
 
 def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device) -> Transformer:
     if cfg.llama_path == "tiny":
-        with _seeded(TINY_SEED):
+        with seeded(TINY_SEED):
             model = Transformer(cfg.llama)
         return model.to(device=device, dtype=dtype)
     from llama.weights import load_backbone
@@ -487,23 +450,6 @@ def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device)
                           config_overrides=overrides)
     cfg.llama = model.config
     return model
-
-
-class _seeded:
-    """Run a block with a fixed torch seed without disturbing the caller's random stream."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self._ctx = None
-
-    def __enter__(self) -> None:
-        self._ctx = torch.random.fork_rng(devices=[])
-        self._ctx.__enter__()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc: Any) -> None:
-        assert self._ctx is not None
-        self._ctx.__exit__(*exc)
 
 
 def config_from_dict(d: dict[str, Any]) -> M2UGenConfig:
@@ -545,16 +491,13 @@ def apply_path_overrides(cfg: M2UGenConfig, overrides: dict[str, Optional[str]])
     if unknown:
         raise ValueError(f"unknown path override(s) {sorted(unknown)}; known: {sorted(known)}")
     o = {k: v for k, v in overrides.items() if v}
+    changes: dict[str, Any] = {}
     if "llama_path" in o:
-        cfg.llama_path = o["llama_path"]
+        changes["llama_path"] = o["llama_path"]
     if "tokenizer_path" in o:
-        cfg.tokenizer_path = o["tokenizer_path"]
-    if "mert_path" in o:
-        cfg.mert = dataclasses.replace(cfg.mert, path=o["mert_path"])
-    if "vit_path" in o:
-        cfg.vit = dataclasses.replace(cfg.vit, path=o["vit_path"])
-    if "vivit_path" in o:
-        cfg.vivit = dataclasses.replace(cfg.vivit, path=o["vivit_path"])
-    if "music_decoder_path" in o:
-        cfg.decoder = dataclasses.replace(cfg.decoder, path=o["music_decoder_path"])
-    return cfg
+        changes["tokenizer_path"] = o["tokenizer_path"]
+    for flag, part in (("mert_path", "mert"), ("vit_path", "vit"), ("vivit_path", "vivit"),
+                       ("music_decoder_path", "decoder")):
+        if flag in o:
+            changes[part] = dataclasses.replace(getattr(cfg, part), path=o[flag])
+    return dataclasses.replace(cfg, **changes)

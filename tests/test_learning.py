@@ -1,6 +1,7 @@
 """The tiny model learns: three stages on synthetic data, then the held-out metrics.
 
-This is the suite's long test (a few minutes on 2 cores): it runs exactly what a user runs,
+This is the suite's long test (several minutes on 2 cores; the training time is printed, and
+measured by `benchmarks/bench_learning.py`, never asserted here): it runs exactly what a user runs,
 `train_tiny.sh` then `python -m Evaluation.synthetic`, and checks the numbers the training issue
 asks for.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,10 +41,6 @@ def trained(tmp_path_factory):
     print(f"\ntraining took {minutes:.1f} min; metrics: "
           f"{json.dumps({k: v for k, v in metrics.items() if k != 'details'})}")
     return metrics, minutes, base / "pred.jsonl"
-
-
-def test_training_fits_the_time_budget(trained):
-    assert trained[1] <= 10.0
 
 
 def test_predictions_file_has_one_line_per_item(trained):

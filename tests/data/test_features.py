@@ -235,3 +235,69 @@ def test_cli_counts_failures_and_reuse(tmp_path, capsys):
     assert f"skipped: {bad}" in out
     with pytest.raises(SystemExit):
         main(argv[:-3] + ["--modalities", "smell"])
+
+
+# ---------------------------------------------------------------------------------------------
+# MediaFeatures: the one path -> features route for serving and training
+
+
+class _FakeModel:
+    """What MediaFeatures needs of a model: its config (loader parameters) and encoders."""
+
+    def __init__(self) -> None:
+        from llama.config import get_preset
+
+        self.cfg = get_preset("tiny")
+        self.enc = CountingEncoder()
+
+    def encoder(self, modality: str):
+        return self.enc
+
+
+def _wav(path: Path, seconds: float, sr: int = 16000) -> Path:
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), sr)
+    return path
+
+
+def test_media_features_memo_is_bounded_in_bytes(tmp_path):
+    model = _FakeModel()
+    wavs = [_wav(tmp_path / f"a{i}.wav", 0.5) for i in range(3)]
+    one = features.MediaFeatures(model, memo_bytes=10**9).item_features("audio", wavs[0])
+    size = one.numel() * one.element_size()
+    media = features.MediaFeatures(model, memo_bytes=2 * size)  # room for two clips
+    for w in wavs:
+        media.item_features("audio", w)
+    assert media.memo_used_bytes <= 2 * size
+    calls = len(model.enc.calls)
+    media.item_features("audio", wavs[2])  # recent: from RAM
+    assert len(model.enc.calls) == calls
+    media.item_features("audio", wavs[0])  # least recently used: dropped, encoded again
+    assert len(model.enc.calls) == calls + 1
+
+
+def test_media_features_never_memoises_an_item_over_budget(tmp_path):
+    model = _FakeModel()
+    media = features.MediaFeatures(model, memo_bytes=16)
+    wav = _wav(tmp_path / "a.wav", 0.5)
+    media.item_features("audio", wav)
+    media.item_features("audio", wav)
+    assert len(model.enc.calls) == 2 and media.memo_used_bytes == 0
+
+
+def test_media_features_passes_decoded_arrays_through_and_uses_the_disk_cache(tmp_path):
+    model = _FakeModel()
+    wave = np.zeros(100, np.float32)
+    media = features.MediaFeatures(model, tmp_path / "cache")
+    assert media.item_features("audio", wave) is wave
+    wav = _wav(tmp_path / "a.wav", 0.25)
+    first = media.features({"audio": wav, "image": None})
+    assert set(first) == {"audio"} and len(model.enc.calls) == 1
+    again = features.MediaFeatures(model, tmp_path / "cache")  # new process: disk hit
+    assert torch.equal(again.item_features("audio", wav), first["audio"])
+    assert len(model.enc.calls) == 1
+
+
+def test_media_features_rejects_a_negative_budget():
+    with pytest.raises(ValueError, match="memo_bytes"):
+        features.MediaFeatures(_FakeModel(), memo_bytes=-1)
