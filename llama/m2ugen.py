@@ -42,28 +42,66 @@ class PromptTooLong(ValueError):
 
 @dataclass
 class GenerationSettings:
-    """Knobs of one chat turn (text sampling and music synthesis)."""
+    """Knobs of one chat turn (text sampling and music synthesis).
+
+    The one definition of their defaults and valid ranges: the CLI, the demo, the evaluation and
+    the library all build settings from this class (flags and UI values left unset mean these
+    defaults). Greedy decoding by default, so that one prompt gives one answer everywhere.
+    """
 
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     seed: Optional[int] = None
     audio_seconds: float = 5.0
-    guidance_scale: Optional[float] = None  # MusicGen classifier-free guidance (None: preset)
-    num_inference_steps: Optional[int] = None  # AudioLDM2 (None: preset)
+    guidance_scale: Optional[float] = None  # classifier-free guidance >= 1 (None: the decoder's)
+    num_inference_steps: Optional[int] = None  # AudioLDM2 diffusion steps (None: the decoder's)
     music_conditioning: Literal["projector", "text"] = "projector"
 
-    def validate(self) -> None:
+    INT_FIELDS = ("max_new_tokens", "seed", "num_inference_steps")
+
+    def validate(self, decoder: Any = None) -> None:
+        """Raise ValueError naming the first invalid field. With `decoder` (a DecoderConfig), also
+        check what depends on it: the longest clip, and steps only for a diffusion decoder."""
+        import math
+
+        def number(name: str, value: Any) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
+            return float(value)
+
+        for name in self.INT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if self.seed is not None and self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if number("temperature", self.temperature) < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < number("top_p", self.top_p) <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if number("audio_seconds", self.audio_seconds) <= 0:
+            raise ValueError(f"audio_seconds must be > 0, got {self.audio_seconds}")
+        if self.guidance_scale is not None and number("guidance_scale", self.guidance_scale) < 1:
+            raise ValueError(f"guidance_scale must be >= 1 (1 disables classifier-free guidance), "
+                             f"got {self.guidance_scale}")
+        if self.num_inference_steps is not None and self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
         if self.music_conditioning not in ("projector", "text"):
             raise ValueError(
                 f"music_conditioning must be 'projector' or 'text', got {self.music_conditioning!r}"
             )
+        if decoder is not None:
+            if self.audio_seconds > decoder.max_seconds:
+                raise ValueError(f"audio_seconds must be <= {decoder.max_seconds} for this "
+                                 f"decoder, got {self.audio_seconds}")
+            if self.num_inference_steps is not None and decoder.kind != "audioldm2":
+                raise ValueError(f"num_inference_steps applies to the AudioLDM2 decoder, not "
+                                 f"{decoder.kind}")
 
 
 @dataclass
@@ -426,7 +464,8 @@ class M2UGen(nn.Module):
         start = full.shape[1] - len(AUD_TOKENS)
         positions = torch.arange(start, full.shape[1], device=self.device_)[None]
         cond = self.project_music(hidden, positions)
-        waves, sr = self.decoder.synthesize(cond, **decoder_kwargs)
+        waves, sr = self.decoder.synthesize(cond, scale=self.cfg.projector.target_scale,
+                                            **decoder_kwargs)
         return waves[0], sr
 
 

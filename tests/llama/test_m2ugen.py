@@ -1,0 +1,66 @@
+"""The composed model: no media I/O, no mutation of the caller's config, configured scales."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from llama.config import get_preset
+from llama.m2ugen import GenerationSettings, M2UGen, apply_path_overrides
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = get_preset("tiny")
+    cfg = dataclasses.replace(cfg, projector=dataclasses.replace(cfg.projector, target_scale=4.0))
+    return M2UGen(cfg, load_decoder=False)
+
+
+def test_construction_leaves_the_callers_config_alone():
+    cfg = get_preset("tiny")
+    before = dataclasses.asdict(cfg)
+    M2UGen(cfg, load_decoder=True)
+    assert dataclasses.asdict(cfg) == before
+
+
+def test_path_overrides_return_a_new_config():
+    cfg = get_preset("tiny")
+    before = dataclasses.asdict(cfg)
+    new = apply_path_overrides(cfg, {"vit_path": "/x/vit", "llama_path": None})
+    assert new.vit.path == "/x/vit" and dataclasses.asdict(cfg) == before
+    with pytest.raises(ValueError, match="unknown path override"):
+        apply_path_overrides(cfg, {"vitpath": "/x"})
+
+
+def test_paths_are_not_media(model):
+    with pytest.raises(TypeError, match="MediaFeatures"):
+        model.encode_media("image", ["/some/file.png"])
+
+
+def test_decoded_arrays_and_feature_tensors_give_the_same_batch(model):
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    feats = model.encoder("image").encode_items([image])[0]
+    a = model.encode_media("image", [image])
+    b = model.encode_media("image", [feats])
+    assert torch.equal(a, b)
+
+
+class _RecordingDecoder:
+    def __init__(self) -> None:
+        self.kwargs: dict = {}
+
+    def synthesize(self, cond, **kwargs):
+        self.kwargs = kwargs
+        return [np.zeros(8, np.float32)], 16000
+
+
+def test_synthesis_divides_by_the_configured_target_scale(model):
+    model._decoder = _RecordingDecoder()
+    ids = model.tokenizer.encode("hello", bos=True)
+    model.synthesize(ids, None, "hello", GenerationSettings(audio_seconds=1.0))
+    assert model._decoder.kwargs["scale"] == 4.0
