@@ -6,12 +6,14 @@ training, so their outputs are computed once and reused across epochs and runs.
 Layout: one safetensors file per entry (tensor "features", fp16 or fp32)
 
     <cache_dir>/media/<key[:2]>/<key>.safetensors      key = sha256(file content, encoder identity,
-                                                              loader parameters, storage dtype)
-    <cache_dir>/text/<key[:2]>/<key>.safetensors       key = sha256(text, decoder identity, dtype)
+                                                              loader parameters)
+    <cache_dir>/text/<key[:2]>/<key>.safetensors       key = sha256(text, decoder identity)
 
 Stale entries are never served: anything that changes the features (the file's bytes, the encoder's
 weights / config / preprocessing via `encoder.identity`, the loader's parameters such as the sample
-rate or frame count, the storage dtype) changes the key, so the old entry is simply not looked up.
+rate or frame count) changes the key, so the old entry is simply not looked up. The storage dtype
+is not part of the key: an entry precomputed in float16 (to halve the disk) is read by any run,
+always returned as float32.
 Every file records its key in its metadata and is checked on read; an unreadable or mismatching file
 is treated as a miss and rewritten. Writes go to a temporary file in the same folder which is then
 renamed over the entry (`os.replace`), so no reader ever sees a partial file.
@@ -155,7 +157,7 @@ class FeatureCache:
         """Entry key of `path` for an encoder identity and loader parameters."""
         return sha256_json({
             "kind": "media", "content": self.content_hash(path), "encoder": identity,
-            "params": dict(params or {}), "dtype": self.dtype,
+            "params": dict(params or {}),
         })
 
     def lookup(self, path: str | os.PathLike, identity: str,
@@ -219,8 +221,7 @@ class TextFeatureStore:
         self.stats = CacheStats()
 
     def key(self, text: str) -> str:
-        return sha256_json({"kind": "text", "text": text, "model": self.identity,
-                            "dtype": self.dtype})
+        return sha256_json({"kind": "text", "text": text, "model": self.identity})
 
     def lookup(self, text: str) -> Optional[torch.Tensor]:
         return self.store.read(self.key(text))

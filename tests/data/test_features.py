@@ -80,7 +80,7 @@ def test_changed_file_with_preserved_mtime_is_recomputed(files, tmp_path):
     assert torch.allclose(out[0], torch.full((1, 3), 7.7))
 
 
-def test_changed_encoder_or_params_or_dtype_miss(files, tmp_path):
+def test_changed_encoder_or_params_miss(files, tmp_path):
     cache = FeatureCache(tmp_path / "c")
     a = CountingEncoder("enc-A")
     cache.get_or_compute(files, a, _load_npy, params={"sr": 24000})
@@ -91,10 +91,17 @@ def test_changed_encoder_or_params_or_dtype_miss(files, tmp_path):
     assert a.calls == [3, 3]
     cache.get_or_compute(files, a, _load_npy, params={"sr": 24000})
     assert a.calls == [3, 3]  # the original entries are still valid
-    half = FeatureCache(tmp_path / "c", dtype="float16")
-    out = half.get_or_compute(files, a, _load_npy, params={"sr": 24000})
-    assert a.calls == [3, 3, 3] and half.stats.computed == 3
-    assert torch.equal(out[1], torch.tensor([[1.1, 1.65, 2.2]]).half().float())
+
+
+def test_float16_entries_are_read_by_a_float32_run(files, tmp_path):
+    enc = CountingEncoder()
+    half = FeatureCache(tmp_path / "c", dtype="float16")  # `data.features --dtype float16`
+    written = half.get_or_compute(files, enc, _load_npy, params={"sr": 24000})
+    assert torch.equal(written[1], torch.tensor([[1.1, 1.65, 2.2]]).half().float())
+    training = FeatureCache(tmp_path / "c")  # what training opens (float32 default)
+    out = training.get_or_compute(files, enc, _load_npy, params={"sr": 24000})
+    assert enc.calls == [3] and training.stats.reused == 3 and training.stats.computed == 0
+    assert all(o.dtype == torch.float32 for o in out) and torch.equal(out[1], written[1])
 
 
 def test_corrupt_entry_is_a_miss(files, tmp_path):
