@@ -1,4 +1,4 @@
-"""Batch items of `data.datasets.M2UGenDataset` for training (batches larger than one).
+"""Batch items of `data.dataset.M2UGenDataset` for training (batches larger than one).
 
 Why: the published code could only train with batch size 1 (no padding). Here token sequences are
 right-padded, media are grouped per modality so each frozen encoder runs once per batch on only the
@@ -32,10 +32,10 @@ from typing import Any, Sequence
 
 import torch
 
-from llama.config import MODALITIES
+from llama.config import AUD_TOKENS, MODALITIES
+from llama.prompt import IGNORE_INDEX
 
-IGNORE_INDEX = -100
-N_AUD = 8
+N_AUD = len(AUD_TOKENS)
 
 
 @dataclass

@@ -14,18 +14,23 @@ swallowed and no other exception type escapes for a bad file.
 - `load_image(path)`: uint8 RGB (H, W, 3), EXIF orientation applied; the pixel count is checked
   from the header before any pixel is decoded.
 - `load_video(path, num_frames)`: uint8 (F, H, W, 3), decoded as a stream that keeps only the
-  selected frames.
+  selected frames. A header that promises more frames than decode is not an error (players
+  show what is there): the decodable frames are used and a warning is logged; only a video with
+  no decodable frame is refused.
+- `write_wav(path, wave, sr)`: the one WAV writer (atomic; NaN/inf refused; nothing clipped).
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Iterator, Literal
 
 import av
 import numpy as np
@@ -33,17 +38,22 @@ import soundfile as sf
 import soxr
 from PIL import Image, ImageOps
 
+from util.atomic import atomic_path
+
 __all__ = [
     "MediaError",
     "load_audio",
     "load_image",
     "load_video",
+    "write_wav",
+    "WAV_SUBTYPES",
     "DEFAULT_MAX_AUDIO_SECONDS",
     "DEFAULT_MAX_IMAGE_PIXELS",
     "DEFAULT_MAX_FRAME_PIXELS",
 ]
 
 PathLike = str | os.PathLike
+logger = logging.getLogger(__name__)
 
 #: Longer audio is refused (from the header when it declares a length, else while decoding):
 #: one hour of 24 kHz float32 is ~350 MB, a sane ceiling for a music clip.
@@ -228,6 +238,68 @@ def _read_av_audio(p: Path, max_seconds: float | None) -> tuple[np.ndarray, int]
 
 
 # ---------------------------------------------------------------------------------------------
+# Writing audio
+
+#: WAV sample formats `write_wav` writes. FLOAT keeps every value as it is; PCM_16 is compact.
+WAV_SUBTYPES = ("FLOAT", "PCM_16")
+#: A 2-D wave with more rows than this is taken for a (samples, channels) array and refused.
+MAX_WAV_CHANNELS = 32
+
+
+def write_wav(
+    path: PathLike, wave: np.ndarray, sr: int, *, subtype: str = "FLOAT"
+) -> Path:
+    """Write `wave` (float, (n,) mono or (channels, n)) to the WAV file `path`, atomically.
+
+    The one WAV writer of the project, so every file we produce has the same guarantees:
+    - a reader never sees half a file (temporary file, fsync, rename: `util.atomic`);
+    - NaN or infinite samples raise `MediaError` naming the path: they mean a numerical fault
+      upstream, and writing them as silence (or noise) would hide it;
+    - nothing is clipped silently. "FLOAT" (default) stores 32-bit float samples, so values
+      beyond [-1, 1] are kept exactly (a player clips on playback, `load_audio` clips on reading);
+      "PCM_16" (compact, for generated datasets) refuses any |x| > 1 with `MediaError` instead of
+      clipping it.
+    Returns `path` as a Path.
+    """
+    path = Path(path)
+    data = _wav_frames(path, wave)
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise ValueError(f"{path}: sample rate must be a positive integer, got {sr!r}")
+    if subtype not in WAV_SUBTYPES:
+        raise ValueError(f"{path}: WAV subtype must be one of {WAV_SUBTYPES}, got {subtype!r}")
+    if not np.isfinite(data).all():
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise MediaError(path, f"refusing to write audio with {bad} NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if subtype == "PCM_16" and peak > 1.0:
+        raise MediaError(
+            path, f"peak {peak:.3f} exceeds 1.0: PCM_16 would clip it (write FLOAT, or scale)"
+        )
+    with atomic_path(path) as tmp:
+        sf.write(tmp, data, int(sr), subtype=subtype, format="WAV")
+    return path
+
+
+def _wav_frames(path: Path, wave: np.ndarray) -> np.ndarray:
+    """(n,) or (channels, n) float -> soundfile's (n,) or (n, channels) float32."""
+    arr = np.asarray(wave)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{path}: expected a float waveform, got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        if arr.shape[0] > MAX_WAV_CHANNELS:
+            raise ValueError(
+                f"{path}: expected (channels, samples) with at most {MAX_WAV_CHANNELS} channels, "
+                f"got shape {arr.shape} (transpose a (samples, channels) array)"
+            )
+        arr = arr.T
+    elif arr.ndim != 1:
+        raise ValueError(f"{path}: expected a (n,) or (channels, n) waveform, got {arr.shape}")
+    if arr.shape[0] == 0 or arr.size == 0:
+        raise MediaError(path, "refusing to write audio with no samples")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
 # Images
 
 
@@ -348,6 +420,22 @@ def load_video(
         raise MediaError(path, f"cannot decode video ({type(e).__name__}: {e})") from e
 
 
+@dataclass(frozen=True)
+class _Timeline:
+    """Presentation order of a video stream's packets, read without decoding.
+
+    `times[k]` is the k-th frame's timestamp in presentation order (frame indices when the stream
+    has no timestamps); `last_duration` is how long the last frame stays on screen (0: unknown).
+    """
+
+    times: list[int]
+    last_duration: int
+    has_pts: bool
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
 def _read_video(
     p: Path,
     num_frames: int,
@@ -357,84 +445,175 @@ def _read_video(
     size: tuple[int, int] | None,
     max_pixels: int,
 ) -> np.ndarray:
+    """Two passes: timestamps (no decoding) to choose frames, then a decode keeping only those."""
     with av.open(str(p), mode="r") as container:
-        fmt = container.format.name
-        if fmt == "image2" or fmt.endswith("_pipe"):
-            raise MediaError(p, f"a still image (format {fmt}), not a video")
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
-            raise MediaError(p, f"no video stream (container {fmt}, streams: {kinds})")
-        stream = container.streams.video[0]
-        ctx = stream.codec_context
-        if ctx is None:
-            raise MediaError(p, "unsupported video codec (no decoder available)")
-        w, h = ctx.width, ctx.height
-        if w <= 0 or h <= 0:
-            raise MediaError(p, f"invalid frame size {w}x{h}")
-        if w * h > max_pixels:
-            raise MediaError(p, f"frame of {w}x{h} exceeds the limit of {max_pixels} pixels")
+        stream = _video_stream(container, p, max_pixels)
+        timeline = _packet_timeline(container, stream, p)
+    if sampling == "uniform":
+        picks = _uniform_picks(timeline, num_frames)
+    else:
+        picks = _window_picks(len(timeline), num_frames, frame_stride, rng)
+    kept, decodable = _decode_frames(p, timeline, set(picks), size)
+    lost = sorted(set(picks) - set(kept))
+    if lost:
+        picks = _replace_lost(p, picks, lost, decodable)
+        missing = set(picks) - set(kept)
+        if missing:  # a third pass, only for damaged files
+            kept.update(_decode_frames(p, timeline, missing, size)[0])
+        if missing - set(kept):
+            raise MediaError(p, "frames that decoded once did not decode again")
+    return np.stack([kept[i] for i in picks]).astype(np.uint8, copy=False)
 
-        # Pass 1: presentation timestamps of all frames, without decoding.
-        times: list[int] = []
-        durations: list[int] = []
-        missing_pts = False
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue  # flush packet
-            ts = packet.pts if packet.pts is not None else packet.dts
-            if ts is None:
-                missing_pts = True
-                ts = len(times)
-            times.append(ts)
-            durations.append(packet.duration or 0)
-        if not times:
-            raise MediaError(p, "video stream holds no frames")
-        if stream.frames and len(times) < 0.95 * stream.frames - 1:
-            raise MediaError(
-                p, f"truncated: header declares {stream.frames} frames, {len(times)} present"
-            )
-        order = sorted(range(len(times)), key=times.__getitem__)
-        sorted_times = [times[i] for i in order]
-        if missing_pts:
-            sorted_times = list(range(len(times)))
-        n = len(sorted_times)
 
-        if sampling == "uniform":
-            step = (sorted_times[-1] - sorted_times[0]) / max(n - 1, 1) if n > 1 else 1
-            last_dur = durations[order[-1]] if not missing_pts and durations[order[-1]] else step
-            start, end = sorted_times[0], sorted_times[-1] + max(last_dur, 1)
-            targets = start + (np.arange(num_frames) + 0.5) * (end - start) / num_frames
-            picks = [max(bisect.bisect_right(sorted_times, t) - 1, 0) for t in targets]
-        else:
-            span = (num_frames - 1) * frame_stride + 1
-            slack = max(n - span, 0)
-            first = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
-            picks = [min(first + k * frame_stride, n - 1) for k in range(num_frames)]
+def _video_stream(container: av.container.InputContainer, p: Path, max_pixels: int) -> Any:
+    """The first video stream, after checking it is a video we can decode at a sane size."""
+    fmt = container.format.name
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        raise MediaError(p, f"a still image (format {fmt}), not a video")
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise MediaError(p, f"no video stream (container {fmt}, streams: {kinds})")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if ctx is None:
+        raise MediaError(p, "unsupported video codec (no decoder available)")
+    w, h = ctx.width, ctx.height
+    if w <= 0 or h <= 0:
+        raise MediaError(p, f"invalid frame size {w}x{h}")
+    if w * h > max_pixels:
+        raise MediaError(p, f"frame of {w}x{h} exceeds the limit of {max_pixels} pixels")
+    return stream
 
-    # Pass 2 (fresh demuxer, so no seeking is needed): decode in presentation order and keep
-    # only the picked frames.
-    wanted_set = set(picks)
+
+def _packet_timeline(container: av.container.InputContainer, stream: Any, p: Path) -> _Timeline:
+    """Pass 1: presentation timestamps of every frame's packet, without decoding.
+
+    A header that declares more frames than the file holds (a cut download, or a writer that
+    never fixed its header: e.g. an AVI declaring 444 frames with 68 present) is logged and the
+    frames that are there are used, as every player does.
+    """
+    times: list[int] = []
+    durations: list[int] = []
+    has_pts = True
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue  # flush packet
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None:
+            has_pts = False
+            ts = len(times)
+        times.append(ts)
+        durations.append(packet.duration or 0)
+    if not times:
+        raise MediaError(p, "video stream holds no frames")
+    if stream.frames and len(times) < 0.95 * stream.frames - 1:
+        logger.warning(
+            "%s: header declares %d frames, only %d present; using those", p, stream.frames,
+            len(times),
+        )
+    if not has_pts:
+        return _Timeline(list(range(len(times))), 0, has_pts=False)
+    order = sorted(range(len(times)), key=times.__getitem__)
+    return _Timeline([times[i] for i in order], durations[order[-1]], has_pts=True)
+
+
+def _uniform_picks(timeline: _Timeline, num_frames: int) -> list[int]:
+    """The frame on screen at the middle of each of `num_frames` equal spans of the clip's time
+    (presentation time, not frame index, so variable-frame-rate clips sample evenly in time)."""
+    times, n = timeline.times, len(timeline)
+    step = (times[-1] - times[0]) / (n - 1) if n > 1 else 1
+    last = timeline.last_duration or step
+    start, end = times[0], times[-1] + max(last, 1)
+    targets = start + (np.arange(num_frames) + 0.5) * (end - start) / num_frames
+    return [max(bisect.bisect_right(times, t) - 1, 0) for t in targets]
+
+
+def _window_picks(
+    n: int, num_frames: int, frame_stride: int, rng: np.random.Generator | None
+) -> list[int]:
+    """`num_frames` frames `frame_stride` apart from a centred (or, with `rng`, random) window;
+    past the clip's end the last frame repeats."""
+    span = (num_frames - 1) * frame_stride + 1
+    slack = max(n - span, 0)
+    first = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+    return [min(first + k * frame_stride, n - 1) for k in range(num_frames)]
+
+
+def _decode_frames(
+    p: Path, timeline: _Timeline, wanted: set[int], size: tuple[int, int] | None
+) -> tuple[dict[int, np.ndarray], list[int]]:
+    """Pass 2 (a fresh demuxer, so no seeking): decode in order, convert only `wanted` frames.
+
+    Returns the converted frames by index and the (sorted) indices of every frame that decoded,
+    which is what a replacement for an undecodable pick is chosen from.
+    """
     kept: dict[int, np.ndarray] = {}
+    decodable: list[int] = []
     out_h, out_w = size if size is not None else (None, None)
-    pts_to_index = None if missing_pts else {t: i for i, t in enumerate(sorted_times)}
+    pts_to_index = {t: i for i, t in enumerate(timeline.times)} if timeline.has_pts else None
     with av.open(str(p), mode="r") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
+        for index, frame in _decoded(p, container, stream):
             i = index
             if pts_to_index is not None and frame.pts is not None:
                 i = pts_to_index.get(frame.pts, -1)
-            if i in kept or i not in wanted_set:
+            if i < 0:
                 continue
-            kept[i] = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
-            if len(kept) == len(wanted_set):
-                break
-    lost = [i for i in wanted_set if i not in kept]
-    if lost:
-        raise MediaError(
-            p,
-            f"{len(lost)} of {len(wanted_set)} selected frames could not be decoded "
-            "(corrupt data)",
-        )
-    return np.stack([kept[i] for i in picks]).astype(np.uint8, copy=False)
+            decodable.append(i)
+            if i in wanted and i not in kept:
+                kept[i] = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
+                if len(kept) == len(wanted):
+                    break
+    return kept, sorted(set(decodable))
 
+
+def _decoded(
+    p: Path, container: av.container.InputContainer, stream: Any
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(decode order, frame) for every frame that decodes. A packet the decoder rejects is
+    skipped and decoding goes on with the next one, as players do; damage that stops the
+    demuxer ends the stream there. Both are logged; the caller refuses a stream with no frame."""
+    packets = container.demux(stream)
+    index = failed = 0
+    try:
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except _AV_ERRORS as e:
+                logger.warning("%s: video demuxing stopped after %d frames: %s", p, index, e)
+                return
+            try:
+                frames = packet.decode()
+            except _AV_ERRORS as e:
+                failed += 1
+                if failed == 1:
+                    logger.warning("%s: a video packet did not decode (%s); skipping it", p, e)
+                continue
+            for frame in frames:
+                yield index, frame
+                index += 1
+    finally:
+        if failed > 1:
+            logger.warning("%s: %d video packets did not decode in all", p, failed)
+
+
+def _replace_lost(p: Path, picks: list[int], lost: list[int], decodable: list[int]) -> list[int]:
+    """Swap every pick whose frame did not decode for the nearest earlier decodable frame (the
+    one a player would still show), else the nearest later one; refuse a file with none."""
+    if not decodable:
+        raise MediaError(p, "no frame of the video stream could be decoded")
+    logger.warning(
+        "%s: %d of %d selected frames did not decode; using the nearest decodable frames",
+        p, len(lost), len(set(picks)),
+    )
+    lost_set = set(lost)
+    out = []
+    for i in picks:
+        if i in lost_set:
+            k = bisect.bisect_right(decodable, i) - 1
+            i = decodable[k] if k >= 0 else decodable[0]
+        out.append(i)
+    return out

@@ -1,70 +1,28 @@
-"""Small generated datasets in the published M2UGen layouts, for tests and the demo.
+"""Small generated datasets in the published M2UGen layouts, for tests, the demo and learning
+measurements.
 
     python -m data.synthetic --out DIR --seed S [--n N]
 
 writes (layout of docs/INTERFACES.md) MUCaps, COCO, MUVideo captions, MusicQA, Alpaca, MUImage,
 MUVideo and MUEdit instructions, plus `attributes.json` (ground truth of every media file) and
 `split.json` (80/20 train/test over media files, so learning can be measured on held-out items).
-Same seed and N -> byte-identical files (no timestamps in WAV/PNG/MP4; see `write_mp4`).
+Same seed and N -> byte-identical files (no timestamps in WAV/PNG/MP4; see `write_mp4`). The
+folder is built aside and swapped in (`util.atomic.atomic_dir`): it is complete or absent.
 
-Attributes, and why these
--------------------------
-The data must teach something the `tiny` preset can actually learn: frozen *random-weight* tiny
-encoders plus the published bridge design. Random conv/attention features keep spectral and colour
-statistics, and the bridges pool over time/tokens, so we chose properties that survive pooling:
+Design (the reasons and the measured numbers: docs/SYNTHETIC.md). The data must teach something
+the `tiny` preset can learn with frozen random-weight encoders whose features the bridges pool
+over time or tokens, so every attribute is a property that survives pooling:
 
-- music (3 s, 16 kHz mono WAV): instrument {piano, organ, flute, guitar}, built as a 2 x 2 design
-  of spectrum (dark: piano, flute / bright, partials up to Nyquist: organ, guitar) and envelope
-  (sustained: flute, organ / percussive: piano, guitar), plus noise cues (breathy flute, noisy
-  guitar pluck). Random convolutional front ends resolve broad spectral tilt, not individual
-  harmonics, so the first, realistic timbres (harmonic-spectrum differences only) were learned at
-  0.25-0.4 by the tiny model; see `_note`,
-  register {low, high} (fundamentals around 80-200 Hz vs 500-1200 Hz), tempo {slow, fast} (about
-  1.2 legato vs 6.7 staccato notes per second: the note rate shows up in frame energy, which
-  survives pooling; legato-only fast notes were carried at chance by mean pooling);
+- music (3 s, 16 kHz mono WAV): instrument {piano, organ, flute, guitar} as a 2 x 2 design of
+  spectrum (dark / bright) and envelope (sustained / percussive) plus noise cues (see `_note`),
+  register {low, high}, tempo {slow, fast} (legato versus staccato note rate);
 - images (64x64 PNG): colour {red, green, blue, yellow} of one object at a random position, and
-  its size {small, large}; the object's shape (disc/square/diamond) varies as a nuisance;
-- videos (16 frames, 32x32, 8 fps H.264 intra-only MP4): colour {red, green, blue, yellow} of a
-  drifting object and brightness {brightening, darkening} of the whole scene over time.
+  its size {small, large}; the object's shape varies as a nuisance;
+- videos (16 frames, 32x32, 8 fps H.264 intra-only MP4): colour of a drifting object and
+  brightness {brightening, darkening} of the whole scene over time.
 
-Deliberately NOT used (reported in issue 3 as barely carried by random tiny encoders; not
-re-measured here): musical mode (major/minor), the shape of an object at a random position, and
-motion direction at random positions.
-
-End to end (the measure that matters; `tests/test_learning.py`): `train_tiny.sh` on `--n 400`,
-seed 0, then `python -m Evaluation.synthetic` on the 80 held-out items per captioning set
-(attribute named right and no other value named). After stage 1: music instrument 0.88, register
-0.99, tempo 1.00; image colour 0.93, size 1.00; video 0.99. After stage 3: instrument 0.89,
-register 0.99, tempo 1.00 (silenced clips: 0.0), music QA 0.92. Instrument stays the weakest
-attribute; its remaining confusions are flute/piano (the dark pair).
-
-What got instrument there, each measured with the probe below and end to end: MERT's own 320-sample
-hop and 64 conv channels in the tiny encoder (instead of a 960-sample hop and 32 channels:
-instrument carried 0.80 -> 0.93), the high breath hiss of the flute (0.93 -> 0.94), random time
-crops of the cached music features while training (`--audio_crop 0.5`: stage-1 instrument
-0.79-0.91 over runs without, 0.86-0.89 with), and replaying as many earlier-stage samples as
-stage 3 has (`--replay 1.0`: stage 3 had dropped instrument to 0.55 with 0.4).
-
-Linear carriage, `python -m Evaluation.carriage --data_root DATA` on `--n 400`, seed 0 (random
-tiny encoders of `llama.config`, torch seed 0): each item's frozen features are pooled (music:
-mean and standard deviation over time of each of the 5 hidden states; image and video: mean over
-tokens), a one-vs-rest ridge regression is fit on the train split and scored on the 80 held-out
-items (chance 0.25 for four values, 0.5 for two):
-
-    attribute            ridge (pooled)
-    music instrument         0.94
-    music register           0.99
-    music tempo              1.00
-    image colour             0.86
-    image size               0.70
-    video colour             1.00
-    video brightness         1.00
-
-Object size at a random position is only weakly linear in mean-pooled ViT features but clearly
-present token-wise (0.88 with all tokens flattened, measured earlier), which matches the image
-bridge (a learned mix over tokens).
-
-Learnable cross-modal mappings (so any-to-music targets follow from the input):
+The attribute vocabularies below (INSTRUMENTS ... BRIGHTNESS) are the project's one source of
+these words. Learnable cross-modal mappings make any-to-music targets follow from the input:
 - MUImage: colour -> instrument (red piano, green organ, blue flute, yellow guitar),
   size -> register (small high, large low); the tempo is named in the instruction.
 - MUVideo: colour -> instrument (same map), brightening -> fast, darkening -> slow; the register is
@@ -77,7 +35,6 @@ Captions come from several templates and always contain every attribute value as
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -89,8 +46,11 @@ from typing import Any, Iterable
 
 import av
 import numpy as np
-import soundfile as sf
 from PIL import Image
+
+from data.media import write_wav
+from util.atomic import atomic_dir, write_text
+from util.hashing import sha256_file, sha256_json, stable_int
 
 __all__ = [
     "INSTRUMENTS",
@@ -110,7 +70,7 @@ __all__ = [
     "synth_music",
     "draw_image",
     "render_video",
-    "write_wav",
+    "write_music",
     "write_png",
     "write_mp4",
     "music_caption",
@@ -165,7 +125,7 @@ _SOUNDING = {"slow": 1.0, "fast": 0.6}  # fast notes are staccato: silence betwe
 
 def _note(instrument: str, f0: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """One note of `n` samples. The four timbres form a 2 x 2 design that a small random
-    convolutional front end can hear (see the module docstring, "Carriage"):
+    convolutional front end can hear (measurements: docs/SYNTHETIC.md):
 
     - spectrum: dark (a few low partials: piano, flute) or bright (partials up to Nyquist with a
       slow 1/k**0.5 roll-off: organ, guitar);
@@ -178,7 +138,7 @@ def _note(instrument: str, f0: float, n: int, sr: int, rng: np.random.Generator)
     t = np.arange(n) / sr
     nyquist = sr / 2
     bright = instrument in ("organ", "guitar")
-    if instrument not in ("piano", "organ", "flute", "guitar"):
+    if instrument not in INSTRUMENTS:
         raise ValueError(f"unknown instrument {instrument!r}")
     if bright:
         ks = np.arange(1, int(nyquist // f0) + 1)
@@ -353,8 +313,9 @@ def write_png(path: Path, img: np.ndarray) -> None:
     Image.fromarray(img, mode="RGB").save(path, format="PNG", optimize=False)
 
 
-def write_wav(path: Path, wave: np.ndarray, sr: int = SAMPLE_RATE) -> None:
-    sf.write(path, wave, sr, subtype="PCM_16", format="WAV")
+def write_music(path: Path, wave: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """16-bit WAV: half the size of float, and `synth_music` peaks at 0.8, so nothing clips."""
+    write_wav(path, wave, sr, subtype="PCM_16")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,8 +448,7 @@ class _Writer:
 
 def _rng(seed: int, name: str) -> np.random.Generator:
     """Independent stream per dataset so each part is stable on its own."""
-    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    return np.random.default_rng([seed, key])
+    return np.random.default_rng([seed, stable_int(name)])
 
 
 def _draw_attrs(space: dict[str, tuple[str, ...]], i: int) -> Attrs:
@@ -509,13 +469,11 @@ def _test_mask(count: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _json(path: Path, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, ensure_ascii=False)
-        fh.write("\n")
+    write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
 def _music_clip(w: _Writer, path: Path, attrs: Attrs, rng: np.random.Generator) -> str:
-    write_wav(path, synth_music(attrs, rng))
+    write_music(path, synth_music(attrs, rng))
     w.attributes[w.rel(path)] = dict(attrs)
     return music_caption(attrs, rng)
 
@@ -715,20 +673,20 @@ def generate(out: str | os.PathLike, seed: int = 0, n: int = 200) -> dict[str, i
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root}: output folder exists and is not empty")
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root}: exists and is not an empty folder")
     half = max(1, n // 2)
-    w = _Writer(root=root, attributes={}, train=[], test=[])
-    _mucaps(w, n, seed)
-    _coco(w, n, seed)
-    _muvideo(w, n, min(half, n), seed)
-    _muimage(w, half, seed)
-    _musicqa(w, n, seed)
-    _muedit(w, half, seed)
-    _alpaca(w)
-    _json(root / "attributes.json", dict(sorted(w.attributes.items())))
-    _json(root / "split.json", {"train": sorted(w.train), "test": sorted(w.test)})
+    with atomic_dir(root) as tmp:  # a crash leaves no half-written dataset behind
+        w = _Writer(root=tmp, attributes={}, train=[], test=[])
+        _mucaps(w, n, seed)
+        _coco(w, n, seed)
+        _muvideo(w, n, min(half, n), seed)
+        _muimage(w, half, seed)
+        _musicqa(w, n, seed)
+        _muedit(w, half, seed)
+        _alpaca(w)
+        _json(tmp / "attributes.json", dict(sorted(w.attributes.items())))
+        _json(tmp / "split.json", {"train": sorted(w.train), "test": sorted(w.test)})
     counts = {"wav": 0, "png": 0, "mp4": 0}
     for rel in w.attributes:
         counts[rel.rsplit(".", 1)[1]] += 1
@@ -736,13 +694,10 @@ def generate(out: str | os.PathLike, seed: int = 0, n: int = 200) -> dict[str, i
 
 
 def dataset_digest(root: str | os.PathLike) -> str:
-    """SHA-256 over every file's relative path and bytes (for determinism checks)."""
-    h = hashlib.sha256()
+    """SHA-256 over every file's relative path and content hash (for determinism checks)."""
     base = Path(root)
-    for p in sorted(q for q in base.rglob("*") if q.is_file()):
-        h.update(p.relative_to(base).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
+    files = sorted(q for q in base.rglob("*") if q.is_file())
+    return sha256_json({p.relative_to(base).as_posix(): sha256_file(p) for p in files})
 
 
 def main(argv: list[str] | None = None) -> int:

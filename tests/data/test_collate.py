@@ -6,7 +6,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.collate import Collator
-from data.datasets import IGNORE_INDEX, M2UGenDataset, Sample
+from data.dataset import M2UGenDataset
+from data.schemas import Sample
+from llama.prompt import IGNORE_INDEX
 
 
 class WordTokenizer:

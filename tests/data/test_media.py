@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from PIL import Image, ImageFile
 
-from data.media import MediaError, load_audio, load_image, load_video
+from data.media import MediaError, load_audio, load_image, load_video, write_wav
 
 SECONDS = 1.5
 TONE = 440.0
@@ -406,3 +406,102 @@ def test_video_argument_errors(files) -> None:
         load_video(files["v.mp4"], 0)
     with pytest.raises(ValueError):
         load_video(files["v.mp4"], 4, sampling="random")  # type: ignore[arg-type]
+
+
+def _write_avi(path: Path, n: int, declared: int | None = None, damage_from: int | None = None):
+    """A cinepak AVI of n frames (frame i grey 10 + 20 * i). `declared` rewrites the header's
+    frame counts (avih dwTotalFrames, strh dwLength) the way a writer that never fixed its header
+    leaves them; frames from `damage_from` on get their payload overwritten with junk."""
+    with av.open(str(path), "w", format="avi") as c:
+        s = c.add_stream("cinepak", rate=8)
+        s.width, s.height, s.pix_fmt = 48, 32, "rgb24"
+        for i in range(n):
+            img = np.full((32, 48, 3), 10 + 20 * i, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    data = bytearray(path.read_bytes())
+    if declared is not None:
+        struct.pack_into("<I", data, data.index(b"avih") + 8 + 16, declared)
+        struct.pack_into("<I", data, data.index(b"strh") + 8 + 32, declared)
+    if damage_from is not None:
+        pos, end, k = data.index(b"movi") + 4, data.index(b"idx1"), 0
+        while pos + 8 <= end:
+            size = struct.unpack_from("<I", data, pos + 4)[0]
+            if data[pos + 2 : pos + 4] == b"dc":
+                if k >= damage_from:
+                    data[pos + 8 : pos + 8 + size] = b"\xff" * size
+                k += 1
+            pos += 8 + size + (size & 1)
+    path.write_bytes(bytes(data))
+
+
+def test_video_header_declaring_more_frames_is_used_with_a_warning(tmp_path, caplog) -> None:
+    path = tmp_path / "liar.avi"
+    _write_avi(path, 12, declared=444)
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].frames == 444  # the header really disagrees
+    with caplog.at_level("WARNING", logger="data.media"):
+        v = load_video(path, 4)
+    assert _frame_ids(v) == [1, 4, 7, 10]  # sampled over the 12 frames that are there
+    assert "declares 444 frames, only 12 present" in caplog.text
+
+
+def test_video_undecodable_frames_replaced_and_none_refused(tmp_path, caplog) -> None:
+    half = tmp_path / "half.avi"
+    _write_avi(half, 12, damage_from=6)
+    with caplog.at_level("WARNING", logger="data.media"):
+        ids = _frame_ids(load_video(half, 4))
+    assert ids == [1, 4, 5, 5]  # 7 and 10 did not decode: the last decodable frame stands in
+    assert "did not decode" in caplog.text
+    dead = tmp_path / "dead.avi"
+    _write_avi(dead, 12, damage_from=0)
+    with pytest.raises(MediaError, match="no frame of the video stream could be decoded"):
+        load_video(dead, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing WAV
+
+
+def test_write_wav_round_trip_float_keeps_loud_values(tmp_path) -> None:
+    x = _tone(16000) * 3  # peak 1.5: kept exactly, not clipped
+    out = write_wav(tmp_path / "sub" / "loud.wav", x, 16000)
+    assert out == tmp_path / "sub" / "loud.wav"
+    info = sf.info(out)
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "FLOAT")
+    back, _ = sf.read(out, dtype="float32")
+    assert np.array_equal(back, x)
+    stereo = np.stack([x, -x])  # (channels, n)
+    back, sr = sf.read(write_wav(tmp_path / "st.wav", stereo, 24000), dtype="float32")
+    assert sr == 24000 and back.shape == (x.shape[0], 2) and np.array_equal(back.T, stereo)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st.wav", "sub"]  # no temp files
+
+
+def test_write_wav_pcm16_refuses_to_clip(tmp_path) -> None:
+    x = _tone(16000)
+    back, _ = sf.read(write_wav(tmp_path / "q.wav", x, 16000, subtype="PCM_16"), dtype="float32")
+    assert sf.info(tmp_path / "q.wav").subtype == "PCM_16" and np.abs(back - x).max() < 1e-4
+    with pytest.raises(MediaError, match="exceeds 1.0"):
+        write_wav(tmp_path / "q.wav", x * 3, 16000, subtype="PCM_16")
+    assert np.array_equal(sf.read(tmp_path / "q.wav", dtype="float32")[0], back)  # untouched
+
+
+def test_write_wav_refuses_nan_and_bad_arguments(tmp_path) -> None:
+    x = _tone(16000)
+    x[100] = np.nan
+    with pytest.raises(MediaError, match="NaN") as info:
+        write_wav(tmp_path / "nan.wav", x, 16000)
+    assert str(tmp_path / "nan.wav") in str(info.value)
+    with pytest.raises(MediaError, match="NaN"):
+        write_wav(tmp_path / "inf.wav", np.array([0.0, np.inf], np.float32), 16000)
+    with pytest.raises(MediaError, match="no samples"):
+        write_wav(tmp_path / "e.wav", np.zeros(0, np.float32), 16000)
+    with pytest.raises(ValueError, match="sample rate"):
+        write_wav(tmp_path / "r.wav", _tone(16000), 0)
+    with pytest.raises(ValueError, match="channels, samples"):
+        write_wav(tmp_path / "t.wav", np.zeros((16000, 2), np.float32), 16000)
+    with pytest.raises(ValueError, match="float"):
+        write_wav(tmp_path / "i.wav", np.zeros(10, np.int16), 16000)
+    assert list(tmp_path.iterdir()) == []

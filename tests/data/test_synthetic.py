@@ -187,7 +187,7 @@ def test_attributes_are_physically_present(ds: Path) -> None:
     rng = np.random.default_rng(0)
     sr = syn.SAMPLE_RATE
     for inst in syn.INSTRUMENTS:
-        def pitch(reg: str) -> float:
+        def pitch(reg: str, inst: str = inst) -> float:
             """Median over loud 64 ms frames of the strongest frequency."""
             x = syn.synth_music({"instrument": inst, "register": reg, "tempo": "slow"}, rng)
             frames = np.lib.stride_tricks.sliding_window_view(x, 1024)[::512] * np.hanning(1024)
@@ -197,7 +197,7 @@ def test_attributes_are_physically_present(ds: Path) -> None:
 
         assert pitch("low") < 400 and pitch("high") > 500, inst
 
-        def onsets(tempo: str) -> int:
+        def onsets(tempo: str, inst: str = inst) -> int:
             """Peaks of positive spectral flux (a plain note-onset detector)."""
             x = syn.synth_music({"instrument": inst, "register": "low", "tempo": tempo}, rng)
             frames = np.lib.stride_tricks.sliding_window_view(x, 512)[::160] * np.hanning(512)
@@ -232,3 +232,13 @@ def test_refuses_non_empty_output(tmp_path: Path) -> None:
     assert (tmp_path / "x").read_text() == "keep me"
     with pytest.raises(ValueError):
         syn.generate(tmp_path / "new", n=0)
+
+
+def test_failed_generation_leaves_no_partial_dataset(tmp_path: Path, monkeypatch) -> None:
+    def crash(w) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(syn, "_alpaca", crash)  # the last part written: everything else exists
+    with pytest.raises(RuntimeError, match="disk full"):
+        syn.generate(tmp_path / "data", n=1)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one beside it
