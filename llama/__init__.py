@@ -1,4 +1,5 @@
-"""The M2UGen model package.
+"""The M2UGen model package: tensors in, tensors out (imports only `llama` and `util`; no file
+I/O beyond loading weights and writing checkpoints).
 
 Public entry points (kept stable, see docs/INTERFACES.md):
 `llama.load_backbone(path, dtype=None, device="cpu")`, `llama.format_prompt(instruction)`,
@@ -18,8 +19,12 @@ def __getattr__(name: str) -> Any:
         from llama.weights import load_backbone
 
         return load_backbone
-    if name in ("format_prompt", "format_followup", "load_tokenizer"):
-        from llama import tokenizer
+    if name in ("format_prompt", "format_followup"):
+        from llama import prompt
 
-        return getattr(tokenizer, name)
+        return getattr(prompt, name)
+    if name == "load_tokenizer":
+        from llama.tokenizer import load_tokenizer
+
+        return load_tokenizer
     raise AttributeError(f"module 'llama' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Checkpoints that hold only what training changed, written so the last good state survives a crash.
+"""Checkpoints holding only what training changed, written so the last good state survives a crash.
 
 A checkpoint is a folder:
 
@@ -6,11 +6,12 @@ A checkpoint is a folder:
     model.safetensors      the tuned parameters only (LoRA, biases, norms, gates, prefix, new-token
                            rows, bridges, projector): megabytes, not the 23-31 GB the published code
                            wrote with the whole frozen model inside
-    training_state.pt      optimizer, scheduler, RNG and sampler position (tensors, lists and numbers
-                           only: it loads with `weights_only=True`)
+    training_state.pt      optimizer, scheduler, RNG and sampler position (tensors, lists and
+                           numbers only: it loads with `weights_only=True`)
 
-The folder is built under a temporary name and swapped in with renames, so at every instant either
-the previous or the new checkpoint is complete on disk.
+The folder is built under a temporary name and swapped in with renames (`util.atomic.atomic_dir`),
+so at every instant the previous or the new checkpoint is complete on disk, even after two crashes
+in a row during the swap; readers go through `resolve_checkpoint`, which finds that copy.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import json
 import os
 import pickle
 import zipfile
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from util.atomic import atomic_dir, complete_or_old, old_copy
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -43,6 +44,11 @@ def tuned_state_dict(model: torch.nn.Module, names: Iterable[str]) -> dict[str, 
     return {n: params[n].detach().to("cpu").contiguous().clone() for n in names}
 
 
+def is_complete(folder: Path) -> bool:
+    """A checkpoint folder is usable when its config and weights are both present."""
+    return (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
 def write_checkpoint(
     folder: str | os.PathLike,
     *,
@@ -50,29 +56,14 @@ def write_checkpoint(
     config: dict[str, Any],
     training_state: Optional[dict[str, Any]] = None,
 ) -> Path:
-    """Write a complete checkpoint folder atomically (build aside, then swap in with renames)."""
+    """Write a complete checkpoint folder atomically (built aside, then swapped in by
+    `util.atomic.atomic_dir`, which keeps the last complete copy until the new one is in place)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with atomic_dir(folder, is_complete) as tmp:
         save_file(weights, str(tmp / WEIGHTS_FILE))
         if training_state is not None:
             torch.save(training_state, tmp / STATE_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = folder.with_name(folder.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old.exists():
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return folder
 
 
@@ -81,14 +72,14 @@ def resolve_checkpoint(folder: str | os.PathLike) -> Path:
     training stage's output), or its `.old` twin if a crash hit the swap."""
     folder = Path(folder)
     inner = folder / "checkpoint"
-    if inner.exists() or inner.with_name("checkpoint.old").exists():
+    if inner.exists() or old_copy(inner).exists():
         folder = inner
-    for candidate in (folder, folder.with_name(folder.name + ".old")):
-        if (candidate / CONFIG_FILE).is_file() and (candidate / WEIGHTS_FILE).is_file():
-            return candidate
-    raise CheckpointError(
-        f"{folder}: not a checkpoint folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
-    )
+    found = complete_or_old(folder, is_complete)
+    if found is None:
+        raise CheckpointError(
+            f"{folder}: not a checkpoint folder (needs {CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
+    return found
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from llama.weights import WeightsError, load_base_state_dict, save_hf, save_meta
+from util.atomic import atomic_path
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json")
@@ -53,7 +54,8 @@ def convert(src: str | Path, dst: str | Path, to: str, shards: int = 1) -> list[
     if to == "meta":
         files = [f for f in files if f.name == "tokenizer.model"]
     for f in files:
-        shutil.copyfile(f, dst / f.name)
+        with atomic_path(dst / f.name) as tmp:
+            shutil.copyfile(f, tmp)
     if not files:
         notes.append(f"note: no tokenizer.model in {src}; tokenizer not copied")
     return notes

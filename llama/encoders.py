@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 from llama.config import EncoderConfig
+from util.hashing import sha256_json
+from util.seed import seeded
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +56,11 @@ class EncodedAudio(NamedTuple):
 # Shared helpers
 
 
-def _stable_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _config_hash(config: Any) -> str:
     """Hash of the fields that define the computation (not versions or class names)."""
     d = {k: v for k, v in config.to_dict().items()
          if not k.startswith("_") and k not in _CONFIG_KEYS_IGNORED}
-    return _sha(_stable_json(d))[:16]
+    return sha256_json(d)[:16]
 
 
 def _weights_fingerprint(model: nn.Module) -> str:
@@ -133,8 +127,7 @@ def _check_loading_info(path: str, info: dict) -> None:
 
 def _build_tiny(model_cls: type, config: Any, seed: int) -> nn.Module:
     """Random weights that depend only on `seed` (the caller's RNG state is left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return model_cls(config)
 
 
@@ -162,7 +155,7 @@ class FrozenEncoder(nn.Module):
             + (f"#seed{self.cfg.tiny_seed}" if self.cfg.path == "tiny" else ""),
             f"config={_config_hash(self.model.config)}",
             f"weights={self._weights}",
-            f"pre={_sha(_stable_json(preprocessing))[:16]}",
+            f"pre={sha256_json(preprocessing)[:16]}",
         ])
 
     @property

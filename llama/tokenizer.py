@@ -1,42 +1,38 @@
-"""LLaMA tokenizer with the eight `[AUD0]`..`[AUD7]` output tokens, and the Alpaca prompt template.
+"""LLaMA tokenizer with the eight `[AUD0]`..`[AUD7]` output tokens.
 
 `load_tokenizer(path)` accepts a SentencePiece `tokenizer.model`, a folder of Hugging Face tokenizer
 files (or one holding `tokenizer.model`), or `"tiny"`: a small SentencePiece model trained here,
-deterministically, from `assets/tiny_tokenizer_corpus.txt` plus templated captions that cover the
-synthetic datasets' attribute words. The tiny model is cached in `ckpts/tiny/tokenizer/` next to a
-fingerprint of its recipe, so a changed corpus or option rebuilds it.
+deterministically, from `assets/tiny_tokenizer_corpus.txt` (which covers every attribute word of
+the synthetic datasets) plus the chat template (`llama.prompt`) around a few fixed requests. The
+tiny model is cached in `ckpts/tiny/tokenizer/` next to a fingerprint of its recipe, so a changed
+corpus or option rebuilds it.
 
-The [AUD] tokens are appended after the base vocabulary (ids base_vocab_size + 0..7, i.e. 32000..32007
-for LLaMA-2); growing the backbone's embedding rows is the backbone's job (`Transformer.add_tokens`).
+The [AUD] tokens are appended after the base vocabulary (ids base_vocab_size + 0..7, i.e.
+32000..32007 for LLaMA-2); growing the backbone's embedding rows is the backbone's job
+(`Transformer.add_tokens`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from llama.config import AUD_TOKENS
+from llama.prompt import format_prompt
+from util.atomic import atomic_path, write_text
+from util.hashing import sha256_text
 
 __all__ = [
-    "PROMPT_PREAMBLE",
     "TINY_VOCAB_SIZE",
     "Tokenizer",
     "TokenizerError",
-    "format_followup",
-    "format_prompt",
     "load_tokenizer",
     "tiny_corpus",
     "tiny_tokenizer_path",
 ]
 
-PROMPT_PREAMBLE = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request."
-)
 TINY_VOCAB_SIZE = 1000  # must equal llama_tiny().vocab_size (the backbone's base vocabulary)
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +40,8 @@ _CORPUS_FILE = _REPO_ROOT / "assets" / "tiny_tokenizer_corpus.txt"
 _TINY_CACHE_DIR = _REPO_ROOT / "ckpts" / "tiny" / "tokenizer"
 
 # SentencePiece options of the tiny model: LLaMA's own choices (BPE, byte fallback, digits split,
-# no normalisation, unk/bos/eos = 0/1/2, no pad piece), single-threaded so training is deterministic.
+# no normalisation, unk/bos/eos = 0/1/2, no pad piece), single-threaded so training is
+# deterministic.
 _TINY_SPM_OPTIONS: dict[str, object] = dict(
     model_type="bpe",
     vocab_size=TINY_VOCAB_SIZE,
@@ -71,29 +68,6 @@ _TINY_SPM_OPTIONS: dict[str, object] = dict(
 
 class TokenizerError(ValueError):
     """A tokenizer file or folder is missing, unreadable or lacks a required piece."""
-
-
-def format_prompt(instruction: str, history: Sequence[tuple[str, str]] = ()) -> str:
-    """Render the Alpaca no-input template (SPEC section 2); the answer follows directly.
-
-    With `history` [(q1, a1), ...] earlier turns come first, each answer directly after its
-    "### Response:"; EOS ids between turns are added by callers at the token level.
-    """
-    turns = [*history, (instruction, None)]
-    first_q, first_a = turns[0]
-    parts = [f"{PROMPT_PREAMBLE}\n\n### Instruction:\n{first_q}\n\n### Response:"]
-    if first_a is not None:
-        parts.append(first_a)
-    for question, answer in turns[1:]:
-        parts.append(format_followup(question))
-        if answer is not None:
-            parts.append(answer)
-    return "".join(parts)
-
-
-def format_followup(instruction: str) -> str:
-    """The template of a later turn in a conversation (no preamble)."""
-    return f"\n\n### Instruction:\n{instruction}\n\n### Response:"
 
 
 class Tokenizer:
@@ -135,7 +109,7 @@ class Tokenizer:
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
-        """Text of `ids`; with `skip_special` BOS/EOS/pad/[AUD] ids vanish without leaving spaces."""
+        """Text of `ids`; with `skip_special`, BOS/EOS/pad/[AUD] ids vanish leaving no spaces."""
         ids = [int(i) for i in ids]
         if not skip_special:
             return self.hf.decode(ids, skip_special_tokens=False)
@@ -158,7 +132,7 @@ class Tokenizer:
 
 
 def _add_aud_tokens(hf, source: str) -> tuple[int, list[int]]:
-    """Append [AUD0..7] as special added tokens; accept a folder that already has them at the end."""
+    """Append [AUD0..7] as special added tokens; accept a folder already ending with them."""
     from tokenizers import AddedToken
 
     vocab = hf.get_vocab()
@@ -235,12 +209,6 @@ def _check_sentencepiece(model_file: Path) -> None:
 # The tiny tokenizer
 
 
-_INSTRUMENTS = ("piano", "organ", "flute", "guitar")
-_REGISTERS = ("low", "high")
-_TEMPI = ("slow", "fast")
-_COLOURS = ("red", "green", "blue", "yellow")
-_SIZES = ("small", "large")
-_BRIGHTNESS = ("brightening", "darkening")
 _REQUESTS = (
     "Generate a music clip for this image.",
     "Compose a song that matches the video.",
@@ -255,30 +223,20 @@ _REQUESTS = (
 
 
 def tiny_corpus() -> str:
-    """The training text of the tiny tokenizer: the asset file plus templated captions."""
+    """The training text of the tiny tokenizer: the asset file (minus its "# " comment lines)
+    plus the chat template around a few fixed requests."""
     try:
-        lines = _CORPUS_FILE.read_text(encoding="utf-8").splitlines()
+        text = _CORPUS_FILE.read_text(encoding="utf-8")
     except OSError as err:
         raise TokenizerError(f"{_CORPUS_FILE}: cannot read tiny tokenizer corpus ({err})") from err
-    for inst, reg, tempo in itertools.product(_INSTRUMENTS, _REGISTERS, _TEMPI):
-        lines.append(f"A {tempo} {inst} melody in a {reg} register.")
-        lines.append(f"The music is a {tempo} song played on a {inst} in the {reg} register.")
-        lines.append(f"This sound is a {inst} instrument playing a {reg} melody at a {tempo} tempo.")
-        lines.append(f"Please generate music and compose a {tempo} {inst} melody; play a {reg} sound.")
-    for colour, size in itertools.product(_COLOURS, _SIZES):
-        lines.append(f"An image of a {size} {colour} shape. The picture has a {colour} colour.")
-        lines.append(f"A {size} {colour} square in a bright image; its color is {colour}.")
-    for colour, change in itertools.product(_COLOURS, _BRIGHTNESS):
-        lines.append(f"A video clip of a {colour} screen {change} over time.")
-        lines.append(f"The {colour} video is {change}: it turns from dark to bright or bright to dark.")
+    lines = [line for line in text.splitlines() if not line.startswith("# ")]
     for request in _REQUESTS:
         lines.append(format_prompt(request) + " Here is the music.")
     return "\n".join(lines) + "\n"
 
 
 def _tiny_fingerprint(corpus: str) -> str:
-    recipe = repr(sorted(_TINY_SPM_OPTIONS.items())) + "\n" + corpus
-    return hashlib.sha256(recipe.encode("utf-8")).hexdigest()
+    return sha256_text(repr(sorted(_TINY_SPM_OPTIONS.items())) + "\n" + corpus)
 
 
 def _train_tiny(out_dir: Path, corpus: str) -> Path:
@@ -286,6 +244,7 @@ def _train_tiny(out_dir: Path, corpus: str) -> Path:
     import sentencepiece as spm
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "tokenizer.model"
     with tempfile.TemporaryDirectory(prefix=".tok-train-", dir=out_dir) as tmp:
         corpus_file = Path(tmp) / "corpus.txt"
         corpus_file.write_text(corpus, encoding="utf-8")
@@ -293,8 +252,8 @@ def _train_tiny(out_dir: Path, corpus: str) -> Path:
         spm.SentencePieceTrainer.Train(
             input=str(corpus_file), model_prefix=str(prefix), **_TINY_SPM_OPTIONS
         )
-        target = out_dir / "tokenizer.model"
-        os.replace(f"{prefix}.model", target)
+        with atomic_path(target) as dst_tmp:
+            os.replace(f"{prefix}.model", dst_tmp)
     return target
 
 
@@ -312,9 +271,7 @@ def tiny_tokenizer_path(cache_dir: str | os.PathLike | None = None) -> Path:
         return model
     try:
         _train_tiny(folder, corpus)
-        tmp_stamp = stamp.with_suffix(f".tmp{os.getpid()}")
-        tmp_stamp.write_text(fingerprint + "\n")
-        os.replace(tmp_stamp, stamp)
+        write_text(stamp, fingerprint + "\n")
         return model
     except OSError:  # read-only checkout: build in a private temporary folder
         return _train_tiny(Path(tempfile.mkdtemp(prefix="m2ugen-tiny-tok-")), corpus)

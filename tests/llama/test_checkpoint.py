@@ -49,8 +49,34 @@ def test_old_twin_is_used_when_the_swap_was_interrupted(tmp_path):
     assert ckpt.read_config(tmp_path / "c") == {"v": 1}
 
 
+def test_two_crashes_in_a_row_during_the_swap_keep_a_complete_checkpoint(tmp_path, monkeypatch):
+    ckpt.write_checkpoint(tmp_path / "c", weights=_weights(1.0), config={"v": 1})
+    real_replace = os.replace
+    renames = []
+
+    def first_rename_then_crash(src, dst):
+        if renames:
+            raise OSError("power cut")
+        renames.append((src, dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", first_rename_then_crash)
+    for version in (2, 3):  # crash 1: after c -> c.old; crash 2: with only c.old on disk
+        with pytest.raises(OSError, match="power cut"):
+            ckpt.write_checkpoint(tmp_path / "c", weights=_weights(version), config={"v": version})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert renames == [(tmp_path / "c", tmp_path / "c.old")]
+    assert ckpt.resolve_checkpoint(tmp_path / "c") == tmp_path / "c.old"
+    assert ckpt.read_config(tmp_path / "c") == {"v": 1}
+    assert torch.equal(ckpt.read_weights(tmp_path / "c")["b"], torch.ones(4))
+    ckpt.write_checkpoint(tmp_path / "c", weights=_weights(4.0), config={"v": 4})
+    assert ckpt.read_config(tmp_path / "c") == {"v": 4}
+    assert sorted(os.listdir(tmp_path)) == ["c"]
+
+
 def test_stage_output_folder_resolves_to_its_checkpoint(tmp_path):
-    ckpt.write_checkpoint(tmp_path / "stage1" / "checkpoint", weights=_weights(1.0), config={"v": 7})
+    ckpt.write_checkpoint(tmp_path / "stage1" / "checkpoint", weights=_weights(1.0),
+                          config={"v": 7})
     assert ckpt.read_config(tmp_path / "stage1") == {"v": 7}
 
 

@@ -25,7 +25,8 @@ def test_prompt_template_exact() -> None:
                 "appropriately completes the request.")
     assert format_prompt("Describe the music.") == (
         f"{preamble}\n\n### Instruction:\nDescribe the music.\n\n### Response:")
-    assert format_followup("And the tempo?") == "\n\n### Instruction:\nAnd the tempo?\n\n### Response:"
+    assert format_followup("And the tempo?") == (
+        "\n\n### Instruction:\nAnd the tempo?\n\n### Response:")
     two = format_prompt("q3", history=[("q1", "a1"), ("q2", "a2")])
     assert two == format_prompt("q1") + "a1" + format_followup("q2") + "a2" + format_followup("q3")
     assert llama.format_prompt is format_prompt and llama.format_followup is format_followup

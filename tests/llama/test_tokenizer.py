@@ -1,4 +1,4 @@
-"""Tokenizer: [AUD] tokens, prompt template, decode hygiene, loading forms, bad tokenizers."""
+"""Tokenizer: [AUD] tokens, decode hygiene, loading forms, bad tokenizers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import sentencepiece as spm
 from transformers import LlamaTokenizer
 
 from llama.config import AUD_TOKENS, llama_tiny
+from llama.prompt import format_prompt
 from llama.tokenizer import (
     Tokenizer,
     TokenizerError,
-    format_followup,
-    format_prompt,
     load_tokenizer,
     tiny_corpus,
     tiny_tokenizer_path,
@@ -53,19 +52,29 @@ def test_aud_tokens_are_single_ids(tok: Tokenizer) -> None:
 
 
 def test_attribute_words_are_single_pieces(tok: Tokenizer) -> None:
-    multi = {w: tok.hf.convert_ids_to_tokens(tok.encode(w)) for w in ATTRIBUTE_WORDS
+    from data import synthetic
+
+    vocab = (synthetic.INSTRUMENTS + synthetic.REGISTERS + synthetic.TEMPOS + synthetic.COLOURS
+             + synthetic.SIZES + synthetic.BRIGHTNESS)
+    multi = {w: tok.hf.convert_ids_to_tokens(tok.encode(w)) for w in (*ATTRIBUTE_WORDS, *vocab)
              if len(tok.encode(w)) != 1}
     assert not multi
 
 
-def test_prompt_template_exact() -> None:
-    preamble = ("Below is an instruction that describes a task. Write a response that "
-                "appropriately completes the request.")
-    assert format_prompt("Describe the music.") == (
-        f"{preamble}\n\n### Instruction:\nDescribe the music.\n\n### Response:")
-    assert format_followup("And the tempo?") == "\n\n### Instruction:\nAnd the tempo?\n\n### Response:"
-    two = format_prompt("q3", history=[("q1", "a1"), ("q2", "a2")])
-    assert two == format_prompt("q1") + "a1" + format_followup("q2") + "a2" + format_followup("q3")
+def test_corpus_file_matches_the_synthetic_vocabularies() -> None:
+    """The committed corpus is regenerated from data.synthetic (the vocabularies' one source)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "assets" / "make_tiny_tokenizer_corpus.py"
+    spec = importlib.util.spec_from_file_location("make_tiny_tokenizer_corpus", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    current = module.CORPUS.read_text(encoding="utf-8")
+    assert module.render(current) == current, f"stale corpus: run {script}"
+    corpus = tiny_corpus()
+    assert "# " not in corpus.splitlines()[0] and not any(
+        line.startswith("# ") for line in corpus.splitlines())
+    assert "A slow piano melody in a low register." in corpus.splitlines()
 
 
 def test_decode_drops_special_tokens_cleanly(tok: Tokenizer) -> None:

@@ -1,4 +1,4 @@
-"""Weight loading: parity with transformers' LlamaForCausalLM, Meta shards, HF variants, bad input."""
+"""Weight loading and saving: parity with transformers, Meta shards, HF variants, bad input."""
 
 from __future__ import annotations
 
@@ -96,7 +96,8 @@ def test_meta_load_matches_hf_load_and_permutation(hf_pair, tmp_path) -> None:
     back = hf_to_meta_state_dict(meta_to_hf_state_dict(sd, cfg), cfg)
     assert all(torch.equal(back[k], sd[k]) for k in sd)
     hf_sd = meta_to_hf_state_dict(sd, cfg)
-    assert not torch.equal(hf_sd["model.layers.0.self_attn.k_proj.weight"], sd["layers.0.attention.wk.weight"])
+    assert not torch.equal(hf_sd["model.layers.0.self_attn.k_proj.weight"],
+                           sd["layers.0.attention.wk.weight"])
 
 
 def _random_meta(tmp: Path, dtype=torch.float32, kv_heads: int = 2, shards: int = 1):
@@ -122,7 +123,8 @@ def test_two_shard_meta_loads_like_one_shard(tmp_path) -> None:
     one = load_backbone(tmp_path / "one").state_dict()
     two = load_backbone(tmp_path / "two").state_dict()
     for k in sd:
-        assert one[k].dtype == torch.bfloat16 and torch.equal(one[k], two[k]) and torch.equal(one[k], sd[k]), k
+        assert one[k].dtype == torch.bfloat16, k
+        assert torch.equal(one[k], two[k]) and torch.equal(one[k], sd[k]), k
 
 
 def test_dtype_device_and_tuning_parameters(tmp_path) -> None:
@@ -132,7 +134,8 @@ def test_dtype_device_and_tuning_parameters(tmp_path) -> None:
     model = load_backbone(tmp_path / "m", dtype=torch.float32, device="cpu",
                           config_overrides={"lora_rank": 4})
     assert model.config.lora_rank == 4 and model.config.vocab_size == 96
-    assert torch.equal(model.layers[1].feed_forward.w2.weight, sd["layers.1.feed_forward.w2.weight"].float())
+    assert torch.equal(model.layers[1].feed_forward.w2.weight,
+                       sd["layers.1.feed_forward.w2.weight"].float())
     params = dict(model.named_parameters())
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params.values())
     assert params["layers.0.attention.lora_wq_l1.weight"].shape == (4, 64)
@@ -211,7 +214,8 @@ def test_shape_mismatch_names_file_and_weight(tmp_path) -> None:
     params = json.loads((tmp_path / "m" / "params.json").read_text())
     params["vocab_size"] = 100
     (tmp_path / "m" / "params.json").write_text(json.dumps(params))
-    with pytest.raises(WeightsError, match=r"consolidated\.00\.pth: tok_embeddings\.weight has shape \(96, 64\), the config implies \(100, 64\)"):
+    with pytest.raises(WeightsError, match=r"consolidated\.00\.pth: tok_embeddings\.weight has "
+                       r"shape \(96, 64\), the config implies \(100, 64\)"):
         load_backbone(tmp_path / "m")
 
 
@@ -242,3 +246,29 @@ def test_corrupt_meta_shard_and_bad_override(tmp_path) -> None:
     (tmp_path / "m" / "consolidated.00.pth").write_bytes(b"garbage")
     with pytest.raises(WeightsError, match=r"consolidated\.00\.pth: cannot read PyTorch weights"):
         load_backbone(tmp_path / "m")
+
+
+def test_a_crash_while_saving_keeps_the_previous_files_whole(tmp_path, monkeypatch) -> None:
+    import safetensors.torch
+
+    cfg, sd = _random_meta(tmp_path / "m")
+    save_hf(sd, cfg, tmp_path / "h")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "h").iterdir()}
+    before_meta = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    doubled = {k: t * 2 for k, t in sd.items()}
+
+    def half_write(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_write)
+    monkeypatch.setattr(torch, "save", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        save_hf(doubled, cfg, tmp_path / "h")
+    with pytest.raises(OSError, match="disk full"):
+        save_meta(doubled, cfg, tmp_path / "m")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "h").iterdir()} == before
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before_meta
+    monkeypatch.undo()
+    _, back, _ = load_base_state_dict(tmp_path / "h")
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
