@@ -8,6 +8,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
+# WordNet 3.0 for METEOR, built offline from Debian's packages (no run-time download).
+export NLTK_DATA := $(CURDIR)/.cache/nltk_data
 
 .PHONY: setup browser lint test test-fast demo bench clean
 
@@ -15,9 +17,13 @@ setup: $(STAMP)
 
 # Re-install only when requirements.txt changes; a second `make setup` is instant.
 $(STAMP): requirements.txt
+	@dpkg -s wordnet-base wordnet-sense-index espeak-ng >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    wordnet-base wordnet-sense-index espeak-ng >/dev/null; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m Evaluation.metrics.wordnet --out $(NLTK_DATA)
 	$(PY) -c "import torch, transformers, diffusers; from transformers import LlamaForCausalLM, ViTModel, HubertModel, MusicgenForConditionalGeneration; from diffusers import AudioLDM2Pipeline; print('imports ok: torch', torch.__version__, 'transformers', transformers.__version__)"
 	touch $(STAMP)
 

@@ -1,0 +1,262 @@
+"""MusicQA (music question answering and captioning): `generate` answers, `score` them.
+
+    python -m Evaluation.musicqa generate --model M [model flags] --references EvalMusicQA.json \
+        --media_dir MusicQA/audios --out predictions.json
+    python -m Evaluation.musicqa score --predictions predictions.json \
+        --references EvalMusicQA.json \
+        [--bertscore_model DIR] [--allow_missing]
+
+References: the published EvalMusicQA.json list of {"audio_name", "conversation": [{"from":
+"human", "value": Q}, {"from": "gpt", "value": A}]}. Predictions: the published
+{audio_name: {question: answer}}. Metric definitions: `Evaluation.metrics.text`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from Evaluation._common import EvalInputError, conversation, fail, print_json, read_json
+
+# The four fixed captioning prompts every MusicQA track was asked (MU-LLaMA's dataset builder);
+# every other question is a free-form QA pair.
+CAPTION_PROMPTS = (
+    "Describe the audio",
+    "Describe the audio in detail",
+    "What do you hear in the audio?",
+    "What can be inferred from the audio?",
+)
+KINDS = ("captioning", "qa")
+SHOW_MISSING = 5
+
+
+@dataclass(frozen=True)
+class QARow:
+    audio: str
+    question: str
+    answer: str
+
+    @property
+    def kind(self) -> str:
+        return "captioning" if self.question in CAPTION_PROMPTS else "qa"
+
+
+@dataclass(frozen=True)
+class BertSpec:
+    """Which BERTScore model to run: hub id or local folder, hidden layer, batch size."""
+
+    model: str
+    num_layers: Optional[int]
+    batch_size: int = 64
+
+
+def load_references(path: str | Path) -> list[QARow]:
+    """EvalMusicQA rows (first human turn = question, the gpt turn after it = answer)."""
+    data = read_json(path, "references")
+    if not isinstance(data, list):
+        raise EvalInputError(f"references {path}: expected a JSON list of rows")
+    rows = []
+    for i, item in enumerate(data):
+        where = f"references {path} row {i}"
+        if not isinstance(item, dict) or not isinstance(item.get("audio_name"), str):
+            raise EvalInputError(f"{where}: needs a string 'audio_name'")
+        turns = conversation(item, where)
+        rows.append(QARow(item["audio_name"], turns[0]["value"], turns[1]["value"]))
+    if not rows:
+        raise EvalInputError(f"references {path}: no rows")
+    return rows
+
+
+def load_predictions(path: str | Path) -> dict[str, dict[str, str]]:
+    """The published prediction map {audio_name: {question: answer}}, type-checked."""
+    data = read_json(path, "predictions")
+    if not isinstance(data, dict):
+        raise EvalInputError(f"predictions {path}: expected {{audio_name: {{question: answer}}}}")
+    for audio, answers in data.items():
+        if not isinstance(answers, dict) or not all(isinstance(v, str) for v in answers.values()):
+            raise EvalInputError(f"predictions {path}[{audio!r}]: expected {{question: answer}} "
+                                 "with string answers")
+    return data
+
+
+def align(rows: Sequence[QARow], preds: dict[str, dict[str, str]]
+          ) -> tuple[list[QARow], list[str], list[QARow]]:
+    """(rows that have a prediction, their candidates, rows without one), reference order kept."""
+    scored, cands, missing = [], [], []
+    for r in rows:
+        answer = preds.get(r.audio, {}).get(r.question)
+        if answer is None:
+            missing.append(r)
+        else:
+            scored.append(r)
+            cands.append(answer)
+    return scored, cands, missing
+
+
+def chance_candidates(rows: Sequence[QARow], seed: int) -> tuple[list[str], int]:
+    """Each row answered with ANOTHER track's reference for the same question (seeded).
+
+    A question only one track was asked falls back to another track's reference of the same
+    kind; returns (candidates, number of such fallbacks).
+    """
+    rng = np.random.default_rng(seed)
+    by_question: dict[str, list[int]] = {}
+    by_kind: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_question.setdefault(r.question, []).append(i)
+        by_kind.setdefault(r.kind, []).append(i)
+    cands, fallbacks = [], 0
+    for r in rows:
+        pool = [j for j in by_question[r.question] if rows[j].audio != r.audio]
+        if not pool:
+            fallbacks += 1
+            pool = [j for j in by_kind[r.kind] if rows[j].audio != r.audio]
+        if not pool:
+            raise EvalInputError(f"chance baseline: no other track for row {r.audio!r} / "
+                                 f"{r.question!r} (a single-track reference set)")
+        cands.append(rows[pool[int(rng.integers(len(pool)))]].answer)
+    return cands, fallbacks
+
+
+def _summaries(cands: list[str], refs: list[str], kinds: list[str],
+               bert: Optional[BertSpec]) -> dict:
+    """published + standard over all rows and per kind, from one pass of per-row scores."""
+    from Evaluation.metrics import text as T
+
+    rs = T.row_scores(cands, refs)
+    bert_rows = None
+    if bert is not None:
+        bert_rows = T.bert_scores(cands, refs, bert.model, bert.num_layers, bert.batch_size)
+
+    def summary(idx: list[int]) -> Optional[dict]:
+        if not idx:
+            return None
+        pick = lambda a: a[idx]  # noqa: E731
+        published = {
+            "bleu": T.published_mean(pick(rs.bleu)),
+            "bleu4": T.published_mean(pick(rs.bleu4)),
+            "meteor": T.published_mean(pick(rs.meteor)),
+            "rouge_l": T.published_mean(pick(rs.rouge_l_recall)),
+            "bert_score": None if bert_rows is None else T.published_mean(pick(bert_rows[1])),
+        }
+        standard = {
+            "sacrebleu": T.sacrebleu_corpus([cands[i] for i in idx], [refs[i] for i in idx]),
+            "rouge_l_f1": float(np.mean(pick(rs.rouge_l_f1))),
+            "meteor": float(np.mean(pick(rs.meteor))),
+            "bert_score_f1": None if bert_rows is None else float(np.mean(pick(bert_rows[2]))),
+        }
+        return {"published": published, "standard": standard, "rows": len(idx)}
+
+    out = summary(list(range(len(cands))))
+    assert out is not None
+    out["by_kind"] = {k: summary([i for i, kk in enumerate(kinds) if kk == k]) for k in KINDS}
+    return out
+
+
+DEFINITIONS = {
+    "published.bleu": "mean over rows of nltk sentence_bleu([ref], cand) on raw strings "
+                      "(character n-grams), weights 0.25x4, no smoothing",
+    "published.bleu4": "as published.bleu with weights (0, 0, 0, 1)",
+    "published.meteor": "mean of nltk meteor_score([wordpunct_tokenize(ref)], "
+                        "wordpunct_tokenize(cand)), WordNet 3.0",
+    "published.rouge_l": "mean of rouge-score RougeScorer(['rougeL'], use_stemmer=True) recall",
+    "published.bert_score": "mean of bert_score.score(cands, refs) recall, no idf, no rescaling",
+    "standard.sacrebleu": "sacrebleu corpus_bleu (word-level, 13a tokenizer), 0-100",
+    "standard.rouge_l_f1": "mean of the same ROUGE-L F-measure",
+    "standard.meteor": "same as published.meteor (nltk's METEOR is the standard one)",
+    "standard.bert_score_f1": "mean of bert_score F1 with the same model and layer",
+    "chance": "published metrics when each row is answered with another track's reference "
+              "for the same question (seeded)",
+}
+
+
+def score(references: str | Path, predictions: str | Path, *, bert: Optional[BertSpec] = None,
+          allow_missing: bool = False, seed: int = 0) -> dict:
+    """The JSON report of `score` (see DEFINITIONS); raises EvalInputError on missing rows."""
+    rows = load_references(references)
+    scored, cands, missing = align(rows, load_predictions(predictions))
+    if missing and not allow_missing:
+        first = "; ".join(f"{r.audio} / {r.question!r}" for r in missing[:SHOW_MISSING])
+        raise EvalInputError(
+            f"{len(missing)} of {len(rows)} reference rows have no prediction in {predictions} "
+            f"(first: {first}); pass --allow_missing to score the rest")
+    if not scored:
+        raise EvalInputError(f"no reference row of {references} has a prediction in {predictions}")
+    refs = [r.answer for r in scored]
+    kinds = [r.kind for r in scored]
+    report = _summaries(cands, refs, kinds, bert)
+    chance_cands, fallbacks = chance_candidates(scored, seed)
+    chance = _summaries(chance_cands, refs, kinds, bert)
+    return {
+        "task": "musicqa",
+        "published": report["published"],
+        "standard": report["standard"],
+        "by_kind": report["by_kind"],
+        "rows_scored": len(scored),
+        "rows_missing": len(missing),
+        "chance": {"published": chance["published"],
+                   "by_kind": {k: v and v["published"] for k, v in chance["by_kind"].items()},
+                   "seed": seed, "rows_without_same_question": fallbacks},
+        "models": {"bert_score": None if bert is None else
+                   {"model": bert.model, "num_layers": bert.num_layers}},
+        "comparable_with_paper": {
+            "bleu": True, "bleu4": True, "meteor": True, "rouge_l": True,
+            "bert_score": bert is not None and Path(bert.model).name == "roberta-large"
+            and bert.num_layers == 17,
+        },
+        "definitions": DEFINITIONS,
+    }
+
+
+def _score_main(args: argparse.Namespace) -> int:
+    bert = None
+    if args.bertscore_model:
+        bert = BertSpec(args.bertscore_model, args.bertscore_layers, args.bertscore_batch_size)
+    try:
+        report = score(args.references, args.predictions, bert=bert,
+                       allow_missing=args.allow_missing, seed=args.seed)
+    except (EvalInputError, FileNotFoundError) as exc:
+        return fail(str(exc))
+    print_json(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m Evaluation.musicqa", description=__doc__)
+    sub = ap.add_subparsers(dest="verb", required=True)
+    s = sub.add_parser("score", help="score predictions against EvalMusicQA (prints JSON)")
+    s.add_argument("--predictions", required=True)
+    s.add_argument("--references", required=True)
+    s.add_argument("--bertscore_model", default=None,
+                   help="hub id or local folder (paper: roberta-large); omitted: bert_score null")
+    s.add_argument("--bertscore_layers", type=int, default=17,
+                   help="hidden layer BERTScore reads (17 = bert_score's roberta-large default)")
+    s.add_argument("--bertscore_batch_size", type=int, default=64)
+    s.add_argument("--allow_missing", action="store_true",
+                   help="score the rows that have predictions instead of failing")
+    s.add_argument("--seed", type=int, default=0, help="seed of the chance baseline")
+    s.set_defaults(run=_score_main)
+    from Evaluation._generation import add_generate_parser
+
+    add_generate_parser(sub, _generate_main, media_help="folder holding the audio_name files")
+    return ap
+
+
+def _generate_main(args: argparse.Namespace) -> int:
+    from Evaluation._generation import run_musicqa_generation
+
+    return run_musicqa_generation(args)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
