@@ -30,14 +30,18 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from data.datasets import (
-    DataPaths, Sample, encode_prompt, filter_split, stage_samples, tokenize_sample,
-)
+from app.errors import InputError, bad_input_errors, fail
+from app.session import LoadedModel, ModelChoice, load_model
+from data.dataset import tokenize_sample
 from data.features import MediaFeatures
 from data.media import load_audio
+from data.mixes import filter_split, stage_samples
+from data.paths import DataPaths
+from data.schemas import Sample
 from Evaluation.ground_truth import missing_ground_truth
 from llama.generation import generate
 from llama.m2ugen import M2UGen
+from llama.prompt import encode_prompt
 
 CAPTION_TASKS = {"audio_caption": "audio", "image_caption": "image", "video_caption": "video"}
 MUSIC_REQUEST_TASKS = ("image_to_music", "video_to_music", "music_edit")
@@ -152,7 +156,7 @@ class Evaluator:
             ids = torch.full((len(chunk), length), tok.pad_id, dtype=torch.long)
             for i, t in enumerate(tokd):
                 ids[i, :len(t.input_ids)] = torch.tensor(t.input_ids)
-            _, hidden = model.backbone(ids.to(model.device_), return_hidden=True)
+            hidden = model.projector_hidden(ids)
             pos = torch.tensor([t.aud_positions for t in tokd])
             pred = model.project_music(hidden, pos).float().cpu()
             target = model.decoder.targets([s.music_caption for s in chunk],
@@ -222,6 +226,16 @@ class Evaluator:
         }
 
 
+def load_evaluated_model(checkpoint: str, feature_cache: Optional[str]) -> LoadedModel:
+    """The trained checkpoint through the serving layer (one-line errors, one media front end),
+    on CPU in float32 so that the numbers do not depend on the machine."""
+    if not Path(checkpoint).is_dir():
+        raise InputError(f"--model {checkpoint}: no such checkpoint folder")
+    choice = ModelChoice(checkpoint, preset="tiny", device="cpu", dtype="float32",
+                         feature_cache=feature_cache)
+    return load_model(choice)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="trained output folder (e.g. OUT/stage3)")
@@ -236,10 +250,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if problem:
         print(f"Evaluation.synthetic: {problem}", file=sys.stderr)
         return 2
-    model = M2UGen.from_pretrained(args.model)
-    model.eval()
-    ev = Evaluator(model, root, args.batch_size, args.max_new_tokens,
-                   media=MediaFeatures(model, args.feature_cache))
+    try:
+        engine = load_evaluated_model(args.model, args.feature_cache)
+    except bad_input_errors() as err:
+        return fail("Evaluation.synthetic", err)
+    ev = Evaluator(engine.model, root, args.batch_size, args.max_new_tokens, media=engine.features)
     result = ev.run()
     if args.predictions:
         with open(args.predictions, "w") as fh:

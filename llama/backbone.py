@@ -49,7 +49,8 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
             return F.rms_norm(x, self.shape, self.weight, self.eps)  # one fused kernel
-        return F.rms_norm(x.float(), self.shape, eps=self.eps).type_as(x) * self.weight
+        normed = F.rms_norm(x.float(), self.shape, eps=self.eps).type_as(x)
+        return normed * _as(self.weight, x.dtype)
 
 
 def rope_frequencies(
@@ -70,13 +71,30 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(xc * freqs).flatten(3).type_as(x)
 
 
+def _as(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """Cast a trainable float32 tensor (LoRA, bias, new rows) or an activation to the frozen
+    weights' dtype, so bf16/fp16 frozen weights train without autocast; under autocast the
+    matmul casts its inputs itself (and the cast's backward still feeds float32 gradients)."""
+    if t is None or t.dtype == dtype or torch.is_autocast_enabled(t.device.type):
+        return t
+    return t.to(dtype)
+
+
 def _linear(
     x: torch.Tensor, base: nn.Linear, l1: Optional[nn.Linear], l2: Optional[nn.Linear]
 ) -> torch.Tensor:
-    """base(x) + l2(l1(x)): a frozen projection plus its LoRA branch (no scaling, as upstream)."""
-    y = F.linear(x, base.weight, base.bias)
+    """base(x) + l2(l1(x)): a frozen projection plus its LoRA branch (no scaling, as upstream).
+
+    `base` may be a drop-in replacement of nn.Linear (llama.quantize.Int8Linear): it is called.
+    """
+    if type(base) is nn.Linear:
+        dtype = base.weight.dtype
+        x = _as(x, dtype)
+        y = F.linear(x, base.weight, _as(base.bias, dtype))
+    else:
+        y = base(x)
     if l1 is not None:
-        y = y + F.linear(F.linear(x, l1.weight), l2.weight)
+        y = y + F.linear(F.linear(x, _as(l1.weight, x.dtype)), _as(l2.weight, x.dtype))
     return y
 
 
@@ -198,7 +216,7 @@ class Attention(nn.Module):
         if self.adapter_uses_lora:
             v = _linear(token, *self._v)
         else:
-            v = F.linear(token, self.wv.weight)
+            v = _linear(token, self.wv, None, None)  # wv has no bias
         b = v.shape[0]
         v = v.view(b, 1, self.n_kv_heads, 1, self.head_dim)
         v = v.expand(b, 1, self.n_kv_heads, self.n_rep, self.head_dim).reshape(
@@ -384,14 +402,15 @@ class Transformer(nn.Module):
         base = self.base_vocab_size
         is_new = tokens >= base
         old = F.embedding(tokens.clamp(max=base - 1), w)
-        new = F.embedding((tokens - base).clamp(min=0), self.new_tok_embeddings)
+        new = F.embedding((tokens - base).clamp(min=0), _as(self.new_tok_embeddings, w.dtype))
         return torch.where(is_new[..., None], new, old)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Final-norm hidden states -> float logits over base + new vocabulary."""
-        out = F.linear(h, self.output.weight)
+        out = _linear(h, self.output, None, None)  # no bias; may be int8 (llama.quantize)
         if self.new_output is not None:
-            out = torch.cat([out, F.linear(h, self.new_output)], dim=-1)
+            out = torch.cat([out, F.linear(h, _as(self.new_output, h.dtype)).to(out.dtype)],
+                            dim=-1)
         return out.float()
 
     def adapter_tokens(
@@ -522,6 +541,7 @@ class Transformer(nn.Module):
         attention_mask: Optional[torch.Tensor] = None,
         return_hidden: bool = False,
         last_only: bool = False,
+        pre_norm_hidden: bool = False,
     ):
         """tokens (B, T) long -> float logits (B, T, vocab) [, final-norm hidden (B, T, dim)].
 
@@ -540,6 +560,7 @@ class Transformer(nn.Module):
             attention_mask=attention_mask,
             return_hidden=return_hidden,
             last_only=last_only,
+            pre_norm_hidden=pre_norm_hidden,
         )
 
     def forward_embeddings(
@@ -551,8 +572,13 @@ class Transformer(nn.Module):
         attention_mask: Optional[torch.Tensor] = None,
         return_hidden: bool = False,
         last_only: bool = False,
+        pre_norm_hidden: bool = False,
     ):
-        """Same as `forward`, starting from input embeddings h (B, T, dim)."""
+        """Same as `forward`, starting from input embeddings h (B, T, dim).
+
+        pre_norm_hidden: the returned hidden states are the last layer's output before the final
+        norm (what the published output projector read) instead of the final-norm output.
+        """
         B, T, _ = h.shape
         if T == 0:
             raise ValueError("forward needs at least one token per row")
@@ -569,11 +595,14 @@ class Transformer(nn.Module):
                 cache.adapters = adapters
         for i, layer in enumerate(self.layers):
             h = layer(h, plan, adapters[i] if adapters is not None else None)
+        pre = h
         h = self.norm(h)
         if last_only:
-            h = h[:, -1:]
+            h, pre = h[:, -1:], pre[:, -1:]
         logits = self.logits(h)
-        return (logits, h) if return_hidden else logits
+        if not return_hidden:
+            return logits
+        return logits, (pre if pre_norm_hidden else h)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,6 +625,16 @@ def parameter_group(name: str) -> Optional[str]:
     if name in NEW_TOKEN_PARAMS:
         return "new_tokens"
     return None
+
+
+@torch.no_grad()
+def keep_peft_float32(model: nn.Module) -> None:
+    """Return every PEFT parameter to float32 after the model was cast (`.to(bf16/fp16)`), so the
+    trainable parameters, their gradients and optimizer state stay float32 while the frozen base
+    weights use the low-precision dtype (the forward casts them to the activation dtype)."""
+    for name, p in model.named_parameters():
+        if parameter_group(name) is not None and p.dtype != torch.float32:
+            p.data = p.data.float()
 
 
 def peft_parameter_names(model: Transformer) -> list[str]:
@@ -685,6 +724,7 @@ __all__ = [
     "Transformer",
     "apply_rope",
     "count_parameters",
+    "keep_peft_float32",
     "merge_new_tokens",
     "parameter_group",
     "peft_parameter_names",

@@ -81,8 +81,9 @@ class _Head(nn.Module):
                 if not name.startswith("blocks."):  # LayerNorm/legacy block biases keep theirs
                     nn.init.zeros_(param)
 
-    def head(self, pooled: torch.Tensor, knn: Optional[Knn]) -> torch.Tensor:
-        x = F.normalize(pooled, dim=-1)
+    def head(self, pooled: torch.Tensor, knn: Optional[Knn], normalize: bool = True
+             ) -> torch.Tensor:
+        x = F.normalize(pooled, dim=-1) if normalize else pooled
         if knn is not None:
             x = knn(x)
         x = self.proj(x)
@@ -112,8 +113,13 @@ class MusicBridge(_Head):
 
     def __init__(self, hidden_size: int, num_hidden_states: int, dim: int,
                  pooling: Literal["rnn-attention", "mean"] = "rnn-attention",
-                 norm: NormKind = "rms", n_blocks: int = 3) -> None:
+                 norm: NormKind = "rms", n_blocks: int = 3,
+                 l2: Literal["pooled", "frames"] = "pooled") -> None:
         super().__init__(hidden_size, dim, norm, n_blocks)
+        if l2 not in ("pooled", "frames") or (l2 == "frames" and pooling != "rnn-attention"):
+            raise ValueError(f"music_l2 must be 'pooled', or 'frames' with rnn-attention pooling; "
+                             f"got {l2!r} with {pooling!r}")
+        self.l2 = l2
         if pooling not in ("rnn-attention", "mean"):
             raise ValueError(f"music_pooling must be 'rnn-attention' or 'mean', got {pooling!r}")
         self.pooling = pooling
@@ -149,11 +155,13 @@ class MusicBridge(_Head):
             pooled = self.agg(per_state).squeeze(1)  # (B, H)
         else:
             frames = self.agg(x.reshape(b, s, t * h)).reshape(b, t, h)  # mix the S states
+            if self.l2 == "frames":  # published newer release: unit frames, pooled left as is
+                frames = F.normalize(frames, dim=-1)
             out, _ = self.rnn(frames)  # (B, T, H); forward-only, so padding is never seen
             scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores.float(), dim=1).to(out.dtype)
             pooled = torch.einsum("bt,bth->bh", weights, out)
-        return self.head(pooled, knn)
+        return self.head(pooled, knn, normalize=self.l2 == "pooled")
 
 
 class TokenBridge(_Head):
@@ -182,7 +190,7 @@ def build_bridges(cfg: M2UGenConfig) -> nn.ModuleDict:
     return nn.ModuleDict({
         "audio": MusicBridge(cfg.mert.hidden_size, cfg.mert.num_hidden_states, dim,
                              pooling=b.music_pooling, norm=b.bridge_norm,
-                             n_blocks=b.n_residual_blocks),
+                             n_blocks=b.n_residual_blocks, l2=b.music_l2),
         "image": TokenBridge(cfg.vit.num_tokens, cfg.vit.hidden_size, dim, norm=b.bridge_norm,
                              n_blocks=b.n_residual_blocks),
         "video": TokenBridge(cfg.vivit.num_tokens, cfg.vivit.hidden_size, dim,

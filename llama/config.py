@@ -1,7 +1,6 @@
 """Configuration dataclasses for every part of M2UGen, plus named presets.
 
-Cross-module contracts (backbone, tokenizer, encoders, decoders, data layout): docs/INTERFACES.md
-(read it before writing a module; working rules for parallel work: docs/HELPERS.md).
+Cross-module contracts (backbone, tokenizer, encoders, decoders, data layout): docs/INTERFACES.md.
 
 One dataclass per component keeps each module's knobs next to each other; presets are plain
 functions so a reader can see every number of a published configuration in one place.
@@ -73,10 +72,13 @@ class LlamaConfig:
         if self.dim % self.n_heads:
             raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
         if self.n_heads % self.kv_heads:
-            raise ValueError(f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.kv_heads}")
+            raise ValueError(
+                f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.kv_heads}"
+            )
         if self.n_adapter_layers > self.n_layers:
             raise ValueError(
-                f"{self.n_adapter_layers} adapter layers requested but the model has {self.n_layers}"
+                f"{self.n_adapter_layers} adapter layers requested but the model has "
+                f"{self.n_layers}"
             )
 
 
@@ -106,6 +108,9 @@ class BridgeConfig:
     music_pooling: Literal["rnn-attention", "mean"] = "rnn-attention"
     bridge_norm: Literal["rms", "layer"] = "rms"  # "layer": the legacy LayerNorm-with-bias bridges
     n_residual_blocks: int = 3
+    # Where the music bridge L2-normalises: "pooled" (our design: the pooled vector) or "frames"
+    # (the published newer release: every frame before the RNN, the pooled vector left as is).
+    music_l2: Literal["pooled", "frames"] = "pooled"
 
 
 @dataclass
@@ -134,6 +139,10 @@ class ProjectorConfig:
     output_dim: int = 768
     target_scale: float = 10.0  # targets are 10 x the decoder's own conditioning
     norm_first: bool = False  # the published projector's nn.Transformer was post-norm
+    # Which backbone states feed the projector: "post_norm_at_tokens" (final-norm states at the
+    # [AUD0..7] positions) or "pre_norm_predicting" (states before the final norm at the positions
+    # that predict [AUD0..7], one earlier: what the published forward and generate computed).
+    input: Literal["post_norm_at_tokens", "pre_norm_predicting"] = "post_norm_at_tokens"
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llama import checkpoint as ckpt
-from llama.backbone import Transformer, peft_parameter_names, set_trainable
+from llama.backbone import Transformer, keep_peft_float32, peft_parameter_names, set_trainable
 from llama.bridges import build_bridges
 from llama.config import AUD_TOKENS, MODALITIES, M2UGenConfig, get_preset
 from llama.projector import OutputProjector
@@ -166,6 +166,9 @@ class M2UGen(nn.Module):
                 f"the backbone {cfg.llama_path!r} has {self.backbone.config.vocab_size} rows"
             )
         self.backbone.add_tokens(len(AUD_TOKENS))
+        # `dtype` is the frozen weights' (backbone, encoders, decoder); everything any stage
+        # trains stays float32 (the forward casts it to the activation dtype).
+        keep_peft_float32(self.backbone)
         with seeded(TINY_SEED + 1):
             self.bridges = build_bridges(cfg)
         self._decoder = None
@@ -255,7 +258,8 @@ class M2UGen(nn.Module):
                 "video": (encoders.load_video_encoder, self.cfg.vivit),
             }[modality]
             with seeded(TINY_SEED + 10 + MODALITIES.index(modality)):
-                self._encoders[modality] = loader(enc_cfg, device=self.device_)
+                self._encoders[modality] = loader(enc_cfg, device=self.device_,
+                                                  dtype=self.dtype_)
         return self._encoders[modality]
 
     @property
@@ -268,7 +272,7 @@ class M2UGen(nn.Module):
         from llama.decoders import load_decoder
 
         with seeded(TINY_SEED + 20):
-            return load_decoder(self.cfg.decoder, device=self.device_)
+            return load_decoder(self.cfg.decoder, device=self.device_, dtype=self.dtype_)
 
     # -----------------------------------------------------------------------------------------
     # Media -> one vector per modality
@@ -333,7 +337,8 @@ class M2UGen(nn.Module):
         input_ids = input_ids.to(self.device_)
         labels = labels.to(self.device_)
         feats = self.modality_features(media or {}, input_ids.shape[0])
-        logits, hidden = self.backbone(input_ids, modality_features=feats, return_hidden=True)
+        logits, hidden = self.backbone(input_ids, modality_features=feats, return_hidden=True,
+                                       pre_norm_hidden=self._projector_reads_pre_norm)
         ce = F.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
         )
@@ -344,9 +349,28 @@ class M2UGen(nn.Module):
             mse = F.mse_loss(pred.float(), music_targets.to(self.device_).float())
         return LossOutput(ce_weight * ce + mse_weight * mse, ce.detach(), mse.detach(), n_music)
 
+    @property
+    def _projector_reads_pre_norm(self) -> bool:
+        return self.cfg.projector.input == "pre_norm_predicting"
+
+    def projector_hidden(self, tokens: torch.Tensor,
+                         modality_features: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The hidden states `project_music` expects for `tokens` (the kind the config names)."""
+        _, hidden = self.backbone(tokens.to(self.device_), modality_features=modality_features,
+                                  return_hidden=True, pre_norm_hidden=self._projector_reads_pre_norm)
+        return hidden
+
     def project_music(self, hidden: torch.Tensor, aud_positions: torch.Tensor) -> torch.Tensor:
-        """Hidden states (n, T, dim) at the 8 [AUD] positions + their embeddings -> projector."""
+        """Hidden states (n, T, dim) for the 8 [AUD] tokens + their embeddings -> projector.
+
+        `cfg.projector.input` picks which states: "pre_norm_predicting" (docs/MODEL.md section 4,
+        what the released models compute) takes the last layer's output before the final norm at
+        the positions that predict each [AUD] token (one earlier); "post_norm_at_tokens" takes the
+        normed states at the tokens themselves. `hidden` must be the matching kind.
+        """
         aud_positions = aud_positions.to(hidden.device)
+        if self._projector_reads_pre_norm:
+            aud_positions = aud_positions - 1  # the state that predicts [AUDk] sits one earlier
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
         h = hidden[rows, aud_positions]
         emb = self.backbone.embed(self.aud_ids[None].expand(hidden.shape[0], -1))
@@ -460,7 +484,7 @@ class M2UGen(nn.Module):
             waves, sr = self.decoder.synthesize_from_text([text], **decoder_kwargs)
             return waves[0], sr
         full = torch.tensor([ids + list(self.tokenizer.aud_ids)], device=self.device_)
-        _, hidden = self.backbone(full, modality_features=feats, return_hidden=True)
+        hidden = self.projector_hidden(full, feats)
         start = full.shape[1] - len(AUD_TOKENS)
         positions = torch.arange(start, full.shape[1], device=self.device_)[None]
         cond = self.project_music(hidden, positions)

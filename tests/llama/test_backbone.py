@@ -306,8 +306,11 @@ def test_adapter_token_through_wv_with_or_without_its_lora():
         v = torch.nn.functional.linear(token, attn_a.wv.weight)
         lora = attn_a.lora_wv_l2(attn_a.lora_wv_l1(token))
         gate = torch.tanh(attn_a.gate)  # per query head; kv head h serves heads 2h, 2h+1
-        expect = lambda vv: (vv.view(2, 1, 2, 1, 16).expand(2, 1, 2, 2, 16).reshape(2, 1, 4, 16)
-                             * gate[:, None]).reshape(2, 1, 64)
+
+        def expect(vv: torch.Tensor) -> torch.Tensor:
+            per_head = vv.view(2, 1, 2, 1, 16).expand(2, 1, 2, 2, 16).reshape(2, 1, 4, 16)
+            return (per_head * gate[:, None]).reshape(2, 1, 64)
+
         torch.testing.assert_close(attn_a.adapter_output(token), expect(v + lora))
         torch.testing.assert_close(attn_b.adapter_output(token), expect(v))
 
