@@ -13,6 +13,14 @@ included, the embedding table excluded) is read once per token, so
 
     python benchmarks/bench_decode.py --quick --threads 1   # ~10 minutes on a quiet 2-core machine
     python benchmarks/bench_decode.py              # adds 256-token and batch-8 recompute (long)
+
+Precision rows (`--precision-only` runs just these, ~3 minutes): decode steps of a 7B-shaped
+layer stack (dim 4096, hidden 11008, 32 heads, vocab 32000; `--precision-layers` layers, default 2,
+i.e. 0.9 GB of fp32 weights per layer and 0.5 GB of LM head: far past any cache, so
+bandwidth-bound) in float32, bfloat16, float16, int8 (weights int8, rest float32) and
+bfloat16 + int8, at batch 1 and 8. Per row: tok/s by wall clock and by process CPU time, bytes of
+weights read per token (all decode-time weights / batch) and the percent of the mode's own
+bandwidth floor (weights bytes / measured read bandwidth per step).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import torch  # noqa: E402
 from llama.backbone import Transformer  # noqa: E402
 from llama.config import LlamaConfig  # noqa: E402
 from llama.generation import generate  # noqa: E402
+from llama.quantize import prepare_for_inference, weight_nbytes  # noqa: E402
 
 
 def bench_config(lora_rank: int = 0, adapter_layers_per_modality: int = 0) -> LlamaConfig:
@@ -151,6 +160,63 @@ def decode_weight_bytes(model: Transformer) -> int:
     )
 
 
+def precision_config(n_layers: int) -> LlamaConfig:
+    """LLaMA-2 7B's layer shape (dim 4096, hidden 11008, 32 heads, vocab 32000), few layers."""
+    return LlamaConfig(dim=4096, n_layers=n_layers, n_heads=32, vocab_size=32000,
+                       max_seq_len=256, lora_rank=0, adapter_layers_per_modality=0)
+
+
+def decode_steps(model: Transformer, batch: int, prompt_len: int, steps: int
+                 ) -> tuple[float, float]:
+    """(wall, cpu) seconds per decode step after a prefill, best of two passes."""
+    torch.manual_seed(0)
+    prompt = torch.randint(3, 32000, (batch, prompt_len))
+    best = (float("inf"), float("inf"))
+    with torch.inference_mode():
+        for _ in range(2):
+            cache = model.new_cache(batch, prompt_len + steps + 1)
+            tok = model(prompt, cache=cache, last_only=True)[:, -1].argmax(-1)[:, None]
+            model(tok, cache=cache, last_only=True)  # warm-up step
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                tok = model(tok, cache=cache, last_only=True)[:, -1].argmax(-1)[:, None]
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            best = (min(best[0], wall / steps), min(best[1], cpu / steps))
+    return best
+
+
+def precision_rows(n_layers: int, read_bw: float, batches: list[int], steps: int) -> None:
+    """The dtype / quantization table on a 7B-shaped stack (see the module docstring)."""
+    import copy
+
+    torch.manual_seed(0)
+    fp32 = Transformer(precision_config(n_layers)).eval()
+    modes = [("float32", "float32", "none"), ("bfloat16", "bfloat16", "none"),
+             ("float16", "float16", "none"), ("int8 (rest fp32)", "float32", "int8"),
+             ("int8 + bfloat16", "bfloat16", "int8")]
+    rows = []
+    for label, dtype, quant in modes:
+        model = fp32 if label == "float32" else prepare_for_inference(
+            copy.deepcopy(fp32), dtype, quant)
+        wbytes = weight_nbytes(model, read_per_token=True)
+        floor = wbytes / (read_bw * 1e9)
+        for b in batches:
+            wall, cpu = decode_steps(model, b, 16, steps)
+            rows.append((label, b, wall, cpu, wbytes, floor))
+            print(f"  {label} batch {b}: {b / wall:.1f} tok/s", flush=True)
+        if model is not fp32:
+            del model
+    print()
+    print(f"7B-shaped stack, {n_layers} layers + LM head; decode steps only (prompt 16 tokens)")
+    print(f"{'mode':18s} {'batch':>5s} {'tok/s':>7s} {'tok/cpu-s':>9s} {'vs fp32':>7s} "
+          f"{'MB read/tok':>11s} {'floor tok/s':>11s} {'% floor':>7s} {'% floor cpu':>11s}")
+    ref = {b: wall for label, b, wall, *_ in rows if label == "float32"}
+    for label, b, wall, cpu, wbytes, floor in rows:
+        print(f"{label:18s} {b:5d} {b / wall:7.1f} {b / cpu:9.1f} {ref[b] / wall:6.2f}x "
+              f"{wbytes / b / 1e6:11.0f} {b / floor:11.1f} {floor / wall * 100:6.0f}% "
+              f"{floor / cpu * 100:10.0f}%")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,6 +232,10 @@ def main() -> None:
                     help="new-token counts for the recompute loop (--quick: batch 1, <= 128)")
     ap.add_argument("--repeats", type=int, default=2, help="best of N interleaved runs per cell")
     ap.add_argument("--no-hf", action="store_true", help="skip transformers")
+    ap.add_argument("--precision-only", action="store_true",
+                    help="only the dtype / int8 rows on the 7B-shaped stack")
+    ap.add_argument("--precision-layers", type=int, default=2)
+    ap.add_argument("--precision-steps", type=int, default=8, help="decode steps timed per row")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -181,6 +251,9 @@ def main() -> None:
     read_bw, copy_bw = bandwidth()
     print(f"memory bandwidth: read {read_bw:.1f} GB/s (2 GiB sum), "
           f"copy {copy_bw:.1f} GB/s (read+write)")
+    if args.precision_only:
+        precision_rows(args.precision_layers, read_bw, batches, args.precision_steps)
+        return
 
     model = Transformer(bench_config()).eval()
     m2u = Transformer(bench_config(lora_rank=16, adapter_layers_per_modality=2)).eval()
@@ -249,6 +322,9 @@ def main() -> None:
           f"{floor_s * 1e3:.1f} ms/token = {1 / floor_s:.1f} tok/s; ours reaches {best1:.1f} tok/s "
           f"= {best1 * floor_s * 100:.0f}% of the floor")
     print("(the machine's L3 is large; weights partly cached there can beat a DRAM-only floor)")
+    del model, m2u, hf
+    print()
+    precision_rows(args.precision_layers, read_bw, batches, args.precision_steps)
 
 
 if __name__ == "__main__":
