@@ -152,6 +152,7 @@ class M2UGen(nn.Module):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         load_decoder: bool = True,
+        quantize: str = "none",
     ) -> None:
         super().__init__()
         cfg = copy.deepcopy(cfg)  # loading fills in derived values; never touch the caller's copy
@@ -159,7 +160,7 @@ class M2UGen(nn.Module):
         self.device_ = torch.device(device)
         self.dtype_ = dtype
         self.tokenizer: Tokenizer = load_tokenizer(cfg.tokenizer_path)
-        self.backbone = _build_backbone(cfg, dtype, self.device_)
+        self.backbone = _build_backbone(cfg, dtype, self.device_, quantize)
         if self.tokenizer.base_vocab_size != self.backbone.config.vocab_size:
             raise ValueError(
                 f"tokenizer {cfg.tokenizer_path!r} has {self.tokenizer.base_vocab_size} pieces but "
@@ -203,6 +204,7 @@ class M2UGen(nn.Module):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         load_decoder: bool = True,
+        quantize: str = "none",
     ) -> "M2UGen":
         """A trained checkpoint folder (`model`), or the preset's random tuned weights if None.
 
@@ -215,7 +217,7 @@ class M2UGen(nn.Module):
         else:
             cfg = get_preset(preset)
         cfg = apply_path_overrides(cfg, overrides or {})
-        m = cls(cfg, device=device, dtype=dtype, load_decoder=load_decoder)
+        m = cls(cfg, device=device, dtype=dtype, load_decoder=load_decoder, quantize=quantize)
         if model is not None:
             ckpt.load_tuned_weights(m, ckpt.read_weights(model), source=str(model))
             m.trained = True
@@ -497,11 +499,19 @@ class M2UGen(nn.Module):
 # Helpers
 
 
-def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device) -> Transformer:
+def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device,
+                    quantize: str = "none") -> Transformer:
+    """The backbone of `cfg`; `quantize="int8"` quantizes its projections while they are read
+    (llama.quantize), so a full-precision copy of the base weights is never held."""
+    from llama.quantize import check_supported, quantize_backbone_
+
+    check_supported(quantize, device, dtype)
     if cfg.llama_path == "tiny":
         with seeded(TINY_SEED):
             model = Transformer(cfg.llama)
-        return model.to(device=device, dtype=dtype)
+        model = model.to(device=device, dtype=dtype)
+        quantize_backbone_(model, quantize)
+        return model
     from llama.weights import load_backbone
 
     overrides = dict(
@@ -510,7 +520,8 @@ def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device)
         max_seq_len=cfg.llama.max_seq_len,
     )
     model = load_backbone(cfg.llama_path, dtype=dtype, device=str(device),
-                          config_overrides=overrides)
+                          config_overrides=overrides,
+                          quantize=None if quantize == "none" else quantize)
     cfg.llama = model.config
     return model
 

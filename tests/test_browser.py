@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 import gradio_app
-import inference
+from app import session as app_session
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -24,8 +24,8 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory):
-    model = inference.load_model(inference.ModelChoice(None, "tiny", {}, "cpu", "float32"))
-    app = gradio_app.build_app(model, root=tmp_path_factory.mktemp("sessions"))
+    engine = app_session.load_model(app_session.ModelChoice(None, "tiny", {}, "cpu", "float32"))
+    app = gradio_app.build_app(engine, root=tmp_path_factory.mktemp("sessions"))
     gradio_app.launch(app, host="127.0.0.1", port=0, block=False, quiet=True)
     try:
         yield app.local_url

@@ -1,8 +1,8 @@
 """The web demo, driven through gradio_client against a real server on 127.0.0.1.
 
-The tiny model runs on random weights; a spy on the model records what each turn fed it (prompt,
-history, prompt token count, encoded media), so the tests check behaviour, not just that a reply
-came back.
+The tiny model runs on random weights; a spy records what each turn fed the model (prompt,
+history, prompt token count) and which media files were turned into features, so the tests check
+behaviour, not just that a reply came back.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import gradio_app
-import inference
+from app import session as app_session
 
 
 def write_media(folder: Path) -> dict[str, Path]:
@@ -43,12 +43,13 @@ def write_media(folder: Path) -> dict[str, Path]:
 
 
 class Spy:
-    """Wraps the model's build_prompt / encode_media to record what every turn received."""
+    """Wraps the model's build_prompt and the media front end to record what every turn used."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, engine: app_session.LoadedModel) -> None:
         self.prompts: list[dict] = []
         self.media: list[tuple[str, list]] = []
-        build, encode = model.build_prompt, model.encode_media
+        model = engine.model
+        build, features = model.build_prompt, engine.features.item_features
 
         def build_prompt(prompt, history, max_new_tokens):
             ids, dropped = build(prompt, history, max_new_tokens)
@@ -56,12 +57,12 @@ class Spy:
                                  "text": model.tokenizer.decode(ids)})
             return ids, dropped
 
-        def encode_media(modality, items):
-            self.media.append((modality, [str(x) for x in items]))
-            return encode(modality, items)
+        def item_features(modality, item):
+            self.media.append((modality, [str(item)]))
+            return features(modality, item)
 
         model.build_prompt = build_prompt
-        model.encode_media = encode_media
+        engine.features.item_features = item_features
 
     def for_prompt(self, prompt: str) -> dict:
         (hit,) = [p for p in self.prompts if p["prompt"] == prompt]
@@ -75,10 +76,10 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    model = inference.load_model(inference.ModelChoice(None, "tiny", {}, "cpu", "float32"))
-    spy = Spy(model)
+    engine = app_session.load_model(app_session.ModelChoice(None, "tiny", {}, "cpu", "float32"))
+    spy = Spy(engine)
     root = tmp_path_factory.mktemp("sessions")
-    app = gradio_app.build_app(model, root=root)
+    app = gradio_app.build_app(engine, root=root)
     gradio_app.launch(app, host="127.0.0.1", port=0, block=False, quiet=True)
     try:
         yield app, spy, root
@@ -101,6 +102,21 @@ def test_listens_on_localhost_and_page_says_random_weights(served):
     assert app.max_file_size == 100 * 1024 * 1024  # uploads are size-limited
     config = httpx.get(app.local_url + "config", timeout=10).text
     assert "RANDOM weights" in config and "random-weights-notice" in config
+
+
+def test_setting_defaults_are_the_librarys(served):
+    """Sliders start at GenerationSettings' defaults and the decoder configuration's guidance."""
+    from llama.config import get_preset
+    from llama.m2ugen import GenerationSettings
+
+    app, _, _ = served
+    config = httpx.get(app.local_url + "config", timeout=10).json()
+    values = {c["props"].get("label"): c["props"].get("value") for c in config["components"]}
+    d = GenerationSettings()
+    assert values["Temperature"] == d.temperature and values["Top-p"] == d.top_p
+    assert values["Max new tokens"] == d.max_new_tokens
+    assert values["Music length (seconds)"] == d.audio_seconds
+    assert values["Guidance scale (MusicGen)"] == get_preset("tiny").decoder.guidance_scale
 
 
 def test_cli_defaults_are_safe():
@@ -196,3 +212,12 @@ def test_edit_last_generated_music_is_explicit(client, served):
     before = len(spy.media)
     client.predict(text="Describe jazz", music="never", **SHORT)
     assert spy.media[before:] == []
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--mert_path", "./no/mert"], "--mert_path ./no/mert: no such file or folder"),
+    (["--concurrency", "0"], "--concurrency must be >= 1"),
+])
+def test_bad_flags_are_one_line_before_serving(argv, expected, capsys):
+    assert gradio_app.main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"gradio_app.py: error: {expected}"

@@ -19,6 +19,7 @@ import soundfile as sf
 from PIL import Image
 
 import inference
+from app import session as app_session
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,7 @@ def cache() -> dict:
 @pytest.fixture(autouse=True)
 def no_trained_checkpoint(monkeypatch, tmp_path):
     """Tests must not depend on whether ckpts/tiny/stage3 exists in the work tree."""
-    monkeypatch.setattr(inference, "REPO", tmp_path / "repo")
+    monkeypatch.setattr(app_session, "REPO", tmp_path / "repo")
 
 
 def run(argv: list[str], capsys, cache: dict) -> tuple[int, str, str]:
@@ -85,12 +86,6 @@ FAST = ["--max_new_tokens", "8", "--seed", "0"]
 
 # ---------------------------------------------------------------------------------------------
 # Successful requests
-
-
-def test_preset_names_match_config():
-    from llama.config import PRESETS
-
-    assert inference.PRESET_NAMES == tuple(PRESETS)
 
 
 def test_text_only_json(capsys, cache):
@@ -113,15 +108,15 @@ def test_text_streams_to_stdout(capsys, cache):
 @pytest.mark.parametrize("modality", ["audio", "image", "video"])
 def test_each_modality_is_encoded(modality, media, capsys, cache, monkeypatch):
     run(["--prompt", "warm up", "--music", "never", "--max_new_tokens", "1"], capsys, cache)
-    (model,) = cache.values()
+    (engine,) = cache.values()
     seen: list[str] = []
-    original = model.encode_media
+    original = engine.features.item_features
 
-    def spy(mod, items):
+    def spy(mod, item):
         seen.append(mod)
-        return original(mod, items)
+        return original(mod, item)
 
-    monkeypatch.setattr(model, "encode_media", spy)
+    monkeypatch.setattr(engine.features, "item_features", spy)
     rc, out, err = run(["--prompt", f"What is in this {modality}?", f"--{modality}_file",
                         str(media[modality]), "--json", "--music", "never", *FAST], capsys, cache)
     assert rc == 0, err
@@ -182,7 +177,22 @@ def test_batch_file_with_bad_entries(tmp_path, media, capsys, cache):
     assert "prompt" in by_id["empty"]["error"]
     (bad_json,) = [r for r in results if r["id"] is None]
     assert bad_json["line"] == 5 and "invalid JSON" in bad_json["error"]
-    assert all(set(r) >= {"id", "text", "audio", "error"} for r in results)
+    assert all(set(r) >= {"id", "text", "token_ids", "audio", "error"} for r in results)
+    for ok in ("text", "img", "song", "relative"):
+        ids = by_id[ok]["token_ids"]
+        assert ids and all(isinstance(t, int) for t in ids)
+    assert by_id["corrupt"]["token_ids"] is None
+
+
+def test_batch_token_ids_decode_to_the_text(tmp_path, capsys, cache):
+    batch = tmp_path / "b.jsonl"
+    batch.write_text(json.dumps({"id": 1, "prompt": "Describe jazz", "music": "never"}) + "\n")
+    rc, out, err = run(["--batch-file", str(batch), "--out_dir", str(tmp_path), *FAST],
+                       capsys, cache)
+    assert rc == 0, err
+    (result,) = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    engine = next(e for e in cache.values() if e.choice.checkpoint is None)
+    assert engine.model.tokenizer.decode(result["token_ids"]).strip() == result["text"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +252,7 @@ def test_trained_checkpoint_is_loaded(tmp_path, capsys, cache):
     from llama import checkpoint as ckpt
 
     run(["--prompt", "warm up", "--music", "never", "--max_new_tokens", "1"], capsys, cache)
-    model = next(iter(cache.values()))
+    model = next(iter(cache.values())).model
     folder = ckpt.write_checkpoint(
         tmp_path / "stage3",
         weights=ckpt.tuned_state_dict(model, model.tuned_parameter_names()),
@@ -259,44 +269,34 @@ def test_trained_checkpoint_is_loaded(tmp_path, capsys, cache):
     assert "--music_decoder audioldm2" in line and "musicgen" in line
 
 
-def test_contradicting_decoder_flag_picks_matching_preset():
-    assert inference.resolve_preset("tiny", "audioldm2") == "tiny-audioldm2"
-    assert inference.resolve_preset("tiny-audioldm2", "musicgen") == "tiny"
-    assert inference.resolve_preset("m2ugen-musicgen-small", "audioldm2") == "m2ugen-audioldm2"
-    medium = "m2ugen-musicgen-medium"
-    assert inference.resolve_preset(medium, "musicgen") == medium
+@pytest.mark.parametrize("flag, value, media_flag, what", [
+    ("--music_decoder_path", "facebook/musicgen-small", None, "music decoder"),
+    ("--mert_path", "m-a-p/MERT-v1-330M", "--audio_file", "music encoder"),
+    ("--vit_path", "google/vit-base-patch16-224", "--image_file", "image encoder"),
+])
+def test_component_that_cannot_be_loaded_is_one_line(flag, value, media_flag, what, media,
+                                                      capsys, cache):
+    """A hub id while offline: exit 2, one line naming the component, its source and the flag."""
+    argv = ["--prompt", "x", flag, value, "--music", "never", *FAST]
+    if media_flag:
+        argv += [media_flag, str(media[media_flag.split("_")[0][2:]])]
+    rc, out, err = run(argv, capsys, cache)
+    assert rc == 2, err
+    (line,) = error_lines(err)
+    assert line.startswith(f"inference.py: error: cannot load the {what} '{value}' ({flag})")
+    assert "Traceback" not in err
 
 
-def test_default_checkpoint_is_used_when_present(tmp_path, monkeypatch):
-    monkeypatch.setattr(inference, "REPO", tmp_path)
-    args = inference.build_parser().parse_args(["--prompt", "x"])
-    assert inference.choose_model(args).checkpoint is None
-    stage3 = tmp_path / "ckpts" / "tiny" / "stage3"
-    stage3.mkdir(parents=True)
-    (stage3 / "config.json").write_text("{}")
-    (stage3 / "model.safetensors").write_bytes(b"")
-    assert inference.choose_model(args).checkpoint == str(stage3)
+def test_internal_bug_is_not_reported_as_bad_input(capsys, cache, monkeypatch):
+    run(["--prompt", "warm up", "--music", "never", "--max_new_tokens", "1"], capsys, cache)
+    engine = next(e for e in cache.values() if e.choice.checkpoint is None)
 
+    def broken(*args, **kwargs):
+        raise ValueError("a bug deep inside the model")
 
-def test_component_paths_missing_locally_are_reported_early():
-    parser = inference.build_parser()
-    args = parser.parse_args(["--prompt", "x", "--mert_path", "./no/mert"])
-    with pytest.raises(inference.InputError, match="--mert_path ./no/mert"):
-        inference.choose_model(args)
-    # Hub ids and built-in names are the loaders' business.
-    args = parser.parse_args(["--prompt", "x", "--mert_path", "m-a-p/MERT-v1-330M",
-                              "--music_decoder_path", "tiny"])
-    assert inference.choose_model(args).overrides == {
-        "mert_path": "m-a-p/MERT-v1-330M", "music_decoder_path": "tiny"}
-
-
-def test_llama_dir_published_layout(tmp_path):
-    (tmp_path / "7B").mkdir()
-    (tmp_path / "tokenizer.model").write_bytes(b"")
-    assert inference.resolve_llama_dir(str(tmp_path)) == (
-        str(tmp_path / "7B"), str(tmp_path / "tokenizer.model"))
-    with pytest.raises(inference.InputError, match="no such folder"):
-        inference.resolve_llama_dir(str(tmp_path / "missing"))
+    monkeypatch.setattr(engine.model, "stream_chat", broken)
+    with pytest.raises(ValueError, match="a bug deep inside"):
+        inference.main(["--prompt", "hi", *FAST], model_cache=cache)
 
 
 def test_subprocess_exit_status_and_clean_stderr(media, tmp_path):
