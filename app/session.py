@@ -356,6 +356,7 @@ class LoadedModel:
             feats = model.media_vector(media_in)
             reply.music, reply.sample_rate = model.synthesize(
                 ids + list(reply.token_ids), feats, reply.text, settings)
+            reply.generated_ids = list(reply.token_ids) + list(model.tokenizer.aud_ids)
         yield reply
 
     def run_turn(self, prompt: str, **kwargs: Any) -> "ChatReply":
@@ -391,7 +392,7 @@ def reply_record(reply: "ChatReply", audio: Optional[Path]) -> dict[str, Any]:
         seconds = round(float(np.asarray(reply.music).shape[-1]) / reply.sample_rate, 3)
     return {
         "text": reply.text,
-        "token_ids": [int(t) for t in reply.token_ids],
+        "token_ids": [int(t) for t in (reply.generated_ids or reply.token_ids)],
         "audio": str(audio) if audio else None,
         "sample_rate": reply.sample_rate if audio else None,
         "audio_seconds": seconds,

@@ -123,8 +123,10 @@ class ChatReply:
     text: str
     music: Optional[np.ndarray] = None
     sample_rate: Optional[int] = None
-    token_ids: list[int] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)  # the answer's text tokens
     dropped_history_turns: int = 0
+    generated_ids: list[int] = field(default_factory=list)  # every id produced, special included
+
 
 
 @dataclass
@@ -455,7 +457,14 @@ class M2UGen(nn.Module):
                 yield text[len(shown):]
                 shown = text
         text = self.tokenizer.decode(new).strip()
-        reply = ChatReply(text=text, token_ids=list(new), dropped_history_turns=dropped)
+        # The full output as the model's sequence holds it: the text tokens, then either the 8
+        # [AUD] tokens of a music answer (the model emits [AUD0]; the rest are appended) or the
+        # EOS that ended the answer (absent when max_new_tokens ran out).
+        ended_by_eos = not produced_music and len(new) < settings.max_new_tokens
+        tail = list(self.tokenizer.aud_ids) if produced_music else (
+            [self.tokenizer.eos_id] if ended_by_eos else [])
+        reply = ChatReply(text=text, token_ids=list(new), dropped_history_turns=dropped,
+                          generated_ids=list(new) + tail)
         if produced_music and want_music:
             reply.music, reply.sample_rate = self.synthesize(ids + new, feats, text, settings)
         yield reply

@@ -160,7 +160,8 @@ def test_sessions_keep_their_own_history_music_and_folder(engine, tmp_path):
     *_, done = a.stream("now slower", settings=settings, music="never", edit_last_music=True)
     assert len(a.history) == 2 and done.wav is None
     record = app_session.reply_record(done.reply, None)
-    assert record["token_ids"] == done.reply.token_ids and record["audio"] is None
+    assert record["token_ids"] == done.reply.generated_ids and record["audio"] is None
+    assert record["token_ids"][: len(done.reply.token_ids)] == done.reply.token_ids
     a.close()
     assert not (tmp_path / "a").exists() and (tmp_path / "b").exists()
 

@@ -87,3 +87,13 @@ def test_unsupported_quantization_is_one_clear_error():
 
     with pytest.raises(QuantizationError, match="int4"):
         M2UGen(get_preset("tiny"), load_decoder=False, quantize="int4")
+
+
+def test_generated_ids_carry_the_special_token_that_ended_the_answer(model):
+    reply = model.chat("describe a piano", settings=GenerationSettings(max_new_tokens=40))
+    assert reply.generated_ids[: len(reply.token_ids)] == reply.token_ids
+    tail = reply.generated_ids[len(reply.token_ids):]
+    if len(reply.token_ids) < 40:  # stopped early: by EOS or by [AUD0] (then all 8 follow)
+        assert tail in ([model.tokenizer.eos_id], list(model.tokenizer.aud_ids))
+    else:
+        assert tail == []
