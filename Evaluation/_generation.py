@@ -1,88 +1,144 @@
-"""The `generate` verb of the evaluation CLIs: run an M2UGen checkpoint over a reference set,
-row by row, resumable (rows already in --out are skipped), saving atomically every batch."""
+"""The `generate` verb of the evaluation CLIs: flags and model loading through the serving layer
+(`app.args`, `app.session`), and the MusicQA answer loop.
+
+Every task loads its model the way `inference.py` does (same flags, same loader, same notices),
+so a reviewer's checkpoint runs identically in the demo and in the tables. Generation settings
+default to the published evaluation scripts' values (temperature 0.6, top_p 0.8, 512 new
+tokens); any flag the user gives wins. Rows are resumable: rows already in --out are skipped.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from Evaluation._common import EvalInputError, fail
 
+if TYPE_CHECKING:
+    from app.session import LoadedModel
 
-def add_generate_parser(sub, run: Callable, media_help: str) -> argparse.ArgumentParser:
+# The published generate_*.py scripts sampled with these values (MU-LLaMA / M2UGen).
+PUBLISHED_SETTINGS = {"max_new_tokens": 512, "temperature": 0.6, "top_p": 0.8, "seed": 0}
+# Models loaded in this process, keyed by app.session.ModelChoice.key: repeated CLI calls in one
+# process (tests, notebooks) load a checkpoint once.
+_MODEL_CACHE: dict = {}
+
+
+def add_generate_parser(sub, run: Callable, media_help: str, *,
+                        music: bool = False) -> argparse.ArgumentParser:
+    """The `generate` sub-command: app's model and generation flags + the evaluation's own."""
+    from app.args import add_generation_arguments, add_model_arguments
+
     g = sub.add_parser("generate", help="run a model over the references, write predictions")
-    g.add_argument("--model", default=None,
-                   help="trained checkpoint folder (OUT/stageN); omitted: --preset random weights")
-    g.add_argument("--preset", default="tiny", help="preset when --model is omitted")
-    g.add_argument("--references", required=True)
-    g.add_argument("--media_dir", required=True, help=media_help)
-    g.add_argument("--out", required=True, help="prediction file (resumed if it exists)")
-    g.add_argument("--batch_size", type=int, default=10, help="rows between atomic saves")
-    # published generation settings (MU-LLaMA / M2UGen demo): top_p 0.8, temperature 0.6, 512
-    g.add_argument("--max_new_tokens", type=int, default=512)
-    g.add_argument("--temperature", type=float, default=0.6)
-    g.add_argument("--top_p", type=float, default=0.8)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu")
+    add_model_arguments(g)
+    add_generation_arguments(g, music_mode=False)
+    g.set_defaults(**PUBLISHED_SETTINGS)
+    for action in g._actions:  # help must show this CLI's defaults, not the library's
+        if action.dest in PUBLISHED_SETTINGS:
+            action.help = f"default: {PUBLISHED_SETTINGS[action.dest]} (published evaluation)"
+        elif action.dest == "audio_seconds" and music:
+            action.help = ("length of every clip; default: its reference music's length (capped "
+                           "at the decoder's maximum), as published, when the reference music "
+                           "is available, else {default}")
+    e = g.add_argument_group("evaluation")
+    e.add_argument("--references", required=True)
+    e.add_argument("--media_dir", required=True, help=media_help)
+    e.add_argument("--out", required=True, help="prediction file (resumed if it exists)")
+    if not music:
+        e.add_argument("--batch_size", type=int, default=10,
+                       help="rows between atomic saves of --out (one prompt per model call)")
+    else:
+        e.add_argument("--target_dir", default=None,
+                       help="folder of the reference music (output_file): each clip is "
+                            "generated as long as its reference, as published (default: "
+                            "--audio_seconds or the library default when absent)")
+        e.add_argument("--audio_dir", default=None,
+                       help="where the WAV files go (default: <out without .json>_audio/)")
+        e.add_argument("--music", default="always", choices=("always", "auto"),
+                       help="always: synthesize music for every row (published behaviour); auto: "
+                            "only when the model emits [AUD] tokens (rows without music are "
+                            "recorded with audio null)")
     g.set_defaults(run=run)
     return g
 
 
-def _load_model(args: argparse.Namespace):
-    import torch
+def load_engine(args: argparse.Namespace) -> "LoadedModel":
+    """The model the flags choose, loaded by `app.session` (cached per process).
 
-    from llama.m2ugen import M2UGen
+    Raises app.errors.InputError (bad flags, components that cannot be loaded)."""
+    from app.session import choose_model, load_model, random_weights_notice
 
-    torch.manual_seed(args.seed)
-    return M2UGen.from_pretrained(args.model, preset=args.preset, device=args.device,
-                                  load_decoder=False).eval()
+    choice = choose_model(args)
+    notice = random_weights_notice(choice)
+    if notice:
+        print(notice, file=sys.stderr)
+    return load_model(choice, cache=_MODEL_CACHE)
 
 
-def _save(path: Path, preds: dict) -> None:
+def settings_for(engine: "LoadedModel", args: argparse.Namespace, **overrides: Any):
+    """Validated GenerationSettings from the flags (published defaults already applied)."""
+    from app.args import settings_values
+
+    return engine.settings(settings_values(args, overrides))
+
+
+def save_json(path: Path, obj: Any) -> None:
+    """Atomic write, so an interrupted run never leaves half a prediction file."""
     from util.atomic import write_text
 
-    write_text(path, json.dumps(preds, indent=1, ensure_ascii=False))
+    write_text(path, json.dumps(obj, indent=1, ensure_ascii=False))
+
+
+def read_previous(path: Path, what: str) -> Any:
+    """The JSON of an earlier (interrupted) run of --out, or None."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise EvalInputError(f"{what} {path} exists but is not valid JSON ({exc}); move it "
+                             "away to start over") from exc
 
 
 def run_musicqa_generation(args: argparse.Namespace) -> int:
     """Answer every EvalMusicQA row; writes {audio_name: {question: answer}}."""
     from tqdm.auto import tqdm
 
-    from data.media import MediaError, load_audio
+    from app.errors import bad_input_errors, one_line
     from Evaluation.musicqa import load_references
-    from llama.m2ugen import GenerationSettings, MediaInput
 
     try:
         rows = load_references(args.references)
+        out = Path(args.out)
+        preds: dict[str, dict[str, str]] = read_previous(out, "predictions") or {}
     except EvalInputError as exc:
         return fail(str(exc))
-    out = Path(args.out)
-    preds: dict[str, dict[str, str]] = json.loads(out.read_text()) if out.is_file() else {}
     todo = [r for r in rows if r.question not in preds.get(r.audio, {})]
     media = Path(args.media_dir)
     absent = [r.audio for r in todo if not (media / r.audio).is_file()]
     if absent:
         return fail(f"{len(absent)} audio files named in {args.references} are missing from "
                     f"{media} (first: {', '.join(sorted(set(absent))[:5])})")
-    model = _load_model(args)
-    sr = model.cfg.mert.sample_rate
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                  top_p=args.top_p, seed=args.seed)
+    try:
+        engine = load_engine(args)
+        settings = settings_for(engine, args)
+    except bad_input_errors() as exc:
+        return fail(one_line(exc))
     done = 0
     for r in tqdm(todo, desc="musicqa", unit="row", initial=len(rows) - len(todo), total=len(rows)):
         try:
-            wave = load_audio(media / r.audio, sr)
-        except MediaError as exc:
-            _save(out, preds)
-            return fail(f"{media / r.audio}: {exc}")
-        reply = model.chat(r.question, media=MediaInput(audio=wave), settings=settings,
-                           want_music=False)
+            reply = engine.run_turn(r.question, media={"audio": str(media / r.audio)},
+                                    settings=settings, music="never")
+        except bad_input_errors() as exc:
+            save_json(out, preds)
+            return fail(f"{media / r.audio}: {one_line(exc)}")
         preds.setdefault(r.audio, {})[r.question] = reply.text
         done += 1
         if done % args.batch_size == 0:
-            _save(out, preds)
-    _save(out, preds)
+            save_json(out, preds)
+    save_json(out, preds)
     print(f"wrote {out}: {done} new rows, {len(rows) - len(todo)} already present")
     return 0

@@ -227,7 +227,10 @@ def _score_main(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m Evaluation.musicqa", description=__doc__)
+    from app.args import OneLineParser
+
+    ap = OneLineParser(prog="python -m Evaluation.musicqa", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="verb", required=True)
     s = sub.add_parser("score", help="score predictions against EvalMusicQA (prints JSON)")
     s.add_argument("--predictions", required=True)

@@ -1,0 +1,28 @@
+"""Image-to-music (MUImage): `generate` music for each image instruction, `score` it.
+
+    python -m Evaluation.image2music generate --model M [model flags] \
+        --references MUImageEvalInstructions.json --media_dir MUImage/images \
+        [--target_dir MUImage/audios] --out pred.json
+    python -m Evaluation.image2music score --predictions pred.json [other systems ...] \
+        --references MUImageEvalInstructions.json --target_dir MUImage/audios \
+        --media_dir MUImage/images [--fad_weights vggish-10086976.pth] [--kl_model AST] \
+        [--clap_model CLAP] [--captioner BLIP]
+
+References: the published instruction list (input_file = image, output_file = reference music,
+first human turn = the prompt, last gpt caption = the target caption). Published metrics: FAD,
+KL and an ImageBind relevance rank; here relevance is a captioner + CLAP fallback that is NOT
+comparable with the paper (docs/EVALUATION.md).
+"""
+
+from __future__ import annotations
+
+from Evaluation.music_tasks import TaskSpec, entry, instruction_rows
+
+SPEC = TaskSpec(
+    name="image2music", modality="image", load=instruction_rows("image"),
+    media_help="folder of the input images (input_file)",
+    targets_in_media_dir=False, published=("fad", "kl", "relevance"),
+)
+
+if __name__ == "__main__":
+    entry(SPEC, __doc__)
