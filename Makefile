@@ -17,9 +17,9 @@ setup: $(STAMP)
 
 # Re-install only when requirements.txt changes; a second `make setup` is instant.
 $(STAMP): requirements.txt
-	@dpkg -s wordnet-base wordnet-sense-index espeak-ng >/dev/null 2>&1 || { \
+	@dpkg -s wordnet-base wordnet-sense-index espeak-ng rubberband-cli >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    wordnet-base wordnet-sense-index espeak-ng >/dev/null; }
+	    wordnet-base wordnet-sense-index espeak-ng rubberband-cli >/dev/null; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
@@ -47,9 +47,8 @@ test-fast: setup lint
 # Tiny end-to-end demo: synthetic data, three training stages (once; reused), then the web app.
 TINY_DIR := ckpts/tiny
 demo: setup
-	test -f $(TINY_DIR)/synthetic/split.json || $(PY) -m data.synthetic --out $(TINY_DIR)/synthetic --seed 0 --n 400
-	$(PY) -c "import sys, json; from llama.checkpoint import read_config; sys.exit(0 if read_config('$(TINY_DIR)/stage3').get('complete') else 1)" 2>/dev/null \
-	  || bash train_tiny.sh $(TINY_DIR)/synthetic $(TINY_DIR)
+	test -f $(TINY_DIR)/synthetic/split.json || $(PY) -m data.synthetic --out $(TINY_DIR)/synthetic --seed 0
+	bash train.sh --preset tiny --data_root $(TINY_DIR)/synthetic --output_dir $(TINY_DIR) --resume
 	$(PY) gradio_app.py --model $(TINY_DIR)/stage3
 
 bench: setup

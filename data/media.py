@@ -18,6 +18,8 @@ swallowed and no other exception type escapes for a bad file.
   show what is there): the decodable frames are used and a warning is logged; only a video with
   no decodable frame is refused.
 - `write_wav(path, wave, sr)`: the one WAV writer (atomic; NaN/inf refused; nothing clipped).
+- `media_duration(path, limit)`: playing time of an audio/video file without decoding it (header,
+  else packet timestamps, stopping once past `limit`), so servers refuse long uploads cheaply.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "load_audio",
     "load_image",
     "load_video",
+    "media_duration",
     "write_wav",
     "WAV_SUBTYPES",
     "DEFAULT_MAX_AUDIO_SECONDS",
@@ -54,6 +57,10 @@ __all__ = [
 
 PathLike = str | os.PathLike
 logger = logging.getLogger(__name__)
+
+LOSSY_SOUNDFILE_FORMATS = {"MPEG", "MP3", "OGG"}  # libsndfile major formats with estimated lengths
+LOSSLESS_CODECS = {"flac", "alac", "wavpack", "ape", "tta"} | {  # FFmpeg decoder names
+    f"pcm_{kind}" for kind in ("s16le", "s16be", "s24le", "s32le", "f32le", "f64le", "u8")}
 
 #: Longer audio is refused (from the header when it declares a length, else while decoding):
 #: one hour of 24 kHz float32 is ~350 MB, a sane ceiling for a music clip.
@@ -145,7 +152,7 @@ def load_audio(
 def _read_soundfile(p: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
     """(frames, channels) float32 via libsndfile, with truncation and length checks."""
     with sf.SoundFile(p) as f:
-        in_sr, declared = f.samplerate, f.frames
+        in_sr, declared, fmt = f.samplerate, f.frames, f.format
         if in_sr <= 0:
             raise MediaError(p, f"invalid sample rate {in_sr}")
         if max_seconds is not None and declared > max_seconds * in_sr:
@@ -153,13 +160,20 @@ def _read_soundfile(p: Path, max_seconds: float | None) -> tuple[np.ndarray, int
         if f.format in ("WAV", "WAVEX"):
             _check_riff_complete(p)
         wave = f.read(dtype="float32", always_2d=True)
-    # libsndfile trusts length headers (e.g. an mp3 Xing frame count) but stops silently at the end
-    # of a truncated file: a large shortfall means the file was cut.
     if declared > 0 and wave.shape[0] < 0.95 * declared - 0.1 * in_sr:
-        raise MediaError(
-            p, f"truncated: header declares {declared} frames, only {wave.shape[0]} decoded"
-        )
+        _shortfall(p, lossy=fmt in LOSSY_SOUNDFILE_FORMATS,
+                   detail=f"header declares {declared} frames, only {wave.shape[0]} decoded")
     return wave, in_sr
+
+
+def _shortfall(p: Path, lossy: bool, detail: str) -> None:
+    """Less audio decoded than the header declares. Lossy streams (mp3, ogg, aac) carry length
+    estimates (an mp3 without a Xing count is guessed from one frame's bitrate): use what is there,
+    as every player does, with a warning. Lossless headers are exact: the file was cut."""
+    if lossy:
+        logger.warning("%s: %s; using those", p, detail)
+        return
+    raise MediaError(p, f"truncated: {detail}")
 
 
 def _check_riff_complete(p: Path) -> None:
@@ -201,6 +215,7 @@ def _read_av_audio(p: Path, max_seconds: float | None) -> tuple[np.ndarray, int]
         if stream.codec_context is None:
             raise MediaError(p, "unsupported audio codec (no decoder available)")
         in_sr = stream.codec_context.sample_rate or stream.rate
+        codec = stream.codec_context.name
         if not in_sr or in_sr <= 0:
             raise MediaError(p, "audio stream has no sample rate")
         declared = (
@@ -231,10 +246,67 @@ def _read_av_audio(p: Path, max_seconds: float | None) -> tuple[np.ndarray, int]
     wave = np.concatenate(chunks, axis=1).T.astype(np.float32, copy=False)
     got = wave.shape[0] / in_sr
     if declared is not None and got < 0.95 * declared - 0.1:
-        raise MediaError(
-            p, f"truncated: header declares {declared:.2f} s, only {got:.2f} s decoded"
-        )
+        _shortfall(p, lossy=codec not in LOSSLESS_CODECS,
+                   detail=f"header declares {declared:.2f} s, only {got:.2f} s decoded")
     return wave, in_sr
+
+
+# ---------------------------------------------------------------------------------------------
+# Duration without decoding
+
+
+def media_duration(path: PathLike, *, limit: float | None = None) -> float | None:
+    """Seconds of playing time of an audio or video file, without decoding any sample or frame.
+
+    The container header is trusted when it declares a length (libsndfile's frame count, else
+    FFmpeg's container or stream duration). A file whose header declares none (raw streams,
+    some live recordings) is measured by demuxing its packets -- cheap, nothing is decoded --
+    and the measurement stops as soon as it passes `limit`, so the result is then only known to
+    exceed `limit`. Returns None when no library can read the file: the decoder that loads it
+    reports why, in its own words.
+    """
+    p = Path(path)
+    try:
+        info = sf.info(str(p))
+        if info.samplerate > 0 and info.frames > 0:
+            return info.frames / info.samplerate
+    except _SF_ERRORS:
+        pass  # not a libsndfile format: FFmpeg below
+    try:
+        with av.open(str(p), mode="r") as container:
+            return _av_duration(container, limit)
+    except _AV_ERRORS:
+        return None
+
+
+def _av_duration(container: av.container.InputContainer, limit: float | None) -> float | None:
+    """The container's declared duration, else the first audio/video stream measured by packets."""
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    streams = list(container.streams.video) + list(container.streams.audio)
+    if not streams:
+        return None
+    stream = streams[0]
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    rate = stream.average_rate or getattr(stream, "rate", None) or 0
+    summed = end = 0.0
+    count = 0
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        count += 1
+        tb = packet.time_base or stream.time_base
+        if tb is not None and packet.duration:
+            summed += float(packet.duration * tb)
+        if tb is not None and packet.pts is not None:
+            end = max(end, float((packet.pts + (packet.duration or 0)) * tb))
+        seconds = max(summed, end, count / float(rate) if rate else 0.0)
+        if limit is not None and seconds > limit:
+            return seconds
+    if not count:
+        return None
+    return max(summed, end, count / float(rate) if rate else 0.0)
 
 
 # ---------------------------------------------------------------------------------------------

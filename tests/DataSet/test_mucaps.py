@@ -1,0 +1,83 @@
+"""MUCaps: the music filter (real VAD + quality measures) and batched music captions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from ds_audio import chord_pulses, harmonic_tone, real_recording, write
+
+from DataSet import mucaps
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, espeak_wav):
+    d = tmp_path_factory.mktemp("clips")
+    shutil.copy(espeak_wav, d / "speech.wav")
+    shutil.copy(real_recording(), d / "cantina.wav")
+    write(d / "chord.flac", chord_pulses(22050, beats=6), 22050)
+    write(d / "silence.wav", np.zeros(32000, np.float32), 16000)
+    clipped = np.clip(harmonic_tone(150.0, 2.0, 16000, amp=1.0) * 4.0, -1.0, 1.0)
+    write(d / "clipped.wav", clipped, 16000)
+    (d / "notes.txt").write_text("not audio")  # ignored: not an audio extension
+    return d
+
+
+@pytest.fixture(scope="module")
+def decisions(clips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("f") / "filter.json"
+    assert mucaps.main(["filter", "--audio_dir", str(clips), "--out", str(out),
+                        "--no_progress"]) == 0
+    return json.loads(out.read_text()), out
+
+
+def test_speech_rejected_music_kept(decisions):
+    d, _ = decisions
+    assert d["speech.wav"]["keep"] is False
+    assert d["speech.wav"]["measures"]["speech_ratio"] > 0.5
+    assert any("speech" in r for r in d["speech.wav"]["reasons"])
+    for music in ("cantina.wav", "chord.flac"):
+        assert d[music]["keep"] is True, d[music]
+        assert d[music]["measures"]["speech_ratio"] <= 0.1
+
+
+def test_quality_measures_recorded_and_used(decisions):
+    d, _ = decisions
+    assert set(d) == {"speech.wav", "cantina.wav", "chord.flac", "silence.wav", "clipped.wav"}
+    silent = d["silence.wav"]
+    assert not silent["keep"] and silent["measures"]["loudness_lufs"] is None
+    assert silent["measures"]["silence_ratio"] == 1.0
+    clipped = d["clipped.wav"]
+    assert not clipped["keep"] and clipped["measures"]["clipping_ratio"] > 0.01
+    assert any("clipping" in r for r in clipped["reasons"])
+    m = d["cantina.wav"]["measures"]
+    assert -40 < m["loudness_lufs"] < -5 and m["sample_rate"] == 22050
+
+
+def test_thresholds_are_flags(clips, tmp_path):
+    out = tmp_path / "f.json"
+    assert mucaps.main(["filter", "--audio_dir", str(clips), "--out", str(out), "--no_progress",
+                        "--max_speech_ratio", "1.0", "--max_clipping_ratio", "1.0"]) == 0
+    d = json.loads(out.read_text())
+    assert d["speech.wav"]["keep"] and d["clipped.wav"]["keep"]
+
+
+def test_music_captions_batched_with_a_tiny_checkpoint(clips, decisions, tmp_path):
+    _, filt = decisions
+    outs = []
+    for bs in ("1", "3"):
+        out = tmp_path / f"caps{bs}.json"
+        rc = mucaps.main(["caption", "--audio_dir", str(clips), "--filter", str(filt),
+                          "--out", str(out), "--preset", "tiny", "--device", "cpu",
+                          "--batch_size", bs, "--max_new_tokens", "6", "--no_progress"])
+        assert rc == 0
+        outs.append(json.loads(out.read_text()))
+    assert set(outs[0]) == {"cantina.wav", "chord.flac"}  # only the kept clips
+    assert all(isinstance(v, str) and v for v in outs[0].values())
+    assert outs[0] == outs[1]  # batching does not change greedy captions
+    man = json.loads((tmp_path / "caps1.manifest.json").read_text())
+    assert man["models"][0]["role"] == "music captioner" and man["settings"]["question"]
