@@ -18,7 +18,9 @@ PRESET_NAMES = (
 )  # equal to llama.config.PRESETS (checked by a test); spelled out so --help needs no torch
 DECODER_KINDS = ("musicgen", "audioldm2")
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZE_NAMES = ("none", "int8")  # equal to llama.quantize.QUANTIZE_MODES (checked by a test)
 MUSIC_MODES = ("auto", "always", "never")
+DEFAULT_MAX_MEDIA_SECONDS = 600.0  # longer audio/video inputs are refused before decoding
 DEFAULT_MARK = "{default}"  # in a generation flag's help: replaced by the library default
 
 
@@ -51,8 +53,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Which model to load: checkpoint, preset, the published component-path flags, device."""
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
-                   help="trained checkpoint folder (default: ckpts/<preset>/stage3 if it exists, "
-                        "else the preset's random tuned weights)")
+                   help="trained checkpoint folder, a released checkpoint.pth, or its hub repo "
+                        "id (e.g. M2UGen/M2UGen-MusicGen-small) (default: ckpts/<preset>/stage3 "
+                        "if it exists, else the preset's random tuned weights)")
     g.add_argument("--preset", default="tiny", choices=PRESET_NAMES,
                    help="configuration when no checkpoint is given (default: tiny)")
     g.add_argument("--llama_dir", default=None,
@@ -67,14 +70,52 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="decoder family (default: the preset's / checkpoint's)")
     g.add_argument("--music_decoder_path", default=None,
                    help="music decoder hub id or local folder (e.g. facebook/musicgen-medium)")
+    add_published_arguments(g)
     add_device_arguments(g)
+
+
+def add_published_arguments(g: Any) -> None:
+    """The remaining flags of the published gradio_app usage (released checkpoints)."""
+    g.add_argument("--llama_type", default=None,
+                   help="subfolder of --llama_dir holding the weights, as published (e.g. 7B: "
+                        "<llama_dir>/7B + <llama_dir>/tokenizer.model)")
+    g.add_argument("--knn_dir", default=None,
+                   help="folder with the faiss index knn.index (or the index file): mixes every "
+                        "modality whose feature width matches the index with its neighbours")
+    g.add_argument("--allow_partial", action="store_true",
+                   help="load a released checkpoint.pth with missing/unknown learned tensors "
+                        "(listed as warnings) instead of refusing it")
 
 
 def add_device_arguments(g: Any) -> None:
     """Where and in what precision the model runs."""
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     g.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
-                   help="backbone dtype (auto: float16 on GPU, float32 on CPU)")
+                   help="backbone dtype (auto: float16 on GPU, float32 on CPU); on GPU the "
+                        "encoders and music decoder follow it, on CPU they stay float32")
+    g.add_argument("--quantize", default="none", choices=QUANTIZE_NAMES,
+                   help="int8: weight-only int8 for the backbone's linear layers (per-channel "
+                        "scales; about half the memory of 16-bit and faster batch-1 decoding); "
+                        "default: none")
+
+
+def add_media_arguments(p: argparse.ArgumentParser) -> None:
+    """Limits on the media a request may bring (checked from the file header, before decoding)."""
+    g = p.add_argument_group("media")
+    g.add_argument("--max_media_seconds", type=positive_seconds, default=DEFAULT_MAX_MEDIA_SECONDS,
+                   help="refuse audio/video inputs longer than this many seconds "
+                        f"(default {DEFAULT_MAX_MEDIA_SECONDS:g})")
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
 
 
 def add_generation_arguments(p: argparse.ArgumentParser, *, music_mode: bool = True) -> None:

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence
 
-from app.args import MUSIC_MODES
+from app.args import DEFAULT_MAX_MEDIA_SECONDS, MUSIC_MODES
 from app.errors import InputError, ModelLoadError, one_line
 
 if TYPE_CHECKING:
@@ -51,11 +51,21 @@ class ModelChoice:
     dtype: str = "auto"
     music_decoder: Optional[str] = None  # a family the user insisted on (checked after loading)
     feature_cache: Optional[str] = None  # frozen-encoder feature cache folder
+    knn_dir: Optional[str] = None  # faiss index folder (--knn_dir)
+    llama_dir: Optional[str] = None  # as given: a release file takes only its tokenizer
+    allow_partial: bool = False  # release files: load despite missing/unknown tensors
+    quantize: str = "none"  # --quantize: "int8" = int8 weight-only backbone (llama.quantize)
 
     @property
     def key(self) -> tuple:
         return (self.checkpoint, self.preset, tuple(sorted(self.overrides.items())),
-                self.device, self.dtype, self.music_decoder, self.feature_cache)
+                self.device, self.dtype, self.music_decoder, self.feature_cache, self.knn_dir,
+                self.llama_dir, self.allow_partial, self.quantize)
+
+    @property
+    def release_file(self) -> bool:
+        """--model names a released `checkpoint.pth` (a file, not our checkpoint folder)."""
+        return self.checkpoint is not None and Path(self.checkpoint).is_file()
 
 
 def default_checkpoint(preset: str) -> Optional[Path]:
@@ -67,13 +77,17 @@ def default_checkpoint(preset: str) -> Optional[Path]:
     return None
 
 
-def resolve_llama_dir(llama_dir: str) -> tuple[str, str]:
-    """(weights folder, tokenizer path) for the published `<dir>/7B` layout or a plain folder."""
+def resolve_llama_dir(llama_dir: str, llama_type: Optional[str] = None) -> tuple[str, str]:
+    """(weights folder, tokenizer path) for the published `<dir>/<llama_type>` layout (7B when
+    that folder exists) or a plain folder."""
     root = Path(llama_dir)
     if not root.is_dir():
         raise InputError(f"--llama_dir {llama_dir}: no such folder")
-    if (root / "7B").is_dir():
-        return str(root / "7B"), str(root / "tokenizer.model")
+    if llama_type and not (root / llama_type).is_dir():
+        raise InputError(f"--llama_type {llama_type}: no folder {root / llama_type}")
+    sub = root / (llama_type or "7B")
+    if sub.is_dir():
+        return str(sub), str(root / "tokenizer.model")
     for tok in (root / "tokenizer.model", root.parent / "tokenizer.model"):
         if tok.is_file():
             return str(root), str(tok)
@@ -84,7 +98,8 @@ def model_overrides(args: argparse.Namespace) -> dict[str, str]:
     """Component paths given on the command line (only those actually set)."""
     o: dict[str, str] = {}
     if args.llama_dir:
-        o["llama_path"], o["tokenizer_path"] = resolve_llama_dir(args.llama_dir)
+        o["llama_path"], o["tokenizer_path"] = resolve_llama_dir(
+            args.llama_dir, getattr(args, "llama_type", None))
     if args.tokenizer_path:
         o["tokenizer_path"] = args.tokenizer_path
     for key in ("mert_path", "vit_path", "vivit_path", "music_decoder_path"):
@@ -115,8 +130,8 @@ def choose_model(args: argparse.Namespace) -> ModelChoice:
     """The model the flags ask for; missing local paths are reported before anything loads."""
     preset = resolve_preset(args.preset, args.music_decoder)
     checkpoint = args.model
-    if checkpoint is not None and not Path(checkpoint).is_dir():
-        raise InputError(f"--model {checkpoint}: no such checkpoint folder")
+    if checkpoint is not None and not Path(checkpoint).exists():
+        checkpoint = resolve_hub_checkpoint(checkpoint)
     if checkpoint is None:
         found = default_checkpoint(preset)
         checkpoint = str(found) if found else None
@@ -124,9 +139,34 @@ def choose_model(args: argparse.Namespace) -> ModelChoice:
         value = getattr(args, flag)
         if value and _looks_local(value) and not Path(value).exists():
             raise InputError(f"--{flag} {value}: no such file or folder")
+    knn_dir = getattr(args, "knn_dir", None)
+    if knn_dir and not Path(knn_dir).exists():
+        raise InputError(f"--knn_dir {knn_dir}: no such file or folder")
     return ModelChoice(checkpoint, preset, model_overrides(args), args.device, args.dtype,
                        music_decoder=args.music_decoder,
-                       feature_cache=getattr(args, "feature_cache", None))
+                       feature_cache=getattr(args, "feature_cache", None), knn_dir=knn_dir,
+                       llama_dir=args.llama_dir, quantize=getattr(args, "quantize", "none"),
+                       allow_partial=bool(getattr(args, "allow_partial", False)))
+
+
+def resolve_hub_checkpoint(model: str) -> str:
+    """A hub repo id (e.g. M2UGen/M2UGen-MusicGen-small) -> its downloaded `checkpoint.pth`
+    (the hub cache when offline); anything else that does not exist is an InputError."""
+    if _looks_local(model) or model.count("/") != 1:
+        raise InputError(f"--model {model}: no such checkpoint folder or file")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return hf_hub_download(model, "checkpoint.pth")
+    except LocalEntryNotFoundError:
+        raise InputError(f"--model {model}: no such checkpoint folder or file, and as a hub "
+                         f"repo id its checkpoint.pth is not reachable (offline or "
+                         f"HF_HUB_OFFLINE set, no cached copy): download it and pass its path"
+                         ) from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        raise InputError(f"--model {model}: cannot download checkpoint.pth from the hub "
+                         f"({one_line(err)})") from None
 
 
 def random_weights_notice(choice: ModelChoice) -> Optional[str]:
@@ -174,9 +214,23 @@ def load_model(choice: ModelChoice, cache: Optional[dict] = None) -> "LoadedMode
 
     device = resolve_device(choice.device)
     dtype = resolve_dtype(choice.dtype, device)
+    check_precision(choice.quantize, device, dtype)
     try:
-        model = M2UGen.from_pretrained(choice.checkpoint, preset=choice.preset,
-                                       overrides=choice.overrides, device=device, dtype=dtype)
+        if choice.release_file:
+            model = _load_release(choice, device, dtype)
+            prepare_precision(model, dtype, choice.quantize)
+        elif _imported_release(choice.checkpoint):
+            from llama.published import load_imported  # decoder loaded on first music
+
+            model = load_imported(choice.checkpoint, overrides=choice.overrides, device=device,
+                                  dtype=dtype)
+            prepare_precision(model, dtype, choice.quantize)
+            _finish_loaded(model, choice)
+        else:
+            model = M2UGen.from_pretrained(choice.checkpoint, preset=choice.preset,
+                                           overrides=choice.overrides, device=device, dtype=dtype,
+                                           quantize=choice.quantize)
+            _finish_loaded(model, choice)
     except _LOAD_ERROR_BASES + _decoder_load_error() as err:
         raise ModelLoadError(describe_load_failure(err, choice)) from err
     model.eval()
@@ -188,6 +242,70 @@ def load_model(choice: ModelChoice, cache: Optional[dict] = None) -> "LoadedMode
     if cache is not None:
         cache[choice.key] = loaded
     return loaded
+
+
+def check_precision(quantize: str, device: str, dtype: "torch.dtype") -> None:
+    """An unsupported --quantize/--dtype/--device combination is bad input (one line, exit 2),
+    found before anything is loaded."""
+    from llama.quantize import QuantizationError, check_supported
+
+    try:
+        check_supported(quantize, device, dtype)
+    except QuantizationError as err:
+        raise InputError(one_line(err)) from None
+
+
+def prepare_precision(model: "M2UGen", dtype: "torch.dtype", quantize: str) -> None:
+    """int8 for a model whose loader cannot quantize while reading (released checkpoints): the
+    backbone is converted one matrix at a time, its float parts already in `dtype`."""
+    if quantize != "none":
+        from llama.quantize import quantize_backbone_
+
+        quantize_backbone_(model, quantize)
+
+
+def _load_release(choice: ModelChoice, device: str, dtype: "torch.dtype") -> "M2UGen":
+    """A released checkpoint.pth (llama.published): its LLaMA comes from the file, --llama_dir
+    supplies the tokenizer; encoder flags pointing at weights replace the file's copies."""
+    from llama.published import load_published_model
+
+    o = choice.overrides
+    tok = o.get("tokenizer_path") or choice.llama_dir
+    return load_published_model(
+        choice.checkpoint, llama_dir=tok, mert_path=o.get("mert_path"),
+        vit_path=o.get("vit_path"), vivit_path=o.get("vivit_path"),
+        music_decoder=choice.music_decoder, music_decoder_path=o.get("music_decoder_path"),
+        knn_dir=choice.knn_dir, allow_partial=choice.allow_partial, device=device, dtype=dtype)
+
+
+def _imported_release(checkpoint: Optional[str]) -> bool:
+    """A checkpoint folder written by `python -m llama.import_published`."""
+    if checkpoint is None:
+        return False
+    from llama import checkpoint as ckpt
+
+    try:
+        return "published" in ckpt.read_config(checkpoint)
+    except (OSError, ValueError):
+        return False  # from_pretrained reports the unreadable folder with its reason
+
+
+def _finish_loaded(model: "M2UGen", choice: ModelChoice) -> None:
+    """Checkpoint-recorded compatibility values (imported releases) and --knn_dir."""
+    if choice.checkpoint is not None:
+        from llama import checkpoint as ckpt
+        from llama.published import restore_compat
+
+        restore_compat(model, ckpt.read_config(choice.checkpoint))
+    if choice.knn_dir:
+        from llama.published import attach_knn
+
+        attach_knn(model, choice.knn_dir)
+
+
+def is_published(model: Any) -> bool:
+    """A released checkpoint (loaded or imported): it runs with the published generation."""
+    return getattr(model, "published", None) is not None
 
 
 def _decoder_load_error() -> tuple[type[BaseException], ...]:
@@ -271,6 +389,25 @@ def history_answer(reply: "ChatReply") -> str:
     return (reply.text + " " if reply.text else "") + "".join(AUD_TOKENS)
 
 
+def check_media_length(media: Mapping[str, Any], max_seconds: Optional[float],
+                       label: str = "{modality}") -> None:
+    """Refuse audio/video files longer than `max_seconds` (None: no limit), from the container
+    header -- or, when it declares no length, by demuxing only up to the limit -- so a long
+    upload costs neither decoding time nor memory. Unreadable files pass: their loader says why."""
+    if max_seconds is None:
+        return
+    from data.media import media_duration
+
+    for modality, path in media.items():
+        if modality not in ("audio", "video") or not isinstance(path, (str, os.PathLike)):
+            continue
+        seconds = media_duration(path, limit=max_seconds)
+        if seconds is not None and seconds > max_seconds:
+            raise InputError(f"{label.format(modality=modality)} {path}: the {modality} lasts "
+                             f"at least {seconds:.1f} s, more than the limit of {max_seconds:g} s "
+                             "(--max_media_seconds)")
+
+
 class LoadedModel:
     """A loaded model with its media-feature front end; holds no per-user state."""
 
@@ -279,6 +416,8 @@ class LoadedModel:
         self.features = features
         self.choice = choice
         self._media_lock = threading.Lock()  # the feature memo and lazy encoders are shared
+        # Longer audio/video inputs are refused before decoding (a serving policy, set by the CLIs).
+        self.max_media_seconds: Optional[float] = DEFAULT_MAX_MEDIA_SECONDS
 
     @property
     def description(self) -> str:
@@ -290,6 +429,10 @@ class LoadedModel:
         """Validated settings for this model's decoder (None values = defaults)."""
         from app.settings import make_settings
 
+        if is_published(self.model) and (values or {}).get("music_conditioning") is None:
+            # The releases' projector never trained (docs/MODEL.md section 7.1): music comes from the
+            # answer text, as the published demo made it.
+            values = {**(values or {}), "music_conditioning": "text"}
         return make_settings(values, decoder=self.model.cfg.decoder)
 
     def encoder(self, modality: str) -> Any:
@@ -313,6 +456,7 @@ class LoadedModel:
         if unknown:
             raise InputError(f"unknown modality {unknown}; known: {list(ENCODER_NAMES)}")
         check_media_paths(present)
+        check_media_length(present, self.max_media_seconds)
         out: dict[str, Any] = {}
         with self._media_lock:
             for modality, item in present.items():
@@ -341,6 +485,9 @@ class LoadedModel:
         if not prompt or not prompt.strip():
             raise InputError("the prompt is empty")
         model = self.model
+        if is_published(model):
+            yield from self._published_turn(prompt, history, media, settings, music)
+            return
         media_in = self.media_input(media)
         reply: Optional[ChatReply] = None
         for item in model.stream_chat(prompt, history=history, media=media_in, settings=settings,
@@ -357,6 +504,30 @@ class LoadedModel:
             reply.music, reply.sample_rate = model.synthesize(
                 ids + list(reply.token_ids), feats, reply.text, settings)
             reply.generated_ids = list(reply.token_ids) + list(model.tokenizer.aud_ids)
+        yield reply
+
+    def _published_turn(self, prompt: str, history: Sequence[tuple[str, str]],
+                        media: Optional[Mapping[str, Any]], settings: "GenerationSettings",
+                        music: str) -> Iterator[Any]:
+        """A released checkpoint's turn with the published generation (llama.published)."""
+        from llama.published import published_chat
+
+        info = self.model.published
+        for modality, item in (media or {}).items():
+            if item is not None and modality in info.unsupported_modalities:
+                raise InputError(f"{modality} input is not supported by the {info.release} "
+                                 f"release (its published {modality} path could not run, so "
+                                 f"its weights were never trained for it)")
+        media_in = self.media_input(media)
+        reply = published_chat(self.model, prompt, history=history, media=media_in,
+                               settings=settings, want_music=music != "never")
+        if reply.text:
+            yield reply.text
+        if music == "always" and reply.music is None:
+            ids, _ = self.model.build_prompt(prompt, history, settings.max_new_tokens)
+            reply.music, reply.sample_rate = self.model.synthesize(
+                ids + list(reply.token_ids), self.model.media_vector(media_in), reply.text,
+                settings)
         yield reply
 
     def run_turn(self, prompt: str, **kwargs: Any) -> "ChatReply":

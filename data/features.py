@@ -21,7 +21,7 @@ renamed over the entry (`os.replace`), so no reader ever sees a partial file.
 Content hashes are memoised per process by (path, size, mtime_ns, ctime_ns, inode); ctime cannot be
 set back by tools that preserve mtimes, so an edited file is re-hashed.
 
-CLI: precompute the features of every media file of a dataset laid out as docs/INTERFACES.md says,
+CLI: precompute the features of every media file of a dataset laid out as docs/DATA.md says,
 
     python -m data.features --data_root DIR --preset tiny --cache_dir D \
         [--modalities audio,image,video] [--dtype float16] [--skip_bad]
@@ -417,7 +417,7 @@ def precompute(cache: FeatureCache, files: Sequence[Path], encoder: Any,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m data.features", description=__doc__.split("\n")[0])
     ap.add_argument("--data_root", required=True,
-                    help="dataset folder (layout of docs/INTERFACES.md)")
+                    help="dataset folder (layout of docs/DATA.md)")
     ap.add_argument("--preset", default="tiny", help="configuration preset naming the encoders")
     ap.add_argument("--cache_dir", required=True)
     ap.add_argument("--modalities", default="audio,image,video")

@@ -1,7 +1,7 @@
 """Where the data lives: every annotation file and media folder of the M2UGen datasets.
 
 One record (`DataPaths`) names them all, so loaders never guess paths; `from_root` fills the
-published layout (docs/INTERFACES.md) and single entries can be moved or disabled from a command
+published layout (docs/DATA.md) and single entries can be moved or disabled from a command
 line (`--data FIELD=PATH`, `parse_overrides`).
 """
 
@@ -20,7 +20,7 @@ __all__ = ["DataPaths"]
 class DataPaths:
     """Every annotation file and media folder; `None` disables a source.
 
-    `DataPaths.from_root(root)` fills the layout of docs/INTERFACES.md; pass keyword overrides
+    `DataPaths.from_root(root)` fills the layout of docs/DATA.md; pass keyword overrides
     (or `parse_overrides(["field=path", ...])` from a command line) for data stored elsewhere.
     """
 

@@ -1,6 +1,6 @@
 """The published M2UGen annotation schemas, parsed into one normalised record (`Sample`).
 
-Why: the published JSON files (layout: docs/INTERFACES.md) differ per dataset, while training
+Why: the published JSON files (layout: docs/DATA.md) differ per dataset, while training
 wants one record and one tokenisation rule for all of them. Schemas accepted unchanged:
 - caption files (MUCaps, COCO, MUVideo captions): {"file name": "caption", ...};
 - MusicQA: [{"audio_name", "conversation" | "conversations": [{"from", "value"}, ...]}];

@@ -1,7 +1,7 @@
 """The M2UGen model package: tensors in, tensors out (imports only `llama` and `util`; no file
 I/O beyond loading weights and writing checkpoints).
 
-Public entry points (kept stable, see docs/INTERFACES.md):
+Public entry points (kept stable, see docs/DATA.md):
 `llama.load_backbone(path, dtype=None, device="cpu")`, `llama.format_prompt(instruction)`,
 `llama.tokenizer.load_tokenizer(path)`, `llama.generation.generate(...)`,
 `llama.m2ugen.M2UGen`. Attributes are resolved lazily so that `import llama.config` stays cheap.

@@ -1,6 +1,6 @@
 """LLaMA-2 backbone (Meta layout) with M2UGen's parameter-efficient additions and a KV cache.
 
-What lives here (SPEC section 2, docs/INTERFACES.md):
+What lives here (docs/MODEL.md section 2, docs/DATA.md):
 - RMSNorm, rotary embeddings in Meta's interleaved-pair convention (HF checkpoints are permuted
   into it by the loader), grouped-query attention through `scaled_dot_product_attention`,
   SwiGLU feed-forward.

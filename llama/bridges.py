@@ -1,6 +1,6 @@
 """Modality bridges: frozen-encoder features -> one vector per sample in the backbone width.
 
-SPEC section 3. Every bridge ends the same way: L2 normalisation (where the optional kNN mixing of
+docs/MODEL.md section 3. Every bridge ends the same way: L2 normalisation (where the optional kNN mixing of
 `llama.knn` plugs in), `Linear(H -> dim)`, then `n_residual_blocks` blocks
 
     x = x + W2(silu(W1(n)) * W3(n)),   n = Norm(x),   W1, W2, W3: dim x dim
@@ -33,7 +33,7 @@ from llama.config import BridgeConfig, M2UGenConfig
 Knn = Callable[[torch.Tensor], torch.Tensor]  # (B, H) unit vectors -> (B, H) unit vectors
 NormKind = Literal["rms", "layer"]
 
-# Published checkpoint prefixes of each modality's bridge (SPEC section 8).
+# Published checkpoint prefixes of each modality's bridge (docs/MODEL.md section 8).
 PUBLISHED_PREFIX = {"audio": "mu_mert", "image": "iu_vit", "video": "iu_vivit"}
 RMS_EPS = 1e-6  # the published RMSNorm default
 
@@ -218,5 +218,5 @@ def detect_bridge_config(keys: Iterable[str]) -> BridgeConfig:
 
 
 # Keys of the published newer release that our design has no use for: its video bridge declared
-# an RNN/attention pooling that its (broken, SPEC defect 5) video path never ran.
+# an RNN/attention pooling that its (broken, docs/MODEL.md section 7.5) video path never ran.
 UNUSED_PUBLISHED_PREFIXES = ("iu_vivit_rnn.", "iu_vivit_attention.")

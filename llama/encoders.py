@@ -1,4 +1,4 @@
-"""Frozen MERT / ViT / ViViT wrappers: preprocessing + encoding, never trained (SPEC section 3).
+"""Frozen MERT / ViT / ViViT wrappers: preprocessing + encoding, never trained (docs/MODEL.md section 3).
 
 Each wrapper holds a transformers model in eval mode with `requires_grad=False` and runs it under
 `torch.no_grad()` (not `inference_mode`: its outputs feed trainable bridges, and inference tensors
@@ -391,7 +391,7 @@ def _as_rgb(i: int, img: Any, what: str) -> np.ndarray:
         a = a[..., None]
     if a.ndim != 3 or a.shape[-1] not in (1, 3):
         raise ValueError(f"{what} {i}: expected (H, W, 3) RGB, got shape {a.shape}")
-    if a.shape[-1] == 1:  # grey: repeated to 3 channels (SPEC section 3)
+    if a.shape[-1] == 1:  # grey: repeated to 3 channels (docs/MODEL.md section 3)
         a = np.repeat(a, 3, axis=-1)
     return a
 

@@ -3,7 +3,7 @@
 Prompts of different lengths share one batch: they are left-padded, the attention mask hides the
 padding and every row gets its own positions (see `llama.backbone.KVCache`). The prompt is run once
 (prefill); afterwards each step feeds one token per row. The published code recomputed the whole
-sequence every step (SPEC section 7, defect 2).
+sequence every step (docs/MODEL.md section 7.2).
 
 `stream_generate` yields, after every step, the tokens each row released in that step;
 `generate` is the concatenation of those yields. With stop strings, tokens that could be the start

@@ -1,6 +1,6 @@
 """The composed M2UGen model: losses for a training batch, and chat for inference.
 
-Data flow (SPEC section 1): media -> frozen encoder (or cached features) -> bridge -> one vector per
+Data flow (docs/MODEL.md section 1): media -> frozen encoder (or cached features) -> bridge -> one vector per
 modality -> backbone adapters; text -> backbone -> cross-entropy; for answers that produce music,
 final hidden states at [AUD0..7] + those tokens' embeddings -> output projector -> MSE to the
 decoder's own conditioning of the target caption (x10). At inference the projector output conditions
@@ -138,7 +138,7 @@ class LossOutput:
 
 
 def trainable_groups(stage: int) -> dict[str, bool]:
-    """What trains in each stage (SPEC section 5); the PEFT set trains in all three."""
+    """What trains in each stage (docs/MODEL.md section 5); the PEFT set trains in all three."""
     if stage not in STAGES:
         raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
     return {"bridges": stage == 1, "projector": stage == 2}
@@ -185,7 +185,7 @@ class M2UGen(nn.Module):
         self.bridges.to(self.device_)
         self.projector.to(self.device_)
         self._encoders: dict[str, Any] = {}
-        # Optional retrieval of music-feature prototypes (SPEC section 3; off by default).
+        # Optional retrieval of music-feature prototypes (docs/MODEL.md section 3; off by default).
         from llama.knn import load_knn
 
         index = load_knn(cfg.knn)
@@ -527,6 +527,7 @@ def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device,
         lora_rank=cfg.llama.lora_rank,
         adapter_layers_per_modality=cfg.llama.adapter_layers_per_modality,
         max_seq_len=cfg.llama.max_seq_len,
+        adapter_uses_lora=cfg.llama.adapter_uses_lora,
     )
     model = load_backbone(cfg.llama_path, dtype=dtype, device=str(device),
                           config_overrides=overrides,

@@ -1,4 +1,4 @@
-"""Import of the released M2UGen / MuMu-LLaMA `checkpoint.pth` files (SPEC section 8).
+"""Import of the released M2UGen / MuMu-LLaMA `checkpoint.pth` files (docs/MODEL.md section 8).
 
 A release file is a pickled dict {model, optimizer, epoch, scaler, args} whose `model` is the FULL
 state dict (frozen LLaMA, MERT, ViT, ViViT and MusicGen included). Loading it here:
@@ -22,6 +22,7 @@ release never allocates a randomly initialised copy first.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import pickle
@@ -29,7 +30,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -248,14 +249,19 @@ def build_encoder(modality: str, enc_cfg: EncoderConfig, config_dir: Optional[st
     """A frozen encoder wrapper whose weights come from the release file; (encoder, cfg, unused)."""
     from llama import encoders
 
-    model = _encoder_model(modality, config_dir)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        model = _encoder_model(modality, config_dir)
     sd, unused = _encoder_state(model, ENCODER_PREFIX[modality], state, path)
     for name, value in sd.items():
         expected = model.state_dict()[name].shape
         if value.shape != expected:
             raise PublishedCheckpointError(f"{path}: {ENCODER_PREFIX[modality]}{name} has shape "
                                            f"{tuple(value.shape)}, expected {tuple(expected)}")
-    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise PublishedCheckpointError(f"{path}: {ENCODER_PREFIX[modality]}* gives no value for "
+                                       f"{left[:3]}")
     mc = model.config
     has_processor = config_dir is not None and (Path(config_dir) / "preprocessor_config.json"
                                                 ).is_file()
@@ -364,7 +370,7 @@ def _tokenizer_path(llama_dir: Optional[str], path: Path) -> str:
 
 
 def _assign(model: torch.nn.Module, ours: dict[str, torch.Tensor], path: Path,
-            allow_partial: bool, dtype: torch.dtype, device: str) -> list[str]:
+            allow_partial: bool, dtype: Optional[torch.dtype], device: str) -> list[str]:
     """Copy the mapped tensors into the meta-built model; returns the missing names."""
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
@@ -381,9 +387,13 @@ def _assign(model: torch.nn.Module, ours: dict[str, torch.Tensor], path: Path,
     if missing and not allow_partial:
         raise PublishedCheckpointError(f"{path}: {len(missing)} learned tensor(s) missing, e.g. "
                                        f"{missing[:3]} (allow_partial loads the rest)")
-    full = {n: v.to(device=device, dtype=dtype) for n, v in ours.items()}
+    # Each tensor in the dtype the model declares (frozen: `dtype`; tuned: float32): a tensor
+    # already in that dtype stays the memory-mapped one, so no second copy is made.
+    # `dtype` None (import): every tensor exactly as stored (the writer converts nothing).
+    full = {n: v.to(device=device, dtype=v.dtype if dtype is None else
+                    params.get(n, buffers.get(n)).dtype) for n, v in ours.items()}
     for n in missing:
-        full[n] = torch.zeros(params[n].shape, dtype=dtype, device=device)
+        full[n] = torch.zeros(params[n].shape, dtype=params[n].dtype, device=device)
     for n, b in buffers.items():
         if n not in full:
             full[n] = torch.zeros(b.shape, dtype=b.dtype, device=device)
@@ -402,7 +412,7 @@ def load_published_model(
     knn_dir: Optional[str] = None,
     allow_partial: bool = False,
     device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: Optional[torch.dtype] = torch.float32,
     norm_eps: float = 1e-5,
 ):
     """An M2UGen computing what the published code computed for this release file.
@@ -416,6 +426,10 @@ def load_published_model(
     path = Path(path)
     state, args = read_published(path)
     release = detect_release(state, str(path))
+    # dtype None: the frozen LLaMA as stored (fp16 in the releases), encoders float32 as stored.
+    enc_dtype = torch.float32 if dtype is None else dtype
+    as_stored = dtype is None
+    dtype = dtype or state["llama.layers.0.attention.wq.weight"].dtype
     llama_cfg = backbone_config(state, norm_eps=norm_eps)
     proj = projector_config(state)
     kind = music_decoder or args.get("music_decoder") or (
@@ -431,12 +445,10 @@ def load_published_model(
     vivit = EncoderConfig(path=vivit_path or "google/vivit-b-16x2-kinetics400",
                           hidden_size=state["iu_vivit_proj.weight"].shape[1],
                           num_tokens=state["iu_vivit_agg.weight"].shape[1])
-    knn = KnnConfig(enabled=knn_dir is not None,
-                    index_path=None if knn_dir is None else str(Path(knn_dir) / "knn.index"))
     cfg = M2UGenConfig(
         name=f"published-{release}", llama=llama_cfg, llama_path="tiny",
         tokenizer_path=_tokenizer_path(llama_dir, path), mert=mert, vit=vit, vivit=vivit,
-        bridges=bridge_config(state, release), knn=knn, projector=proj,
+        bridges=bridge_config(state, release), knn=KnnConfig(), projector=proj,
         decoder=DecoderConfig(kind=kind, path=dec_path),
     )
     with torch.device("meta"):
@@ -447,10 +459,10 @@ def load_published_model(
                                        f"{unknown[:3]}")
     if unknown:
         unused["unknown (allow_partial)"] = unknown
-    missing = _assign(model, ours, path, allow_partial, dtype, device)
+    missing = _assign(model, ours, path, allow_partial, None if as_stored else dtype, device)
     _finish(model, device)
     model.cfg.llama_path = f"published:{path}"
-    _attach_encoders(model, state, path, unused, dtype, device,
+    _attach_encoders(model, state, path, unused, enc_dtype, device,
                      {"audio": mert_path, "image": vit_path, "video": vivit_path})
     gen_keys = [k for k in state if k.startswith("generation_model.")]
     if gen_keys:
@@ -465,6 +477,8 @@ def load_published_model(
     )
     model.published = info
     _report(info, llama_dir)
+    if knn_dir is not None:
+        attach_knn(model, knn_dir)
     return model
 
 
@@ -535,10 +549,15 @@ def project_published(model, ids: list[int], modality_features: Optional[torch.T
 
 @torch.inference_mode()
 def generate_published(model, prompt_ids: list[int], modality_features: Optional[torch.Tensor],
-                       max_gen_len: int, release: str, stop_text: str = "\n###") -> list[int]:
-    """Greedy decoding with the published stopping rules: no EOS stop; stop when the last three
+                       max_gen_len: int, release: str, stop_text: str = "\n###",
+                       temperature: float = 0.0, top_p: float = 1.0,
+                       generator: Optional[torch.Generator] = None) -> list[int]:
+    """Decoding with the published stopping rules: no EOS stop; stop when the last three
     tokens decode to "\\n###"; the newer release also stops right after the 8th [AUD] token of an
-    in-order [AUD0..7] run. Returns the generated ids (special tokens included)."""
+    in-order [AUD0..7] run. Greedy at temperature 0, else top-p sampling (the published
+    `sample_top_p`). Returns the generated ids (special tokens included)."""
+    from llama.generation import select_next
+
     total = min(model.cfg.llama.max_seq_len, max_gen_len + len(prompt_ids))
     cache = model.backbone.new_cache(1, total)
     tokens = list(prompt_ids)
@@ -547,7 +566,7 @@ def generate_published(model, prompt_ids: list[int], modality_features: Optional
     logits = model.backbone(torch.tensor([tokens], device=model.device_),
                             modality_features=modality_features, cache=cache, last_only=True)
     for cur in range(len(prompt_ids), total):
-        nxt = int(logits[0, -1].argmax())
+        nxt = int(select_next(logits[:, -1].float(), temperature, top_p, generator)[0])
         tokens.append(nxt)
         if nxt == aud[gather]:
             gather += 1
@@ -563,8 +582,222 @@ def generate_published(model, prompt_ids: list[int], modality_features: Optional
     return tokens[len(prompt_ids):]
 
 
+
+# ---------------------------------------------------------------------------------------------
+# A chat turn with the published semantics
+
+
+class UnsupportedModalityError(ValueError):
+    """The release's published code could not run this modality (we refuse it the same way)."""
+
+
+def published_chat(model, prompt: str, *, history: Sequence[tuple[str, str]] = (),
+                   media: Any = None, settings: Any = None, want_music: bool = True):
+    """One turn as the published demo ran it: Alpaca template + BOS, no EOS stop, stop on
+    "\\n###" (the newer release also after the 8th [AUD]), greedy at temperature 0.
+
+    Returns a `ChatReply` whose `generated_ids` are every generated id (special tokens and the
+    stop text included), `token_ids` those before the first [AUD] token, and `text` that answer
+    without the stop text.
+    """
+    from llama.m2ugen import ChatReply, GenerationSettings
+
+    info: PublishedInfo = model.published
+    settings = settings or GenerationSettings()
+    settings.validate()
+    present = media.present() if media is not None else {}
+    refused = [m for m in present if m in info.unsupported_modalities]
+    if refused:
+        raise UnsupportedModalityError(
+            f"{refused[0]} input is not supported by the {info.release} release: its published "
+            f"{refused[0]} path could not run, so the weights were never trained for it")
+    ids, dropped = model.build_prompt(prompt, history, settings.max_new_tokens)
+    feats = model.media_vector(media)
+    generator = None
+    if settings.seed is not None:
+        generator = torch.Generator(device=model.device_).manual_seed(settings.seed)
+    new = generate_published(model, ids, feats, settings.max_new_tokens, info.release,
+                             temperature=settings.temperature, top_p=settings.top_p,
+                             generator=generator)
+    aud = set(model.tokenizer.aud_ids)
+    cut = next((i for i, t in enumerate(new) if t in aud), len(new))
+    text = model.tokenizer.decode(new[:cut]).split("\n###")[0].strip()
+    reply = ChatReply(text=text, token_ids=new[:cut], generated_ids=list(new),
+                      dropped_history_turns=dropped)
+    if cut < len(new) and want_music:
+        reply.music, reply.sample_rate = model.synthesize(ids + new[:cut], feats, text, settings)
+    return reply
+
+
+# ---------------------------------------------------------------------------------------------
+# kNN retrieval (--knn_dir)
+
+
+def knn_index_file(knn_dir: str | os.PathLike) -> Path:
+    """The published layout keeps the index as `<knn_dir>/knn.index`; a file path is taken as is."""
+    p = Path(knn_dir)
+    return p / "knn.index" if p.is_dir() else p
+
+
+def attach_knn(model, knn_dir: str | os.PathLike) -> list[str]:
+    """Mix every modality whose pooled feature width equals the index width with its retrieved
+    prototypes (the published forward_audio/_image/_video did this with one shared index).
+    Returns the modalities covered; an index matching no modality is an error."""
+    import functools
+
+    from llama.knn import KnnIndex
+
+    path = knn_index_file(knn_dir)
+    index = KnnIndex.load(path)
+    cfg = replace(model.cfg.knn, enabled=True, index_path=str(path))
+    mixer = index.mixer(cfg)
+    widths = {"audio": model.cfg.mert.hidden_size, "image": model.cfg.vit.hidden_size,
+              "video": model.cfg.vivit.hidden_size}
+    covered = [m for m, w in widths.items() if w == index.dim]
+    if not covered:
+        raise ValueError(f"{path}: the index holds {index.dim}-wide vectors; no encoder feature "
+                         f"has that width ({widths})")
+    for modality in covered:
+        if modality == "audio":
+            model._knn = mixer  # M2UGen.bridge hands it to the music bridge
+        else:  # the token bridges take `knn=` too; bind it (their weights are untouched)
+            bridge = model.bridges[modality]
+            bridge.forward = functools.partial(type(bridge).forward, bridge, knn=mixer)
+    model.cfg.knn = cfg
+    log.info("%s: kNN retrieval enabled for %s", path, ", ".join(covered))
+    return covered
+
+
+# ---------------------------------------------------------------------------------------------
+# Import into our checkpoint folder
+
+
+def _base_from(model) -> bool:
+    return model.cfg.llama_path.startswith("published:")
+
+
+def _write_encoders(model, tmp: Path, final: Path, cfg: M2UGenConfig) -> None:
+    """Encoders whose weights came from the release file become HF folders in the checkpoint."""
+    for modality, part in (("audio", "mert"), ("image", "vit"), ("video", "vivit")):
+        enc = model._encoders.get(modality)
+        enc_cfg = getattr(cfg, part)
+        if enc is None or _has_weights(enc_cfg.path) and not enc_cfg.path.startswith("published"):
+            continue
+        enc.model.save_pretrained(str(tmp / part), safe_serialization=True)
+        enc.processor.save_pretrained(str(tmp / part))
+        setattr(cfg, part, replace(enc_cfg, path=str(final / part)))
+
+
+def write_imported(model, dst: str | os.PathLike, llama_dir: Optional[str] = None) -> Path:
+    """Write a loaded release as our checkpoint folder: tuned weights (`model.safetensors`),
+    `config.json` with the compatibility values and the release facts, and the frozen parts the
+    file supplied (LLaMA base as an HF folder unless `llama_dir` holds the base weights, the
+    encoders as HF folders, the tokenizer). Later loads read safetensors only."""
+    import copy
+    import json
+    import shutil
+
+    from llama import checkpoint as ckpt
+    from llama.weights import detect_layout, save_hf
+    from util.atomic import atomic_dir
+
+    final = Path(dst).resolve()
+    cfg = copy.deepcopy(model.cfg)
+    with atomic_dir(final, ckpt.is_complete) as tmp:
+        tmp = Path(tmp)
+        base = _llama_weights_dir(llama_dir)
+        if base is None:
+            save_hf(model.backbone, model.backbone.config, tmp / "llama",
+                    max_shard_bytes=2**30)
+            base = str(final / "llama")
+        else:
+            detect_layout(base)
+        cfg.llama_path = base
+        tok = Path(cfg.tokenizer_path)
+        if tok.is_file():
+            shutil.copyfile(tok, tmp / "tokenizer.model")
+            cfg.tokenizer_path = str(final / "tokenizer.model")
+        _write_encoders(model, tmp, final, cfg)
+        weights = ckpt.tuned_state_dict(model, model.tuned_parameter_names())
+        from safetensors.torch import save_file
+
+        save_file(weights, str(tmp / ckpt.WEIGHTS_FILE))
+        del weights
+        config = {"m2ugen": dataclasses.asdict(cfg), "published": _info_dict(model.published)}
+        (tmp / ckpt.CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return final
+
+
+def _llama_weights_dir(llama_dir: Optional[str]) -> Optional[str]:
+    """The folder of LLaMA base weights under `llama_dir` (published `<dir>/7B` layout or the
+    folder itself), or None when it holds only a tokenizer."""
+    if llama_dir is None:
+        return None
+    for folder in (Path(llama_dir) / "7B", Path(llama_dir)):
+        if (folder / "params.json").is_file() or (folder / "config.json").is_file():
+            return str(folder.resolve())
+    return None
+
+
+def _info_dict(info: PublishedInfo) -> dict[str, Any]:
+    return {"source": info.path, "release": info.release, "decoder_kind": info.decoder_kind,
+            "unsupported_modalities": list(info.unsupported_modalities),
+            "gates_all_zero": info.gates_all_zero,
+            "unused": {k: len(v) for k, v in info.unused.items()}, "missing": info.missing}
+
+
+def restore_compat(model, saved: Mapping[str, Any]) -> None:
+    """Re-apply what a checkpoint's config records but the generic loader does not carry
+    through (the adapter's LoRA switch, lost when the base config is re-read from the weights
+    folder), and attach `model.published` for an imported release (its generation semantics)."""
+    want = bool(saved["m2ugen"]["llama"].get("adapter_uses_lora", True))
+    model.cfg.llama.adapter_uses_lora = want
+    for layer in model.backbone.layers:
+        layer.attention.adapter_uses_lora = want
+    pub = saved.get("published")
+    if pub:
+        model.published = PublishedInfo(
+            path=pub["source"], release=pub["release"], decoder_kind=pub["decoder_kind"],
+            args={}, missing=list(pub.get("missing", [])),
+            unsupported_modalities=tuple(pub.get("unsupported_modalities", ())),
+            gates_all_zero=bool(pub.get("gates_all_zero", False)))
+        if model.published.gates_all_zero:
+            _report(replace(model.published, unused={}, missing=[]), None)
+
+
+def load_imported(folder: str | os.PathLike, *, overrides: Optional[dict[str, str]] = None,
+                  device: str = "cpu", dtype: torch.dtype = torch.float32,
+                  load_decoder: bool = False):
+    """An imported release folder (or any checkpoint folder), compatibility values re-applied."""
+    from llama import checkpoint as ckpt
+    from llama.m2ugen import M2UGen
+
+    model = M2UGen.from_pretrained(str(folder), overrides=overrides, device=device, dtype=dtype,
+                                   load_decoder=load_decoder)
+    restore_compat(model, ckpt.read_config(folder))
+    return model
+
+
+def is_release_file(path: str | os.PathLike) -> bool:
+    """A file (not a checkpoint folder): the released `checkpoint.pth` format."""
+    return Path(path).is_file()
+
+
+def import_release(src: str | os.PathLike, dst: str | os.PathLike, *,
+                   llama_dir: Optional[str] = None, mert_path: Optional[str] = None,
+                   vit_path: Optional[str] = None, vivit_path: Optional[str] = None,
+                   allow_partial: bool = False) -> Path:
+    """`checkpoint.pth` -> our checkpoint folder (see `write_imported`); tensors keep the dtype
+    they have in the file, so nothing is converted or copied twice on the way."""
+    model = load_published_model(src, llama_dir=llama_dir, mert_path=mert_path,
+                                 vit_path=vit_path, vivit_path=vivit_path,
+                                 allow_partial=allow_partial, dtype=None)
+    return write_imported(model, dst, llama_dir)
+
 __all__ = [
     "PublishedCheckpointError", "PublishedInfo", "RELEASES", "backbone_config",
     "build_encoder", "detect_release", "generate_published", "load_published_model",
-    "map_state", "project_published", "read_published",
+    "map_state", "project_published", "read_published", "UnsupportedModalityError",
+    "attach_knn", "import_release", "is_release_file", "knn_index_file", "load_imported",
+    "published_chat", "restore_compat", "write_imported",
 ]

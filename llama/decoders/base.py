@@ -1,6 +1,6 @@
 """What every music decoder shares: the `MusicDecoder` API, input checks and padding helpers.
 
-A decoder does two jobs (SPEC section 4):
+A decoder does two jobs (docs/MODEL.md section 4):
 - `targets(captions)`: the decoder's own conditioning of a caption, x10, in the projector's (N, D)
   layout. These are the MSE targets of stage 2; they come from frozen models, so they can be cached
   by caption text (any object with `get(key) -> Tensor | None` and `put(key, tensor)`).

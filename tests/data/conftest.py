@@ -11,7 +11,7 @@ from dataset_fixtures import touch, write_json
 
 @pytest.fixture()
 def root(tmp_path: Path) -> Path:
-    """Every published schema, two items each, in the INTERFACES.md layout."""
+    """Every published schema, two items each, in the docs/DATA.md layout."""
     r = tmp_path / "data"
     for name in ("a.wav", "b.wav"):
         touch(r / "MUCaps/audios" / name)
