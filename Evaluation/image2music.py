@@ -6,12 +6,14 @@
     python -m Evaluation.image2music score --predictions pred.json [other systems ...] \
         --references MUImageEvalInstructions.json --target_dir MUImage/audios \
         --media_dir MUImage/images [--fad_weights vggish-10086976.pth] [--kl_model AST] \
-        [--clap_model CLAP] [--captioner BLIP]
+        [--clap_model CLAP] [--relevance_model imagebind --imagebind_weights imagebind_huge.pth]
 
 References: the published instruction list (input_file = image, output_file = reference music,
 first human turn = the prompt, last gpt caption = the target caption). Published metrics: FAD,
-KL and an ImageBind relevance rank; here relevance is a captioner + CLAP fallback that is NOT
-comparable with the paper (docs/EVALUATION.md).
+KL and an ImageBind relevance rank. Relevance: ImageBind (the paper's model) with
+`--relevance_model imagebind --imagebind_weights imagebind_huge.pth`, or, without those weights,
+a captioner + CLAP fallback (`--captioner BLIP`) that is NOT comparable with the paper
+(docs/EVALUATION.md).
 """
 
 from __future__ import annotations

@@ -79,6 +79,15 @@ def add_score_parser(sub, spec: TaskSpec) -> argparse.ArgumentParser:
                    help="ClapModel folder or hub id (paper: laion/clap-htsat-unfused). "
                         "Omitted: no CLAP")
     if spec.modality in ("image", "video"):
+        s.add_argument("--relevance_model", default="auto",
+                       choices=("auto", "imagebind", "caption_clap"),
+                       help="imagebind: the paper's model (needs --imagebind_weights); "
+                            "caption_clap: the labelled fallback (needs --captioner and "
+                            "--clap_model); auto: imagebind when weights are given, else the "
+                            "fallback when a captioner is given")
+        s.add_argument("--imagebind_weights", default=None,
+                       help="imagebind_huge.pth from facebookresearch/ImageBind (CC-BY-NC 4.0, "
+                            "non-commercial; loaded strictly, never downloaded)")
         s.add_argument("--captioner", default=None,
                        help="relevance FALLBACK, not comparable with the paper: a BLIP "
                             "captioning folder or hub id (e.g. Salesforce/blip-image-captioning-"
@@ -110,18 +119,38 @@ def load_scorers(spec: TaskSpec, args: argparse.Namespace) -> Scorers:
     else:
         sc.why["clap"] = "no --clap_model given"
     if spec.modality in ("image", "video"):
-        captioner = getattr(args, "captioner", None)
-        if captioner and sc.clap is not None and args.media_dir:
-            from Evaluation.relevance import CaptionClapRelevance
-
-            sc.relevance = CaptionClapRelevance(captioner, sc.clap, args.device,
-                                                video_frames=args.video_frames)
-        else:
-            sc.why["relevance"] = ("needs --captioner, --clap_model and --media_dir (ImageBind, "
-                                   "the paper's model, is not implemented: docs/EVALUATION.md)")
+        _load_relevance(sc, args)
     else:
         sc.why["relevance"] = f"not defined for {spec.name}"
     return sc
+
+
+def _load_relevance(sc: Scorers, args: argparse.Namespace) -> None:
+    """ImageBind (the paper's model) or the labelled caption + CLAP fallback, per
+    --relevance_model; a model asked for explicitly without its inputs is an error."""
+    choice = getattr(args, "relevance_model", "auto")
+    weights = getattr(args, "imagebind_weights", None)
+    captioner = getattr(args, "captioner", None)
+    if choice == "auto":
+        choice = "imagebind" if weights else "caption_clap" if captioner else None
+    if choice == "imagebind":
+        if not weights or not args.media_dir:
+            raise EvalInputError("--relevance_model imagebind needs --imagebind_weights "
+                                 "(imagebind_huge.pth) and --media_dir")
+        from Evaluation.imagebind import ImageBindRelevance
+
+        sc.relevance = ImageBindRelevance(weights, args.device, batch_size=args.batch_size)
+    elif choice == "caption_clap" and captioner and sc.clap is not None and args.media_dir:
+        from Evaluation.relevance import CaptionClapRelevance
+
+        sc.relevance = CaptionClapRelevance(captioner, sc.clap, args.device,
+                                            video_frames=args.video_frames)
+    elif choice == "caption_clap":
+        raise EvalInputError("--relevance_model caption_clap needs --captioner, --clap_model "
+                             "and --media_dir")
+    else:
+        sc.why["relevance"] = ("needs --imagebind_weights (the paper's ImageBind) or "
+                               "--captioner with --clap_model (fallback), and --media_dir")
 
 
 class Features:
@@ -170,6 +199,15 @@ class Features:
                 return clap.audio(waves)
         return np.stack(self._many("clap", paths, clap.sample_rate, fn, None))
 
+    def relevance_audio(self, paths: Sequence[Path]) -> np.ndarray:
+        """The music side of relevance: CLAP audio embeddings for the fallback, the relevance
+        model's own audio embeddings otherwise (ImageBind at 16 kHz)."""
+        rel = self.sc.relevance
+        kind = getattr(rel, "audio_kind", "clap")
+        if kind == "clap":
+            return self.clap_audio(paths)
+        return np.stack(self._many(kind, paths, rel.sample_rate, rel.audio, None))
+
 
 def _system_names(paths: Sequence[str]) -> list[str]:
     names = [Path(p).stem if Path(p).suffix == ".json" else Path(p).name for p in paths]
@@ -212,10 +250,9 @@ def score_system(rows: list[MusicRow], files: list[Path], ctx: "Context") -> dic
         out["kl"] = A.kl_target_generated(feats.probs(targets), feats.probs(files))
     sims = None
     if sc.clap is not None:
-        audio = feats.clap_audio(files)
-        out["clap"] = A.clap_score(audio, ctx.caption_emb(rows))
-        if sc.relevance is not None:
-            sims = sc.relevance.similarity(ctx.media_emb(rows), audio)
+        out["clap"] = A.clap_score(feats.clap_audio(files), ctx.caption_emb(rows))
+    if sc.relevance is not None:
+        sims = sc.relevance.similarity(ctx.media_emb(rows), feats.relevance_audio(files))
     return {**out, "_sims": sims}
 
 
@@ -298,10 +335,14 @@ def comparable(spec: TaskSpec, sc: Scorers) -> dict[str, Any]:
         "fad": sc.fad is not None and sc.fad_kind == "vggish",
         "kl": False,  # the paper used PaSST (32 kHz); AST shares the labels, not the network
         "clap": ("clap-htsat-unfused" in clap_id) and "clap" in spec.published,
-        "relevance": False,  # the paper used ImageBind; this is a captioner + CLAP fallback
+        # the paper used ImageBind huge; the caption + CLAP fallback is a different model
+        "relevance": (sc.relevance is not None
+                      and str(sc.identities()["relevance"]).startswith("imagebind_huge:")),
         "notes": "fad: only with the torchvggish weights; clap: the published loop overwrote "
                  "its sum and used dim=0, so the printed paper numbers are not what it meant; "
-                 "see docs/EVALUATION.md",
+                 "relevance: the model and preprocessing only with --relevance_model imagebind "
+                 "(the printed IM_RANK came from a broken loop and cannot be regenerated; ours "
+                 "is the intended per-row rank); see docs/EVALUATION.md",
     }
 
 

@@ -1,8 +1,9 @@
 """Image/video-to-music relevance without ImageBind: a transformers-native FALLBACK.
 
 The paper ranked systems by ImageBind (imagebind_huge) similarity between the input image/video
-and the generated music. ImageBind is not implemented here (docs/EVALUATION.md says why), so
-numbers from this module are NOT comparable with the paper. What it computes instead:
+and the generated music; that model is `Evaluation.imagebind` (`--relevance_model imagebind`,
+user-supplied weights). This module is the fallback when those weights are not available, and
+its numbers are NOT comparable with the paper. What it computes instead:
 1. caption the input with a native captioner (BLIP, `BlipForConditionalGeneration`): an image
    once; a video on `video_frames` uniformly spaced frames (1 = the middle frame);
 2. embed each caption with CLAP's text tower; a video's frame embeddings are L2-normalised,
@@ -30,6 +31,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 class CaptionClapRelevance:
     """Captioner + CLAP relevance (not comparable with the paper's ImageBind ranks)."""
+
+    audio_kind = "clap"  # the music side is the CLAP audio embedding `score` computes anyway
 
     def __init__(self, captioner: str, clap, device: str = "cpu", *, video_frames: int = 3,
                  max_new_tokens: int = 30) -> None:

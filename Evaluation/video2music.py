@@ -6,11 +6,13 @@
     python -m Evaluation.video2music score --predictions pred.json [other systems ...] \
         --references MUVideoEvalInstructions.json --target_dir MUVideo/audios \
         --media_dir MUVideo/videos [--fad_weights vggish-10086976.pth] [--kl_model AST] \
-        [--clap_model CLAP] [--captioner BLIP --video_frames 3]
+        [--clap_model CLAP] [--relevance_model imagebind --imagebind_weights imagebind_huge.pth]
 
 References: the published instruction list (input_file = video). Published metrics: FAD, KL and
-an ImageBind relevance rank; here relevance is a captioner (a few frames) + CLAP fallback that is
-NOT comparable with the paper (docs/EVALUATION.md).
+an ImageBind relevance rank. Relevance: ImageBind (the paper's model) with
+`--relevance_model imagebind --imagebind_weights imagebind_huge.pth`, or, without those weights,
+a captioner (a few frames, `--captioner BLIP --video_frames 3`) + CLAP fallback that is NOT
+comparable with the paper (docs/EVALUATION.md).
 """
 
 from __future__ import annotations
