@@ -22,8 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from data.collate import Collator  # noqa: E402
-from data.datasets import DataPaths, PerModalityLoader, build_stage_dataset  # noqa: E402
+from data.dataset import PerModalityLoader, build_stage_dataset  # noqa: E402
 from data.features import MediaFeatures, media_loader_for  # noqa: E402
+from data.paths import DataPaths  # noqa: E402
 from engine_train import TrainSettings, make_step  # noqa: E402
 from llama.config import get_preset  # noqa: E402
 from llama.m2ugen import M2UGen  # noqa: E402
@@ -127,7 +128,8 @@ def main() -> None:
         cached = samples_per_second(model, ds_cache, cached_targets, batches, stage)
         rows.append((label, plain, cached, cached / plain))
     print(f"\nbatch {args.batch_size}, {args.steps} steps per cell, torch threads {args.threads}\n")
-    print(f"| {'stage':<28} | {'no cache (samples/s)':>20} | {'cache (samples/s)':>18} | {'speed-up':>8} |")
+    print(f"| {'stage':<28} | {'no cache (samples/s)':>20} | {'cache (samples/s)':>18} "
+          f"| {'speed-up':>8} |")
     print(f"|{'-' * 30}|{'-' * 22}|{'-' * 20}|{'-' * 10}|")
     for label, plain, cached, ratio in rows:
         print(f"| {label:<28} | {plain:>20.1f} | {cached:>18.1f} | {ratio:>7.1f}x |")

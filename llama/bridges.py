@@ -1,7 +1,7 @@
 """Modality bridges: frozen-encoder features -> one vector per sample in the backbone width.
 
-docs/MODEL.md section 3. Every bridge ends the same way: L2 normalisation (where the optional kNN mixing of
-`llama.knn` plugs in), `Linear(H -> dim)`, then `n_residual_blocks` blocks
+docs/MODEL.md section 3. Every bridge ends the same way: L2 normalisation (where the optional
+kNN mixing of `llama.knn` plugs in), `Linear(H -> dim)`, then `n_residual_blocks` blocks
 
     x = x + W2(silu(W1(n)) * W3(n)),   n = Norm(x),   W1, W2, W3: dim x dim
 

@@ -1,4 +1,6 @@
-"""Frozen MERT / ViT / ViViT wrappers: preprocessing + encoding, never trained (docs/MODEL.md section 3).
+"""Frozen MERT / ViT / ViViT wrappers: preprocessing + encoding, never trained.
+
+Facts: docs/MODEL.md section 3.
 
 Each wrapper holds a transformers model in eval mode with `requires_grad=False` and runs it under
 `torch.no_grad()` (not `inference_mode`: its outputs feed trainable bridges, and inference tensors

@@ -1,7 +1,7 @@
 """Optional kNN retrieval of feature prototypes (faiss), mixed into a bridge's pooled feature.
 
-docs/MODEL.md section 3: the L2-normalised feature q is mixed with the softmax(t * similarity)-weighted mean
-of its top-k prototypes p_1..p_k from an index:
+docs/MODEL.md section 3: the L2-normalised feature q is mixed with the
+softmax(t * similarity)-weighted mean of its top-k prototypes p_1..p_k from an index:
 
     w = softmax(t * <q, p_i>),   r = normalise(sum_i w_i p_i),   out = normalise((1 - a) q + a r)
 

@@ -1,11 +1,11 @@
 """The composed M2UGen model: losses for a training batch, and chat for inference.
 
-Data flow (docs/MODEL.md section 1): media -> frozen encoder (or cached features) -> bridge -> one vector per
-modality -> backbone adapters; text -> backbone -> cross-entropy; for answers that produce music,
-final hidden states at [AUD0..7] + those tokens' embeddings -> output projector -> MSE to the
-decoder's own conditioning of the target caption (x10). At inference the projector output conditions
-the decoder directly (the published code re-prompted the decoder with text instead: still available
-as `music_conditioning="text"`).
+Data flow (docs/MODEL.md section 1): media -> frozen encoder (or cached features) -> bridge ->
+one vector per modality -> backbone adapters; text -> backbone -> cross-entropy; for answers that
+produce music, the hidden states for [AUD0..7] (`cfg.projector.input` says which) + those tokens'
+embeddings -> output projector -> MSE to the decoder's own conditioning of the target caption
+(x target_scale). At inference the projector output conditions the decoder directly (the published
+code re-prompted the decoder with text instead: still available as `music_conditioning="text"`).
 """
 
 from __future__ import annotations
@@ -361,7 +361,8 @@ class M2UGen(nn.Module):
                          modality_features: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The hidden states `project_music` expects for `tokens` (the kind the config names)."""
         _, hidden = self.backbone(tokens.to(self.device_), modality_features=modality_features,
-                                  return_hidden=True, pre_norm_hidden=self._projector_reads_pre_norm)
+                                  return_hidden=True,
+                                  pre_norm_hidden=self._projector_reads_pre_norm)
         return hidden
 
     def project_music(self, hidden: torch.Tensor, aud_positions: torch.Tensor) -> torch.Tensor:
@@ -544,7 +545,8 @@ def config_from_dict(d: dict[str, Any]) -> M2UGenConfig:
         fields = {f.name: f for f in dataclasses.fields(klass)}
         unknown = set(values) - set(fields)
         if unknown:
-            raise ckpt.CheckpointError(f"config: unknown {klass.__name__} field(s) {sorted(unknown)}")
+            raise ckpt.CheckpointError(
+                f"config: unknown {klass.__name__} field(s) {sorted(unknown)}")
         kwargs = {}
         for k, v in values.items():
             if isinstance(v, list) and k in ("modalities",):

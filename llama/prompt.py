@@ -1,7 +1,7 @@
 """The chat template and its token layout, shared by training data and inference.
 
-One module owns both the text template (Alpaca's no-input form, docs/MODEL.md section 2) and the rule
-that turns a conversation into token ids, so a model sees at inference exactly the layout it
+One module owns both the text template (Alpaca's no-input form, docs/MODEL.md section 2) and the
+rule that turns a conversation into token ids, so a model sees at inference exactly the layout it
 was trained on: BOS, the first instruction in the full template, each answer followed by EOS,
 later instructions in the short follow-up template, and a music answer ending in [AUD0..7].
 

@@ -48,7 +48,8 @@ class AudioLDM2Decoder(MusicDecoder):
             module = getattr(self.pipe, name, None)
             if module is not None:
                 module.eval().requires_grad_(False)
-        # T5 prompt embeddings are truncated at max_text_tokens on both routes (docs/MODEL.md section 4: 128).
+        # T5 prompt embeddings are truncated at max_text_tokens on both routes (128 published,
+        # docs/MODEL.md section 4).
         self.pipe.tokenizer_2.model_max_length = cfg.max_text_tokens
         self._base_scheduler_config = dict(self.pipe.scheduler.config)
         self._schedulers: dict[str, Any] = {}

@@ -50,7 +50,8 @@ def test_decoder_shapes_are_the_published_layouts(preset_and_decoder):
 
 
 def test_published_parameter_names_and_real_size():
-    cfg = ProjectorConfig()  # docs/MODEL.md section 4: 512 wide, 4 heads, 4+4 layers, FFN 2048, MusicGen 128 x 768
+    # docs/MODEL.md section 4: 512 wide, 4 heads, 4+4 layers, FFN 2048, MusicGen 128 x 768
+    cfg = ProjectorConfig()
     proj = OutputProjector(4096, cfg)
     names = {n for n, _ in proj.named_parameters()}
     assert {"fc.weight", "fc.bias", "model.weight", "model.bias", "query_embs"} <= names

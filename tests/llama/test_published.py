@@ -67,7 +67,8 @@ def test_logits_projector_and_greedy_match_published(loaded, kind):
     name, model, ref, tensors, media = loaded
     expected = ref["kinds"][kind]
     if not expected["supported"]:
-        # The newer release's published video path raised (docs/MODEL.md section 7.5): ours refuses it too.
+        # The newer release's published video path raised (docs/MODEL.md section 7.5): ours
+        # refuses it too.
         assert name == "mumu" and kind in model.published.unsupported_modalities
         return
     feats = _feats(model, kind, media)
