@@ -1,11 +1,12 @@
-"""Output projector: LLM states at the [AUD0..7] tokens -> the music decoder's conditioning.
+"""Output projector: LLM states for the [AUD0..7] tokens -> the music decoder's conditioning.
 
 docs/MODEL.md section 4: Linear (llm dim -> d_model), a standard encoder-decoder
-`nn.Transformer` whose decoder reads a learned table of N output queries, and Linear (d_model ->
-D). N and D come from the loaded decoder (`llama.decoders.projector_config_for`): 128 x 768 for MusicGen, 1 x (128*1024 +
-8*768) for AudioLDM2. The parameter names (`fc`, `tfm`, `model`, `query_embs` of shape
-(1, N, d_model)) are the published ones so official checkpoints map onto this module unchanged;
-the published Transformer was post-norm (`norm_first=False`), which is the config default.
+`nn.Transformer` whose decoder reads a learned table of N output queries, and Linear
+(d_model -> D). N and D come from the loaded decoder (`llama.decoders.projector_config_for`):
+128 x 768 for MusicGen, 1 x (128*1024 + 8*768) for AudioLDM2. The parameter names (`fc`, `tfm`,
+`model`, `query_embs` of shape (1, N, d_model)) are the published ones so official checkpoints
+map onto this module unchanged; the published Transformer was post-norm (`norm_first=False`),
+which is the config default.
 """
 
 from __future__ import annotations
