@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("--video_file", default=None, help="video input")
     req.add_argument("--batch-file", "--batch_file", dest="batch_file", default=None,
                      help="JSON-lines file of requests; results go to OUT_DIR/results.jsonl")
+    app_args.add_media_arguments(p)
     app_args.add_generation_arguments(p)
     out = p.add_argument_group("output")
     out.add_argument("--out_dir", default="output", help="where WAV files (and results) go")
@@ -80,6 +81,10 @@ def validate_request_args(args: argparse.Namespace) -> None:
             raise InputError("--prompt is empty")
         app_session.check_media_paths(
             {"audio": args.audio_file, "image": args.image_file, "video": args.video_file},
+            label="--{modality}_file",
+        )
+        app_session.check_media_length(
+            {"audio": args.audio_file, "video": args.video_file}, args.max_media_seconds,
             label="--{modality}_file",
         )
     make_settings(app_args.settings_values(args))  # value checks without the model
@@ -142,6 +147,7 @@ def main(argv: Optional[Sequence[str]] = None, *, model_cache: Optional[dict] = 
         if notice and (model_cache is None or choice.key not in model_cache):
             print(notice, file=sys.stderr)
         engine = app_session.load_model(choice, model_cache)
+        engine.max_media_seconds = args.max_media_seconds
         if args.batch_file is not None:
             return run_batch(args, engine)
         return run_single(args, engine)

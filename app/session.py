@@ -142,10 +142,12 @@ def choose_model(args: argparse.Namespace) -> ModelChoice:
     knn_dir = getattr(args, "knn_dir", None)
     if knn_dir and not Path(knn_dir).exists():
         raise InputError(f"--knn_dir {knn_dir}: no such file or folder")
+    quantize = getattr(args, "quantize", "none")
+    precheck_quantize(quantize, args.device)
     return ModelChoice(checkpoint, preset, model_overrides(args), args.device, args.dtype,
                        music_decoder=args.music_decoder,
                        feature_cache=getattr(args, "feature_cache", None), knn_dir=knn_dir,
-                       llama_dir=args.llama_dir, quantize=getattr(args, "quantize", "none"),
+                       llama_dir=args.llama_dir, quantize=quantize,
                        allow_partial=bool(getattr(args, "allow_partial", False)))
 
 
@@ -167,6 +169,14 @@ def resolve_hub_checkpoint(model: str) -> str:
     except (HfHubHTTPError, OSError, ValueError) as err:
         raise InputError(f"--model {model}: cannot download checkpoint.pth from the hub "
                          f"({one_line(err)})") from None
+
+
+def precheck_quantize(quantize: str, device: str) -> None:
+    """The torch-free part of `check_precision`: int8 needs a cpu or cuda device (the kernel
+    probe itself runs in `load_model`)."""
+    kind = device.split(":", 1)[0]
+    if quantize != "none" and kind not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--quantize {quantize} runs on cpu or cuda devices, not {device!r}")
 
 
 def random_weights_notice(choice: ModelChoice) -> Optional[str]:
@@ -218,13 +228,13 @@ def load_model(choice: ModelChoice, cache: Optional[dict] = None) -> "LoadedMode
     try:
         if choice.release_file:
             model = _load_release(choice, device, dtype)
-            prepare_precision(model, dtype, choice.quantize)
+            prepare_precision(model, choice.quantize)
         elif _imported_release(choice.checkpoint):
             from llama.published import load_imported  # decoder loaded on first music
 
             model = load_imported(choice.checkpoint, overrides=choice.overrides, device=device,
                                   dtype=dtype)
-            prepare_precision(model, dtype, choice.quantize)
+            prepare_precision(model, choice.quantize)
             _finish_loaded(model, choice)
         else:
             model = M2UGen.from_pretrained(choice.checkpoint, preset=choice.preset,
@@ -255,9 +265,9 @@ def check_precision(quantize: str, device: str, dtype: "torch.dtype") -> None:
         raise InputError(one_line(err)) from None
 
 
-def prepare_precision(model: "M2UGen", dtype: "torch.dtype", quantize: str) -> None:
-    """int8 for a model whose loader cannot quantize while reading (released checkpoints): the
-    backbone is converted one matrix at a time, its float parts already in `dtype`."""
+def prepare_precision(model: "M2UGen", quantize: str) -> None:
+    """--quantize for a model whose loader cannot quantize while reading (released checkpoints):
+    the backbone (already in the requested dtype) is converted one matrix at a time."""
     if quantize != "none":
         from llama.quantize import quantize_backbone_
 
@@ -430,8 +440,8 @@ class LoadedModel:
         from app.settings import make_settings
 
         if is_published(self.model) and (values or {}).get("music_conditioning") is None:
-            # The releases' projector never trained (docs/MODEL.md section 7.1): music comes from the
-            # answer text, as the published demo made it.
+            # The releases' projector never trained (docs/MODEL.md section 7.1): music comes
+            # from the answer text, as the published demo made it.
             values = {**(values or {}), "music_conditioning": "text"}
         return make_settings(values, decoder=self.model.cfg.decoder)
 

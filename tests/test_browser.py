@@ -2,11 +2,13 @@
 
 Chromium comes from apt (`apt-get install -y chromium`, done by the Makefile's test set-up);
 playwright must never download its own browser. A missing chromium is a FAILURE, not a skip.
+Closing the tab ends the session: its folder of generated music is deleted (gradio's unload).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from playwright.sync_api import expect, sync_playwright
 
 import gradio_app
 from app import session as app_session
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -23,12 +27,12 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def demo_url(tmp_path_factory):
+def demo(tmp_path_factory):
     engine = app_session.load_model(app_session.ModelChoice(None, "tiny", {}, "cpu", "float32"))
     app = gradio_app.build_app(engine, root=tmp_path_factory.mktemp("sessions"))
     gradio_app.launch(app, host="127.0.0.1", port=0, block=False, quiet=True)
     try:
-        yield app.local_url
+        yield app
     finally:
         app.close()
 
@@ -38,7 +42,7 @@ def wait_until_idle(page) -> None:
     expect(page.locator("#turn-status")).to_contain_text("Done", timeout=60_000)
 
 
-def test_chat_in_a_real_browser(demo_url, tmp_path):
+def test_chat_in_a_real_browser(demo, tmp_path):
     assert CHROMIUM.exists(), (
         f"{CHROMIUM} not found: install Debian chromium (apt-get install -y chromium); "
         "`make test` does this"
@@ -48,7 +52,7 @@ def test_chat_in_a_real_browser(demo_url, tmp_path):
                                      args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(demo_url, timeout=30_000)
+            page.goto(demo.local_url, timeout=30_000)
             expect(page.locator("#random-weights-notice")).to_contain_text("RANDOM weights",
                                                                              timeout=30_000)
             page.locator("#prompt textarea").fill("Describe a slow piano melody")
@@ -72,5 +76,13 @@ def test_chat_in_a_real_browser(demo_url, tmp_path):
             shot = tmp_path / "demo-chat.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+            (session,) = demo.chat_service.sessions.values()
+            assert session.chat.last_music.is_file()
+            page.close()  # the tab closes: its session ends without waiting for the TTL
+            deadline = time.monotonic() + 30
+            while demo.chat_service.sessions and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not demo.chat_service.sessions, "closing the tab did not end the session"
+            assert session.closed and not session.chat.folder.exists()
         finally:
             browser.close()

@@ -2,11 +2,14 @@
 
 The tiny model runs on random weights; a spy records what each turn fed the model (prompt,
 history, prompt token count) and which media files were turned into features, so the tests check
-behaviour, not just that a reply came back.
+behaviour, not just that a reply came back. The main server runs two jobs at once
+(--concurrency 2), so per-session state is checked under concurrent turns; a second server with a
+login and a 2-second session lifetime checks --auth and session expiry.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import av
@@ -80,7 +83,7 @@ def served(tmp_path_factory):
     spy = Spy(engine)
     root = tmp_path_factory.mktemp("sessions")
     app = gradio_app.build_app(engine, root=root)
-    gradio_app.launch(app, host="127.0.0.1", port=0, block=False, quiet=True)
+    gradio_app.launch(app, host="127.0.0.1", port=0, block=False, quiet=True, concurrency=2)
     try:
         yield app, spy, root
     finally:
@@ -221,3 +224,75 @@ def test_edit_last_generated_music_is_explicit(client, served):
 def test_bad_flags_are_one_line_before_serving(argv, expected, capsys):
     assert gradio_app.main(argv) == 2
     assert capsys.readouterr().err.strip() == f"gradio_app.py: error: {expected}"
+
+
+def test_concurrent_sessions_keep_their_own_state(served):
+    """Two clients' turns run at the same time (--concurrency 2); neither sees the other's."""
+    app, spy, _ = served
+    a, b = Client(app.local_url, verbose=False), Client(app.local_url, verbose=False)
+    a.predict(text="gamma likes cellos", music="never", **SHORT)
+    b.predict(text="delta likes drums", music="never", **SHORT)
+    jobs = [a.submit(text="gamma asks now", music="always", audio_seconds=1.0, **SHORT),
+            b.submit(text="delta asks now", music="always", audio_seconds=1.0, **SHORT)]
+    (_, wav_a), (_, wav_b) = [job.result(timeout=120) for job in jobs]
+    for asked, said in (("gamma asks now", "gamma likes cellos"),
+                        ("delta asks now", "delta likes drums")):
+        built = [p for p in spy.prompts if p["prompt"] == asked]  # answer, then music prompt
+        assert built and all([q for q, _ in p["history"]] == [said] for p in built)
+    sessions = {s.chat.history[0][0]: s for s in app.chat_service.sessions.values()
+                if s.chat.history}
+    ga, de = sessions["gamma likes cellos"], sessions["delta likes drums"]
+    assert ga.key != de.key and ga.chat.folder != de.chat.folder
+    for s in (ga, de):
+        assert s.chat.last_music.parent == s.chat.folder
+    assert Path(wav_a).read_bytes() == ga.chat.last_music.read_bytes()
+    assert Path(wav_b).read_bytes() == de.chat.last_music.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A server with a login whose sessions expire after 2 idle seconds."""
+    engine = app_session.load_model(app_session.ModelChoice(None, "tiny", {}, "cpu", "float32"))
+    root = tmp_path_factory.mktemp("guarded-sessions")
+    app = gradio_app.build_app(engine, root=root, session_ttl=2)
+    gradio_app.launch(app, host="127.0.0.1", port=0, block=False, quiet=True,
+                      auth=("ann", "s3cret"))
+    try:
+        yield app, root
+    finally:
+        app.close()
+
+
+def test_login_is_required_when_auth_is_given(guarded):
+    app, _ = guarded
+    assert httpx.get(app.local_url + "config", timeout=10).status_code == 401
+    with pytest.raises(ValueError, match="login"):  # gradio_client's AuthenticationError
+        Client(app.local_url, auth=("ann", "wrong"), verbose=False)
+    reply, _ = Client(app.local_url, auth=("ann", "s3cret"), verbose=False).predict(
+        text="hello", music="never", **SHORT)
+    assert not reply.startswith("Error"), reply
+
+
+def test_idle_session_expires_with_its_files_and_uploads(guarded, media):
+    app, root = guarded
+    service = app.chat_service
+    client = Client(app.local_url, auth=("ann", "s3cret"), verbose=False)
+    _, wav = client.predict(text="Describe and answer with music", music="always",
+                            audio=handle_file(str(media["audio"])), audio_seconds=1.0, **SHORT)
+    (session,) = [s for s in service.sessions.values()
+                  if [q for q, _ in s.chat.history] == ["Describe and answer with music"]]
+    (upload,) = session.uploads
+    folder = session.chat.folder
+    assert upload.is_file() and folder.is_dir() and any(folder.iterdir())
+    assert str(upload).startswith(gradio_app.gr.utils.get_upload_folder())
+    deadline = time.monotonic() + 30  # gradio sweeps expired state every second
+    while session.key in service.sessions and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert session.key not in service.sessions, "the idle session was not ended"
+    assert session.closed and not folder.exists() and not upload.exists()
+    # The same client simply starts a new session (its old state is gone).
+    reply, _ = client.predict(text="Hello again", music="never", **SHORT)
+    assert not reply.startswith("Error"), reply
+    (fresh,) = [s for s in service.sessions.values()
+                if [q for q, _ in s.chat.history] == ["Hello again"]]
+    assert fresh is not session and fresh.chat.folder != folder
