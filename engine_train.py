@@ -1,15 +1,34 @@
 """One training stage: the epoch loop, checkpoints, resume, logging.
 
 Kept apart from `train_m2ugen.py` (argument parsing and assembly) so the loop reads top to bottom:
-for each batch -> features -> loss -> backward (accumulated) -> clip -> step -> schedule -> log ->
-maybe checkpoint. Every error surfaces (no catch-all around a step, unlike the published code) and
-a non-finite loss stops the run with the last good checkpoint intact.
+for each micro-batch -> features -> loss (autocast) -> backward (scaled, accumulated) -> unscale
+-> clip -> step (skipped when gradients are non-finite) -> schedule -> log -> maybe checkpoint.
+Every error surfaces (no catch-all around a step, unlike the published code) and a non-finite
+loss stops the run with the last good checkpoint intact.
+
+Multi-process (DDP through accelerate) design, so that ranks can never wait for each other in
+different places:
+- every rank runs the same number of micro-steps: the epoch's global order is cut into global
+  batches of `batch_size x world` samples, dealt round-robin to the ranks; the last, shorter
+  global batch leaves some ranks fewer (possibly zero) samples. A rank with zero runs one filler
+  sample with loss weight 0 (it contributes nothing), so every sample is used exactly once.
+- the loss terms are weighted by each rank's share of the global batch's denominators (target
+  tokens, music rows), so the DDP-averaged gradient equals the single-process gradient of the
+  same global batch;
+- decisions (non-finite loss, skipped step) are taken from all-reduced values, identical on all
+  ranks; checkpoints are written by rank 0 between two barriers, with every rank's RNG state.
+
+Mixed precision is ours, not accelerate's (accelerate neither autocasts nor scales fp16 on CPU,
+and patches `forward` only through `prepare`): `torch.autocast` on the device type and, for
+fp16, `torch.amp.GradScaler` (the class accelerate itself uses on GPUs), so the path tested on
+CPU is the path that runs on GPUs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -17,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from data.augment import random_time_crop
@@ -33,7 +53,7 @@ class NonFiniteLoss(RuntimeError):
 @dataclass
 class TrainSettings:
     epochs: int = 5
-    batch_size: int = 1
+    batch_size: int = 1  # per process; the global batch is batch_size x processes
     accum_iter: int = 1
     lr: float = 1e-4
     min_lr: float = 1e-6
@@ -42,31 +62,59 @@ class TrainSettings:
     clip_grad: float = 1.0
     bridge_lr_scale: float = 1.0
     audio_crop: float = 1.0  # shortest random span of music frames kept (1: no cropping)
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (autocast; fp16 adds a grad scaler)
     seed: int = 0
     save_every: int = 0  # optimizer steps between checkpoints (0: only at epoch ends)
     log_every: int = 10
     ce_weight: float = 1.0
     mse_weight: float = 1.0
     stop_after_steps: Optional[int] = None  # for tests: simulate a kill after N optimizer steps
+    sample_log: Optional[str] = None  # for tests: each rank appends the items it trained on
+
+
+# ---------------------------------------------------------------------------------------------
+# Which samples each rank sees
+
+
+@dataclass
+class MicroBatch:
+    """One rank's share of one global batch; `real=False` marks a weight-0 filler."""
+
+    indices: list[int]
+    real: bool = True
 
 
 class EpochBatches:
-    """Seeded per-epoch shuffling (different every epoch), sharded by rank, resumable mid-epoch."""
+    """Seeded per-epoch shuffling (different every epoch), dealt to ranks, resumable mid-epoch.
+
+    The global order does not depend on the number of processes: global batch k holds
+    order[k*B*W : (k+1)*B*W] and rank r takes its entries r, r+W, r+2W, ... Every rank gets
+    ceil(n / (B*W)) micro-batches; where the last global batch has fewer than W samples, the
+    ranks left without one get a filler (the global batch's first sample, weight 0).
+    """
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
         if n == 0:
             raise ValueError("the training set is empty")
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
 
-    def batches(self, epoch: int) -> list[list[int]]:
+    def order(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        order = order[self.rank :: self.world]
-        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        order, size = self.order(epoch), self.batch_size * self.world
+        return [order[i : i + size] for i in range(0, self.n, size)]
+
+    def batches(self, epoch: int) -> list[MicroBatch]:
+        out = []
+        for g in self.global_batches(epoch):
+            mine = g[self.rank :: self.world]
+            out.append(MicroBatch(mine) if mine else MicroBatch([g[0]], real=False))
+        return out
 
     def __len__(self) -> int:
-        per_rank = math.ceil(self.n / self.world)
-        return math.ceil(per_rank / self.batch_size)
+        return math.ceil(self.n / (self.batch_size * self.world))
 
 
 def param_groups(
@@ -91,36 +139,117 @@ def param_groups(
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Mixed precision
+
+
+PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class MixedPrecision:
+    """Autocast on the device type; for fp16 a gradient scaler (unscale before clipping)."""
+
+    def __init__(self, mode: str, device: torch.device) -> None:
+        if mode not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {sorted(PRECISIONS)}, got {mode!r}")
+        self.mode, self.device_type, self.dtype = mode, torch.device(device).type, PRECISIONS[mode]
+        self.scaler = torch.amp.GradScaler(self.device_type) if mode == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer, finite: bool) -> bool:
+        """Apply the update unless gradients are non-finite; True when it was applied."""
+        if self.scaler is not None:
+            self.scaler.step(optimizer)  # skips by itself when unscale_ found inf/NaN
+            self.scaler.update()  # lowers the scale after a skipped step
+        elif finite:
+            optimizer.step()
+        return finite
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Collectives (no-ops in one process)
+
+
+def all_sum(values: Sequence[float], device: torch.device, world: int) -> list[float]:
+    """Element-wise sum over ranks (float64, so token counts and losses add exactly enough)."""
+    if world == 1:
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def all_gather(obj: Any, world: int) -> list[Any]:
+    """Every rank's `obj`, in rank order."""
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _rows(batch: Any) -> int:
+    """Samples in a collated batch (0 when every item was skipped as unreadable)."""
+    if isinstance(batch, dict) and "input_ids" in batch:
+        return int(batch["input_ids"].shape[0])
+    return len(batch)
+
+
 class Trainer:
-    """Runs one stage on a prepared model and dataset; `step_fn(batch) -> LossOutput`."""
+    """Runs one stage on a prepared model and dataset.
+
+    `step_fn(batch, weights) -> LossOutput`: `weights[k]` multiplies loss term k (this rank's
+    share of the global batch; 0 for a filler). `count_fn(batch) -> [denominator of term k]`
+    (e.g. target tokens, music rows); by default one term counted in samples.
+    """
 
     def __init__(
         self,
         *,
         model: torch.nn.Module,
         dataset: Sequence[Any],
-        collate: Callable[[list[Any]], dict[str, Any]],
-        step_fn: Callable[[dict[str, Any]], Any],
+        collate: Callable[[list[Any]], Any],
+        step_fn: Callable[[Any, Sequence[float]], Any],
         settings: TrainSettings,
         output_dir: Path,
         checkpoint_config: Callable[[], dict[str, Any]],
         tuned_names: list[str],
         accelerator: Any,
         on_epoch_end: Optional[Callable[[int], None]] = None,
+        count_fn: Optional[Callable[[Any], Sequence[float]]] = None,
     ) -> None:
         self.model, self.dataset, self.collate, self.step_fn = model, dataset, collate, step_fn
         self.s, self.out, self.acc = settings, Path(output_dir), accelerator
         self.checkpoint_config, self.tuned_names = checkpoint_config, tuned_names
-        self.on_epoch_end = on_epoch_end
-        self.sampler = EpochBatches(
-            len(dataset), settings.batch_size, settings.seed,
-            accelerator.process_index, accelerator.num_processes,
-        )
+        self.on_epoch_end, self.count_fn = on_epoch_end, count_fn
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.sampler = EpochBatches(len(dataset), settings.batch_size, settings.seed,
+                                    self.rank, self.world)
         self.optimizer = torch.optim.AdamW(
             param_groups(model, settings.weight_decay, settings.bridge_lr_scale),
             lr=settings.lr, betas=(0.9, 0.95)
         )
-        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.precision = MixedPrecision(settings.mixed_precision, accelerator.device)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.epoch, self.batch_in_epoch, self.step, self.nonfinite_steps = 0, 0, 0, 0
         self.writer = None
         if accelerator.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
@@ -129,42 +258,57 @@ class Trainer:
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
+    def state(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.precision.state_dict(),
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
-            "rng": rng_state(),
+            "nonfinite_steps": self.nonfinite_steps,
+            "world_size": self.world,
+            "rng_per_rank": rngs,
         }
 
     def save(self, complete: bool = False) -> None:
+        """Every rank calls this at the same step; rank 0 writes once all ranks got there, and no
+        rank goes on before the folder is complete."""
         self.acc.wait_for_everyone()
-        if not self.acc.is_main_process:
-            return
-        model = self.acc.unwrap_model(self.model)
-        weights = ckpt.tuned_state_dict(model, self.tuned_names)
-        config = self.checkpoint_config()
-        config.update(epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, step=self.step,
-                      complete=complete)
-        ckpt.write_checkpoint(
-            self.out / "checkpoint", weights=weights, config=config, training_state=self.state()
-        )
+        rngs = all_gather(rng_state(), self.world)
+        if self.acc.is_main_process:
+            model = self.acc.unwrap_model(self.model)
+            weights = ckpt.tuned_state_dict(model, self.tuned_names)
+            config = self.checkpoint_config()
+            config.update(epoch=self.epoch, batch_in_epoch=self.batch_in_epoch, step=self.step,
+                          complete=complete, world_size=self.world,
+                          nonfinite_steps=self.nonfinite_steps)
+            ckpt.write_checkpoint(self.out / "checkpoint", weights=weights, config=config,
+                                  training_state=self.state(rngs))
+        self.acc.wait_for_everyone()
 
     def resume(self, folder: Path) -> None:
-        """Restore weights, optimizer, counters and RNG of an interrupted run of this stage."""
+        """Restore weights, optimizer, scaler, counters and this rank's RNG streams."""
         weights = ckpt.read_weights(folder)
         ckpt.load_tuned_weights(self.acc.unwrap_model(self.model), weights, source=str(folder))
         state = ckpt.read_training_state(folder)
         if state is None:
             raise ckpt.CheckpointError(f"{folder}: no training state to resume from")
+        rngs = state.get("rng_per_rank") or [state["rng"]]
+        if len(rngs) != self.world:
+            raise ckpt.CheckpointError(
+                f"{folder}: written by {len(rngs)} process(es), resumed with {self.world}; the "
+                f"position in the epoch and the random streams are per process: resume with "
+                f"{len(rngs)}"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
+        self.precision.load_state_dict(state.get("scaler") or {})
         self.epoch, self.batch_in_epoch, self.step = (
             int(state["epoch"]), int(state["batch_in_epoch"]), int(state["step"]),
         )
-        set_rng_state(state["rng"])
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        set_rng_state(rngs[self.rank])
 
-    # -- the loop ------------------------------------------------------------------------------
+    # -- one micro-step ------------------------------------------------------------------------
 
     def _set_lr(self, fractional_epoch: float) -> float:
         lr = lr_at(fractional_epoch, lr=self.s.lr, min_lr=self.s.min_lr,
@@ -177,77 +321,137 @@ class Trainer:
         describe = getattr(self.dataset, "describe", None)
         return [describe(j) if describe else j for j in idx]
 
-    def _micro_batches(self, epoch: int) -> Iterator[tuple[int, list[int]]]:
-        for i, idx in enumerate(self.sampler.batches(epoch)):
+    def _micro_batches(self, epoch: int) -> Iterator[tuple[int, MicroBatch]]:
+        for i, mb in enumerate(self.sampler.batches(epoch)):
             if epoch == self.epoch and i < self.batch_in_epoch:
                 continue  # already consumed before the interruption
-            yield i, idx
+            yield i, mb
+
+    def _load(self, mb: MicroBatch, epoch: int) -> tuple[Any, bool]:
+        """The collated micro-batch; if every item was skipped as unreadable, a weight-0 filler
+        (the rank must still run forward/backward so the gradient all-reduce matches)."""
+        batch = self.collate([self.dataset[j] for j in mb.indices])
+        if _rows(batch) > 0:
+            return batch, mb.real
+        for j in self.sampler.order(epoch):
+            batch = self.collate([self.dataset[j]])
+            if _rows(batch) > 0:
+                return batch, False
+        raise RuntimeError("every training sample was skipped as unreadable")
+
+    def _weights(self, batch: Any, real: bool) -> list[float]:
+        counts = [float(c) for c in (self.count_fn(batch) if self.count_fn else [_rows(batch)])]
+        if not real:
+            counts = [0.0] * len(counts)
+        totals = all_sum(counts, self.acc.device, self.world)
+        return [self.world * c / t if t > 0 else 0.0 for c, t in zip(counts, totals)]
+
+    def _forward_backward(
+        self, mb: MicroBatch, epoch: int, i: int, sync: bool
+    ) -> tuple[Any, float]:
+        """Loss and gradients of one micro-batch; returns (output, loss of the global batch)."""
+        batch, real = self._load(mb, epoch)
+        self._log_samples(epoch, i, mb, real)
+        weights = self._weights(batch, real)
+        context = contextlib.nullcontext() if sync else self.acc.no_sync(self.model)
+        with context:
+            with self.precision.autocast():
+                out = self.step_fn(batch, weights)
+            loss = out.loss.detach().float()
+            finite = bool(torch.isfinite(loss))
+            bad, total = all_sum([0.0 if finite else 1.0, float(loss) if finite else 0.0],
+                                 self.acc.device, self.world)
+            if bad:
+                where = (f"{out.loss.item()} (items {self._describe(mb.indices)})" if not finite
+                         else "on another process")
+                raise NonFiniteLoss(
+                    f"non-finite loss {where} at epoch {epoch}, batch {i}; "
+                    f"the last good checkpoint is in {self.out / 'checkpoint'}"
+                )
+            self.precision.backward(out.loss / self.s.accum_iter)
+        return out, total / self.world
+
+    def _optimizer_step(self, fractional_epoch: float) -> tuple[float, float, bool]:
+        """Unscale, clip, step unless gradients are non-finite; (true grad norm, lr, applied)."""
+        self.precision.unscale_(self.optimizer)
+        max_norm = self.s.clip_grad if self.s.clip_grad > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, max_norm))
+        lr = self._set_lr(fractional_epoch)
+        applied = self.precision.step(self.optimizer, math.isfinite(grad_norm))
+        self.optimizer.zero_grad(set_to_none=True)
+        if not applied:
+            self.nonfinite_steps += 1
+        return grad_norm, lr, applied
+
+    def _log_samples(self, epoch: int, i: int, mb: MicroBatch, real: bool) -> None:
+        if self.s.sample_log:
+            with open(f"{self.s.sample_log}.rank{self.rank}.jsonl", "a") as fh:
+                fh.write(json.dumps({"rank": self.rank, "epoch": epoch, "batch": i,
+                                     "items": mb.indices, "real": real}) + "\n")
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        if self.writer is None or self.step % self.s.log_every:
+            return
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"train/{k}", v, self.step)
+        with open(self.out / "train_log.jsonl", "a") as fh:
+            fh.write(json.dumps({"step": self.step, **metrics}) + "\n")
+
+    # -- the loop ------------------------------------------------------------------------------
 
     def train(self) -> dict[str, float]:
         """Train to the end (or to `stop_after_steps`); returns the last logged metrics."""
-        s, acc = self.s, self.acc
+        s = self.s
         n_batches = len(self.sampler)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
         metrics: dict[str, float] = {}
         while self.epoch < s.epochs:
             epoch = self.epoch
             bar = tqdm(total=n_batches, initial=self.batch_in_epoch, desc=f"epoch {epoch}",
-                       disable=not acc.is_local_main_process, dynamic_ncols=True, leave=False)
+                       disable=not self.acc.is_local_main_process, dynamic_ncols=True, leave=False)
             sums = {"loss": 0.0, "ce": 0.0, "mse": 0.0, "n": 0}
             t0, seen = time.perf_counter(), 0
-            for i, idx in self._micro_batches(epoch):
-                batch = self.collate([self.dataset[j] for j in idx])
-                # Accumulation boundaries are per epoch, so a resumed run syncs where the original did.
+            for i, mb in self._micro_batches(epoch):
+                # Accumulation boundaries are per epoch: a resumed run syncs where the original did.
                 sync = (i + 1) % s.accum_iter == 0 or i + 1 == n_batches
-                context = contextlib.nullcontext() if sync else acc.no_sync(self.model)
-                with context:
-                    out = self.step_fn(batch)
-                    if not torch.isfinite(out.loss.detach()):
-                        raise NonFiniteLoss(
-                            f"non-finite loss {out.loss.item()} at epoch {epoch}, batch {i} "
-                            f"(items {self._describe(idx)}); "
-                            f"the last good checkpoint is in {self.out / 'checkpoint'}"
-                        )
-                    acc.backward(out.loss / s.accum_iter)
-                if sync:
-                    grad_norm = float(acc.clip_grad_norm_(trainable, s.clip_grad))
-                    lr = self._set_lr(epoch + (i + 1) / n_batches)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                out, loss = self._forward_backward(mb, epoch, i, sync)
                 self.batch_in_epoch = i + 1
-                seen += len(idx)
-                sums["loss"] += float(out.loss.detach()); sums["ce"] += float(out.ce)
-                sums["mse"] += float(out.mse); sums["n"] += 1
+                seen += len(mb.indices) if mb.real else 0
+                for key, value in (("loss", loss), ("ce", out.ce), ("mse", out.mse), ("n", 1)):
+                    sums[key] += float(value)
                 bar.update(1)
-                if sync:
-                    self.step += 1
-                    metrics = {
-                        "loss": float(out.loss.detach()), "ce": float(out.ce), "mse": float(out.mse),
-                        "lr": lr, "grad_norm": grad_norm,
-                        "samples_per_s": seen / max(time.perf_counter() - t0, 1e-9),
-                    }
-                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{lr:.2e}")
-                    if self.writer is not None and self.step % s.log_every == 0:
-                        for k, v in metrics.items():
-                            self.writer.add_scalar(f"train/{k}", v, self.step)
-                    if s.save_every and self.step % s.save_every == 0:
-                        self.save()
-                    if s.stop_after_steps is not None and self.step >= s.stop_after_steps:
-                        bar.close()
-                        self.save()
-                        return metrics
+                if not sync:
+                    continue
+                grad_norm, lr, _ = self._optimizer_step(epoch + (i + 1) / n_batches)
+                self.step += 1
+                metrics = {
+                    "loss": loss, "ce": float(out.ce), "mse": float(out.mse), "lr": lr,
+                    "grad_norm": grad_norm, "nonfinite_steps": float(self.nonfinite_steps),
+                    "samples_per_s": seen * self.world / max(time.perf_counter() - t0, 1e-9),
+                }
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+                self._log(metrics)
+                if s.save_every and self.step % s.save_every == 0:
+                    self.save()
+                if s.stop_after_steps is not None and self.step >= s.stop_after_steps:
+                    bar.close()
+                    self.save()
+                    return metrics
             bar.close()
-            n = max(sums["n"], 1)
-            if acc.is_main_process:
-                print(f"epoch {epoch}: loss {sums['loss']/n:.4f} ce {sums['ce']/n:.4f} "
-                      f"mse {sums['mse']/n:.4f}", flush=True)
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(epoch)
-            self.epoch, self.batch_in_epoch = epoch + 1, 0
-            self.save(complete=self.epoch >= s.epochs)
+            self._end_epoch(epoch, sums)
         if self.writer is not None:
             self.writer.close()
         return metrics
+
+    def _end_epoch(self, epoch: int, sums: dict[str, float]) -> None:
+        n = max(sums["n"], 1)
+        if self.acc.is_main_process:
+            print(f"epoch {epoch}: loss {sums['loss']/n:.4f} ce {sums['ce']/n:.4f} "
+                  f"mse {sums['mse']/n:.4f} (ce/mse: process 0); "
+                  f"{self.nonfinite_steps} step(s) skipped for non-finite gradients", flush=True)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch)
+        self.epoch, self.batch_in_epoch = epoch + 1, 0
+        self.save(complete=self.epoch >= self.s.epochs)
 
 
 def settings_from_args(args: Any) -> TrainSettings:
@@ -287,15 +491,21 @@ class TargetProvider:
         )
 
 
+def loss_counts(batch: dict[str, Any]) -> list[float]:
+    """Denominators of the two loss terms: target tokens (cross-entropy) and music rows (MSE)."""
+    tokens = (batch["labels"][:, 1:] != -100).sum()
+    return [float(tokens), float(batch["music_mask"].sum())]
+
+
 def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: TrainSettings,
               device: torch.device):
-    """batch (data.collate) -> LossOutput, with media features batched per modality.
+    """(batch (data.collate), term weights) -> LossOutput, media features batched per modality.
 
     `forward` is the model as prepared by accelerate (the DDP wrapper when distributed), so the
     loss call goes through it and gradients are synchronised.
     """
 
-    def step(batch: dict[str, Any]) -> LossOutput:
+    def step(batch: dict[str, Any], weights: Sequence[float] = (1.0, 1.0)) -> LossOutput:
         media = {}
         for modality, group in batch["media"].items():
             rows = group["index"].tolist()
@@ -315,7 +525,7 @@ def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: Tr
             batch["input_ids"], batch["labels"], media=media,
             music_rows=music_rows if music_rows.numel() else None,
             aud_positions=aud, music_targets=music_targets,
-            ce_weight=settings.ce_weight, mse_weight=settings.mse_weight,
+            ce_weight=settings.ce_weight * weights[0], mse_weight=settings.mse_weight * weights[1],
         )
 
     return step

@@ -4,8 +4,9 @@
     python train_m2ugen.py --stage 2 --init_from OUT/stage1 --data_root DATA --output_dir OUT/stage2
 
 Stage 1 aligns the encoders (captioning), stage 2 the decoder (caption -> [AUD] -> projector),
-stage 3 tunes on instructions. `train.sh` chains the three. Multi-GPU: `accelerate launch
-train_m2ugen.py ...` (DDP, or FSDP through an accelerate config).
+stage 3 tunes on instructions. `train.sh` chains the three. Several processes (DDP):
+`torchrun --nproc_per_node N train_m2ugen.py ...` (GPUs: NCCL; without CUDA: CPU processes in a
+gloo group); `--batch_size` is per process. Commands and what was tested: docs/TRAINING.md.
 
 The output folder holds `checkpoint/` (tuned weights + optimizer/RNG/sampler state, rewritten
 atomically), `tensorboard/` and `train_log.jsonl`. `--resume` continues an interrupted run exactly.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,42 +27,49 @@ import torch
 
 from data.collate import Collator
 from data.features import MediaFeatures
-from data.datasets import DataPaths, DatasetError
+from data.paths import DataPaths
+from data.schemas import DatasetError
 from engine_train import (
-    NonFiniteLoss, TargetProvider, Trainer, make_step, settings_from_args,
+    NonFiniteLoss, TargetProvider, Trainer, loss_counts, make_step, settings_from_args,
 )
 from llama import checkpoint as ckpt
-from llama.config import DecoderConfig, get_preset
+from llama.config import RECIPES, TRAIN_DEFAULTS, DecoderConfig, TrainRecipe, get_preset, get_recipe
 from llama.m2ugen import M2UGen, apply_path_overrides, config_from_dict
 from util.seed import seed_everything
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", type=int, choices=(1, 2, 3), required=True)
-    p.add_argument("--preset", default="tiny", help="named configuration (llama/config.py)")
-    p.add_argument("--data_root", required=True, help="dataset root (layout: docs/INTERFACES.md)")
+    p.add_argument("--preset", default=None,
+                   help="named configuration and training recipe (llama/config.py; default: the "
+                        "--init_from/--resume checkpoint's, else tiny)")
+    p.add_argument("--data_root", required=True, help="dataset root (layout: docs/DATA.md)")
     p.add_argument("--data", nargs="*", default=[], metavar="FIELD=PATH",
                    help="override one dataset path, e.g. musicqa=/d/MusicQA.json (FIELD= drops it)")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--init_from", default=None, help="previous stage's output folder")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue an interrupted run (default: OUTPUT_DIR/checkpoint)")
-    # published hyper-parameter names
-    p.add_argument("--batch_size", type=int, default=1)
-    p.add_argument("--accum_iter", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--min_lr", type=float, default=1e-6)
-    p.add_argument("--warmup_epochs", type=float, default=1.0)
-    p.add_argument("--weight_decay", type=float, default=0.05)
-    p.add_argument("--clip_grad", type=float, default=1.0)
-    p.add_argument("--bridge_lr_scale", type=float, default=1.0,
+    # published hyper-parameter names; unset ones come from the preset's recipe for this stage
+    p.add_argument("--batch_size", type=int, default=None)
+    p.add_argument("--accum_iter", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--min_lr", type=float, default=None)
+    p.add_argument("--warmup_epochs", type=float, default=None)
+    p.add_argument("--weight_decay", type=float, default=None)
+    p.add_argument("--clip_grad", type=float, default=None)
+    p.add_argument("--bridge_lr_scale", type=float, default=None,
                    help="learning-rate multiplier for the modality bridges")
-    p.add_argument("--audio_crop", type=float, default=1.0, metavar="MIN_FRACTION",
+    p.add_argument("--audio_crop", type=float, default=None, metavar="MIN_FRACTION",
                    help="train on a random span of at least this fraction of each clip's music "
                         "frames (augmentation; 1 = whole clips)")
-    p.add_argument("--max_words", type=int, default=512)
+    p.add_argument("--max_words", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=0,
                    help="kept for the published interface; features come from the cache in-process")
@@ -74,29 +83,140 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--music_decoder_path", default=None)
     # ours
     p.add_argument("--feature_cache", default=None,
-                   help="folder for frozen-encoder features and decoder targets (reused across runs)")
+                   help="folder for frozen-encoder features and decoder targets "
+                        "(reused across runs)")
     p.add_argument("--feature_memo_mb", type=int, default=1024,
                    help="RAM (MB) for frozen-encoder features reused across epochs")
-    p.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no")
+    p.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no",
+                   help="autocast the forward in bf16/fp16 (fp16 adds a gradient scaler; steps "
+                        "with non-finite gradients are skipped and counted)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+                   help="dtype of the frozen weights (backbone, encoders, decoder); trained "
+                        "parameters and optimizer state stay float32")
     p.add_argument("--on_error", choices=("raise", "skip"), default="raise",
                    help="unreadable files: fail naming the file, or skip and report counts")
     p.add_argument("--save_every", type=int, default=0, help="optimizer steps between checkpoints")
     p.add_argument("--log_every", type=int, default=10)
-    p.add_argument("--ce_weight", type=float, default=1.0)
-    p.add_argument("--mse_weight", type=float, default=1.0)
-    p.add_argument("--replay", type=float, default=0.0,
+    p.add_argument("--ce_weight", type=float, default=None)
+    p.add_argument("--mse_weight", type=float, default=None)
+    p.add_argument("--replay", type=float, default=None,
                    help="stages 2-3: add this fraction (of the stage's size) of samples of the "
                         "earlier stages, so later stages do not erase what those taught")
     p.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sample_log", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.init_from and Path(args.init_from).is_file() and not args.resume:
+        try:
+            args.init_from = str(import_release_once(args))
+        except ValueError as err:
+            p.error(str(err))
     if args.stage > 1 and args.init_from is None and args.resume is None:
         p.error(f"--stage {args.stage} needs --init_from (the previous stage's output folder)")
+    try:
+        resolve_recipe(args)
+    except ValueError as err:
+        p.error(str(err))
     for name in ("batch_size", "accum_iter", "epochs", "max_words"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
     if not 0.0 < args.audio_crop <= 1.0:
         p.error(f"--audio_crop must be in (0, 1], got {args.audio_crop}")
     return args
+
+
+def import_release_once(args: argparse.Namespace) -> Path:
+    """`--init_from RELEASE.pth`: import the released checkpoint into OUTPUT_DIR/imported_release
+    (once; a complete import is reused) so training starts from our checkpoint format. The
+    tokenizer comes from --llama_path or the folder of --tokenizer_path."""
+    from llama.published import PublishedCheckpointError, import_release
+
+    dst = Path(args.output_dir) / "imported_release"
+    try:
+        return ckpt.resolve_checkpoint(dst)
+    except ckpt.CheckpointError:
+        pass
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            f"--init_from {args.init_from}: import the release once before a multi-process run: "
+            f"python -m llama.import_published {args.init_from} DST, then --init_from DST")
+    llama_dir = args.llama_path or (
+        str(Path(args.tokenizer_path).parent) if args.tokenizer_path else None)
+    try:
+        return import_release(args.init_from, dst, llama_dir=llama_dir, mert_path=args.mert_path,
+                              vit_path=args.vit_path, vivit_path=args.vivit_path)
+    except PublishedCheckpointError as err:
+        raise ValueError(str(err)) from None
+
+
+def _checkpoint_preset(args: argparse.Namespace) -> Optional[str]:
+    """The preset name stored in the --resume / --init_from checkpoint, if there is one."""
+    src = args.output_dir if args.resume == "auto" else (args.resume or args.init_from)
+    if not src:
+        return None
+    try:
+        return ckpt.read_config(ckpt.resolve_checkpoint(src))["m2ugen"].get("name")
+    except (OSError, KeyError, ValueError):
+        return None  # no readable checkpoint yet: main() reports that with the real reason
+
+
+def resolve_recipe(args: argparse.Namespace) -> None:
+    """Fill every training flag the user did not give from the preset's recipe for this stage
+    (llama.config.get_recipe); sets `args.preset` and `args.recipe_given` (flags given)."""
+    if args.preset is None:
+        args.preset = _checkpoint_preset(args) or "tiny"
+    name = args.preset if args.preset in RECIPES else None
+    recipe = get_recipe(name) if name else TrainRecipe()
+    given = []
+    for flag, value in recipe.for_stage(args.stage).items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
+        else:
+            given.append(flag)
+    args.recipe_given = ",".join(given)
+
+
+def describe_settings(args: argparse.Namespace) -> str:
+    """One line: the resolved training flags, those given on the command line marked with *."""
+    given = set(filter(None, args.recipe_given.split(",")))
+    flags = " ".join(f"{k}{'*' if k in given else ''}={getattr(args, k)}" for k in TRAIN_DEFAULTS)
+    return f"stage {args.stage} settings (recipe of preset {args.preset}; * = given): {flags}"
+
+
+def launcher_world_size() -> int:
+    """How many processes the launcher (torchrun, accelerate launch) says it started."""
+    return max(int(os.environ.get(v, "1") or 1) for v in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"))
+
+
+def make_accelerator():
+    """One process group for every process a launcher started.
+
+    Without CUDA, plain `Accelerator()` under torchrun reports one process of one in each process
+    (independent runs, silently); `cpu=True` forms the real gloo group. Mixed precision is ours
+    (engine_train.MixedPrecision), so accelerate gets "no" and never patches `forward`.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision="no",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    launched = launcher_world_size()
+    if launched > 1 and accelerator.num_processes != launched:
+        raise SystemExit(
+            f"train_m2ugen: the launcher started {launched} processes (WORLD_SIZE/LOCAL_WORLD_SIZE)"
+            f" but this one joined a group of {accelerator.num_processes}; refusing to train "
+            f"alone (check the accelerate config / torchrun arguments)"
+        )
+    kind = accelerator.distributed_type
+    if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM,
+                DistributedType.XLA):
+        raise SystemExit(
+            f"train_m2ugen: {kind.value} is not supported (the loop, its saving and loading of "
+            f"the tuned weights assume unsharded parameters and plain DDP); use DDP with "
+            f"--dtype bfloat16 (docs/TRAINING.md)"
+        )
+    return accelerator
 
 
 def build_config(args: argparse.Namespace):
@@ -106,9 +226,11 @@ def build_config(args: argparse.Namespace):
     else:
         cfg = get_preset(args.preset)
     if args.music_decoder and args.music_decoder != cfg.decoder.kind:
-        default_path = {"musicgen": "facebook/musicgen-small", "audioldm2": "cvssp/audioldm2-music"}
-        cfg.decoder = DecoderConfig(kind=args.music_decoder,
-                                    path=args.music_decoder_path or default_path[args.music_decoder])
+        default_path = {"musicgen": "facebook/musicgen-small",
+                        "audioldm2": "cvssp/audioldm2-music"}
+        cfg.decoder = DecoderConfig(
+            kind=args.music_decoder,
+            path=args.music_decoder_path or default_path[args.music_decoder])
     return apply_path_overrides(cfg, {
         "llama_path": args.llama_path, "tokenizer_path": args.tokenizer_path,
         "mert_path": args.mert_path, "vit_path": args.vit_path, "vivit_path": args.vivit_path,
@@ -117,9 +239,9 @@ def build_config(args: argparse.Namespace):
 
 
 def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures):
-    from data.datasets import (
-        ErrorPolicy, M2UGenDataset, PerModalityLoader, filter_split, stage_samples,
-    )
+    from data.dataset import M2UGenDataset, PerModalityLoader
+    from data.mixes import filter_split, stage_samples
+    from data.schemas import ErrorPolicy
 
     paths = DataPaths.from_root(args.data_root).parse_overrides(args.data)
     split = "train" if Path(paths.split).is_file() else "all"
@@ -143,14 +265,8 @@ def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures)
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-    seed_everything(args.seed)
+    accelerator = make_accelerator()
+    seed_everything(args.seed)  # the same model initialisation in every process
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     resume_dir = None
@@ -159,10 +275,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = config_from_dict(ckpt.read_config(resume_dir)["m2ugen"])
     else:
         cfg = build_config(args)
-    model = M2UGen(cfg, device=accelerator.device)
+    model = M2UGen(cfg, device=accelerator.device, dtype=DTYPES[args.dtype])
     if args.init_from and not resume_dir:
         src = ckpt.resolve_checkpoint(args.init_from)
         ckpt.load_tuned_weights(model, ckpt.read_weights(src), source=str(src))
+        saved = ckpt.read_config(src)
+        if "published" in saved:  # an imported release: its compatibility values
+            from llama.published import restore_compat
+
+            restore_compat(model, saved)
     trainable = model.set_stage(args.stage)
     tuned = model.tuned_parameter_names()
     media = MediaFeatures(model, args.feature_cache, memo_bytes=args.feature_memo_mb * 2**20)
@@ -173,16 +294,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"train_m2ugen: {err}", file=sys.stderr)
         return 2
     if accelerator.is_main_process:
+        print(describe_settings(args), flush=True)
         n_train = sum(dict(model.named_parameters())[n].numel() for n in trainable)
         print(f"stage {args.stage}: {len(dataset)} samples {dataset.task_counts()}; "
               f"{n_train:,} trainable parameters in {len(trainable)} tensors", flush=True)
     settings = settings_from_args(args)
+    # Augmentation streams differ per process (and are checkpointed per process).
+    seed_everything(args.seed + accelerator.process_index)
     prepared = accelerator.prepare(model) if accelerator.num_processes > 1 else model
     log_file = out / "train_log.jsonl"
 
     def checkpoint_config() -> dict[str, Any]:
         return {"m2ugen": dataclasses.asdict(model.cfg), "stage": args.stage,
-                "args": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}}
+                "args": {k: v for k, v in vars(args).items()
+                         if isinstance(v, (str, int, float, bool, list, type(None)))}}
 
     def on_epoch_end(epoch: int) -> None:
         if accelerator.is_main_process:
@@ -194,6 +319,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     trainer = Trainer(
         model=prepared, dataset=dataset, collate=Collator(pad_id=model.tokenizer.pad_id),
         step_fn=make_step(model, prepared, targets, settings, accelerator.device),
+        count_fn=loss_counts,
         settings=settings, output_dir=out, checkpoint_config=checkpoint_config,
         tuned_names=tuned, accelerator=accelerator, on_epoch_end=on_epoch_end,
     )

@@ -1,6 +1,6 @@
 """Configuration dataclasses for every part of M2UGen, plus named presets.
 
-Cross-module contracts (backbone, tokenizer, encoders, decoders, data layout): docs/INTERFACES.md.
+Cross-module contracts (backbone, tokenizer, encoders, decoders, data layout): docs/DATA.md.
 
 One dataclass per component keeps each module's knobs next to each other; presets are plain
 functions so a reader can see every number of a published configuration in one place.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 MODALITIES: tuple[str, ...] = ("audio", "image", "video")
 AUD_TOKENS: tuple[str, ...] = tuple(f"[AUD{i}]" for i in range(8))
@@ -21,7 +21,7 @@ AUD_TOKENS: tuple[str, ...] = tuple(f"[AUD{i}]" for i in range(8))
 
 @dataclass
 class LlamaConfig:
-    """LLaMA-2 backbone shape plus the parameter-efficient tuning knobs (SPEC section 2)."""
+    """LLaMA-2 backbone shape plus the parameter-efficient tuning knobs (docs/MODEL.md section 2)."""
 
     dim: int = 4096
     n_layers: int = 32
@@ -103,7 +103,7 @@ class EncoderConfig:
 
 @dataclass
 class BridgeConfig:
-    """Modality bridges into the backbone width (SPEC section 3)."""
+    """Modality bridges into the backbone width (docs/MODEL.md section 3)."""
 
     music_pooling: Literal["rnn-attention", "mean"] = "rnn-attention"
     bridge_norm: Literal["rms", "layer"] = "rms"  # "layer": the legacy LayerNorm-with-bias bridges
@@ -126,7 +126,7 @@ class KnnConfig:
 
 @dataclass
 class ProjectorConfig:
-    """Output projector: LLM hidden states at [AUD0..7] -> decoder conditioning (SPEC section 4)."""
+    """Output projector: LLM hidden states at [AUD0..7] -> decoder conditioning (docs/MODEL.md section 4)."""
 
     d_model: int = 512
     n_heads: int = 4
@@ -206,7 +206,7 @@ def llama_tiny() -> LlamaConfig:
 
 
 def llama_7b() -> LlamaConfig:
-    """LLaMA-2 7B exactly as SPEC section 2."""
+    """LLaMA-2 7B exactly as docs/MODEL.md section 2."""
     return LlamaConfig()
 
 
@@ -375,3 +375,84 @@ def get_preset(name: str) -> M2UGenConfig:
         return PRESETS[name]()
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Training recipes: per-stage defaults of train_m2ugen.py's flags, per preset
+
+# The stage CLI's flag defaults when a preset names no recipe (the published flag defaults).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "batch_size": 1,
+    "accum_iter": 1,
+    "epochs": 5,
+    "lr": 1e-4,
+    "min_lr": 1e-6,
+    "warmup_epochs": 1.0,
+    "weight_decay": 0.05,
+    "clip_grad": 1.0,
+    "bridge_lr_scale": 1.0,
+    "audio_crop": 1.0,
+    "max_words": 512,
+    "ce_weight": 1.0,
+    "mse_weight": 1.0,
+    "replay": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """What `train.sh --preset NAME` trains with for every flag the user does not give.
+
+    `common` applies to all stages, `stages[k]` to stage k only (it wins over `common`); flags on
+    the command line win over both. `data_n` is the `python -m data.synthetic --n` the recipe was
+    measured on (None: a recipe for real data).
+    """
+
+    common: dict[str, Any] = field(default_factory=dict)
+    stages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    data_n: Optional[int] = None
+
+    def for_stage(self, stage: int) -> dict[str, Any]:
+        """Every flag of TRAIN_DEFAULTS resolved for `stage` (defaults < common < stage)."""
+        if stage not in (1, 2, 3):
+            raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
+        merged = {**TRAIN_DEFAULTS, **self.common, **self.stages.get(stage, {})}
+        unknown = set(merged) - set(TRAIN_DEFAULTS)
+        if unknown:
+            raise ValueError(f"recipe names unknown training flags {sorted(unknown)}")
+        return merged
+
+
+def recipe_tiny() -> TrainRecipe:
+    """The tiny preset on `data.synthetic` data (measured: docs/SYNTHETIC.md). Stage 1 trains the
+    bridges at 0.3x the rate; stages 2-3 replay earlier stages' samples so LoRA keeps captioning;
+    stage 3 weights the projector MSE at 0.3 (its projector is frozen, the MSE only keeps the
+    [AUD] hidden states where stage 2 left them); random music crops are augmentation."""
+    return TrainRecipe(
+        common={"batch_size": 16, "lr": 3e-3, "min_lr": 1e-4, "warmup_epochs": 0.5,
+                "max_words": 160, "audio_crop": 0.5},
+        stages={
+            1: {"epochs": 40, "bridge_lr_scale": 0.3},
+            2: {"epochs": 15, "replay": 0.3},
+            3: {"epochs": 20, "replay": 1.0, "mse_weight": 0.3},
+        },
+        data_n=400,
+    )
+
+
+RECIPES: dict[str, Callable[[], TrainRecipe]] = {
+    "tiny": recipe_tiny,
+    "tiny-audioldm2": recipe_tiny,
+    "m2ugen-musicgen-small": TrainRecipe,
+    "m2ugen-musicgen-medium": TrainRecipe,
+    "m2ugen-audioldm2": TrainRecipe,
+}
+
+
+def get_recipe(name: str) -> TrainRecipe:
+    """The named preset's training recipe (a clear error lists the known names)."""
+    try:
+        return RECIPES[name]()
+    except KeyError:
+        raise ValueError(f"no training recipe for preset {name!r}; known: {', '.join(RECIPES)}"
+                         ) from None

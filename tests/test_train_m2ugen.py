@@ -1,7 +1,9 @@
 """One training stage end to end on tiny synthetic data: resume, stage chaining, bad files."""
 
 import json
+import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,7 +63,8 @@ def test_next_stage_starts_from_previous_output(small_synthetic, tmp_path):
     assert not torch.equal(s1[proj], s2[proj])
 
 
-def test_unreadable_file_fails_naming_it_or_is_skipped_and_counted(small_synthetic, tmp_path, capsys):
+def test_unreadable_file_fails_naming_it_or_is_skipped_and_counted(small_synthetic, tmp_path,
+                                                                  capsys):
     data = tmp_path / "data"
     shutil.copytree(small_synthetic, data)
     captions = json.loads((data / "MUCaps" / "MUCapsCaptions.json").read_text())
@@ -74,3 +77,98 @@ def test_unreadable_file_fails_naming_it_or_is_skipped_and_counted(small_synthet
                 "--on_error", "skip") == 0
     out = capsys.readouterr().out
     assert "1" in out and "unreadable" in out and victim in out
+
+
+def test_launcher_world_size_without_a_group_is_refused(small_synthetic, tmp_path, monkeypatch):
+    """A launcher said 2 processes but this one is alone (e.g. plain Accelerator() without CUDA
+    under torchrun): no silent independent training."""
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="refusing to train alone"):
+        _run(small_synthetic, tmp_path / "alone", tmp_path / "cache")
+    assert not (tmp_path / "alone" / "checkpoint").exists()
+
+
+def _compute_dtypes_and_log(data, out, cache, *extra) -> tuple[set, list[dict]]:
+    """Train briefly, recording the dtype the backbone's attention and FFN blocks compute in."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    seen: set = set()
+
+    def hook(module, inputs, output):
+        if type(module).__name__ in ("Attention", "FeedForward"):
+            seen.add(output.dtype)
+
+    handle = register_module_forward_hook(hook)
+    try:
+        assert _run(data, out, cache, "--epochs", "1", "--batch_size", "5", "--log_every", "1",
+                    "--data", "coco_captions=", "muvideo_captions=", *extra) == 0
+    finally:
+        handle.remove()
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    return seen, [entry for entry in log if "step" in entry]
+
+
+def test_mixed_precision_and_frozen_dtype_change_the_compute_dtype(small_synthetic, tmp_path):
+    cache = tmp_path / "cache"
+    runs = {
+        "fp32": ((), torch.float32),
+        "bf16": (("--mixed_precision", "bf16"), torch.bfloat16),
+        "fp16": (("--mixed_precision", "fp16"), torch.float16),
+        "frozen_bf16": (("--dtype", "bfloat16"), torch.bfloat16),  # no autocast: bf16 weights
+    }
+    steps = {}
+    for name, (extra, expected) in runs.items():
+        seen, steps[name] = _compute_dtypes_and_log(small_synthetic, tmp_path / name, cache,
+                                                    *extra)
+        assert seen == {expected}, name
+        assert all(s["nonfinite_steps"] == 0 and math.isfinite(s["loss"]) for s in steps[name])
+    # The first step starts from the same weights: fp16's (unscaled) grad norm is the fp32 one,
+    # not 65536x it.
+    ratio = steps["fp16"][0]["grad_norm"] / steps["fp32"][0]["grad_norm"]
+    assert 0.8 < ratio < 1.25
+    # Frozen weights in bf16, trained parameters and optimizer state in float32.
+    folder = ckpt.resolve_checkpoint(tmp_path / "frozen_bf16")
+    assert {t.dtype for t in ckpt.read_weights(folder).values()} == {torch.float32}
+    state = ckpt.read_training_state(folder)["optimizer"]["state"]
+    assert {t.dtype for s in state.values() for k, t in s.items() if k != "step"} == {
+        torch.float32}
+
+
+def test_fsdp_is_refused_not_silently_mistrained(monkeypatch):
+    """accelerate selects FSDP only with CUDA; a stand-in Accelerator reports it here."""
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    class FsdpAccelerator:
+        def __init__(self, **kwargs):
+            self.num_processes, self.distributed_type = 1, DistributedType.FSDP
+
+    monkeypatch.setattr(accelerate, "Accelerator", FsdpAccelerator)
+    with pytest.raises(SystemExit, match="FSDP is not supported"):
+        train_m2ugen.make_accelerator()
+
+
+def test_init_from_a_release_file_imports_it_once(tmp_path, monkeypatch):
+    """`--init_from RELEASE.pth` converts the release into our checkpoint format in the output
+    folder (reused on a second call) instead of reading pickle on every start."""
+    import argparse
+
+    from llama import checkpoint as ckpt
+
+    ref = Path(__file__).resolve().parent / "llama" / "published_reference"
+    comp = ref / "components"
+    args = argparse.Namespace(
+        init_from=str(ref / "mumu" / "checkpoint.pth"), output_dir=str(tmp_path / "out"),
+        llama_path=str(comp), tokenizer_path=None, mert_path=str(comp / "mert"),
+        vit_path=str(comp / "vit"), vivit_path=str(comp / "vivit"))
+    folder = train_m2ugen.import_release_once(args)
+    saved = ckpt.read_config(folder)
+    assert saved["published"]["release"] == "mumu-llama"
+    assert saved["m2ugen"]["llama"]["adapter_uses_lora"] is False
+    stamp = (folder / ckpt.WEIGHTS_FILE).stat().st_mtime_ns
+    assert train_m2ugen.import_release_once(args) == folder  # reused, not imported again
+    assert (folder / ckpt.WEIGHTS_FILE).stat().st_mtime_ns == stamp
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args.output_dir = str(tmp_path / "other")
+    with pytest.raises(ValueError, match="import the release once"):
+        train_m2ugen.import_release_once(args)
