@@ -77,6 +77,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--llama_path", default=None, help="LLaMA-2 folder (Meta or HF layout)")
     p.add_argument("--tokenizer_path", default=None)
     p.add_argument("--mert_path", default=None)
+    p.add_argument("--trust_remote_code", action="store_true",
+                   help="run the MERT folder's own code (default: HuBERT classes, no folder code)")
     p.add_argument("--vit_path", default=None)
     p.add_argument("--vivit_path", default=None)
     p.add_argument("--music_decoder", choices=("musicgen", "audioldm2"), default=None)
@@ -235,6 +237,7 @@ def build_config(args: argparse.Namespace):
         "llama_path": args.llama_path, "tokenizer_path": args.tokenizer_path,
         "mert_path": args.mert_path, "vit_path": args.vit_path, "vivit_path": args.vivit_path,
         "music_decoder_path": args.music_decoder_path,
+        "trust_remote_code": "true" if args.trust_remote_code else None,
     })
 
 

@@ -64,6 +64,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tokenizer_path", default=None,
                    help="tokenizer.model or tokenizer folder (default: found from --llama_dir)")
     g.add_argument("--mert_path", default=None, help="MERT hub id or local folder")
+    g.add_argument("--trust_remote_code", action="store_true",
+                   help="run the MERT folder's own code (default: load it with transformers' "
+                        "HuBERT classes, executing nothing from the folder)")
     g.add_argument("--vit_path", default=None, help="ViT hub id or local folder")
     g.add_argument("--vivit_path", default=None, help="ViViT hub id or local folder")
     g.add_argument("--music_decoder", default=None, choices=DECODER_KINDS,
@@ -91,8 +94,9 @@ def add_device_arguments(g: Any) -> None:
     """Where and in what precision the model runs."""
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     g.add_argument("--dtype", default="auto", choices=DTYPE_NAMES,
-                   help="backbone dtype (auto: float16 on GPU, float32 on CPU); on GPU the "
-                        "encoders and music decoder follow it, on CPU they stay float32")
+                   help="dtype of the backbone's frozen weights, the encoders and the music "
+                        "decoder (auto: float16 on GPU, float32 on CPU; on CPU prefer bfloat16: "
+                        "float16 encoders run 4-12x slower there, see docs/MEMORY.md)")
     g.add_argument("--quantize", default="none", choices=QUANTIZE_NAMES,
                    help="int8: weight-only int8 for the backbone's linear layers (per-channel "
                         "scales; about half the memory of 16-bit and faster batch-1 decoding); "

@@ -105,6 +105,8 @@ def model_overrides(args: argparse.Namespace) -> dict[str, str]:
     for key in ("mert_path", "vit_path", "vivit_path", "music_decoder_path"):
         if getattr(args, key):
             o[key] = getattr(args, key)
+    if getattr(args, "trust_remote_code", False):
+        o["trust_remote_code"] = "true"
     return o
 
 

@@ -21,7 +21,7 @@ AUD_TOKENS: tuple[str, ...] = tuple(f"[AUD{i}]" for i in range(8))
 
 @dataclass
 class LlamaConfig:
-    """LLaMA-2 backbone shape plus the parameter-efficient tuning knobs (docs/MODEL.md section 2)."""
+    """LLaMA-2 backbone shape plus the parameter-efficient tuning knobs (docs/MODEL.md, 2)."""
 
     dim: int = 4096
     n_layers: int = 32
@@ -99,6 +99,7 @@ class EncoderConfig:
     num_frames: int = 32  # video only
     tiny_config: dict = field(default_factory=dict)  # kwargs for the transformers config
     tiny_seed: int = 0  # "tiny" only: the random weights are a pure function of this seed
+    trust_remote_code: bool = False  # MERT: run the folder's own code (explicit opt-in only)
 
 
 @dataclass
@@ -126,7 +127,8 @@ class KnnConfig:
 
 @dataclass
 class ProjectorConfig:
-    """Output projector: LLM hidden states at [AUD0..7] -> decoder conditioning (docs/MODEL.md section 4)."""
+    """Output projector: LLM hidden states for [AUD0..7] -> decoder conditioning (docs/MODEL.md,
+    section 4)."""
 
     d_model: int = 512
     n_heads: int = 4

@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 # The real MERT folder ships remote code; these are the errors that mean "that code cannot run
 # here" (missing optional dependency, incompatible transformers internals), after which the
 # HuBERT classes (same parameter names, same maths) take over.
-_REMOTE_CODE_ERRORS = (ImportError, AttributeError, TypeError, ValueError, OSError, KeyError)
 
 # Config keys that do not change what a model computes (left out of the identity hash).
 _CONFIG_KEYS_IGNORED = {"transformers_version", "architectures", "auto_map", "dtype", "torch_dtype"}
@@ -338,7 +337,9 @@ class MusicEncoder(FrozenEncoder):
 
 
 def _load_mert_model(cfg: EncoderConfig) -> nn.Module:
-    """The real MERT through its remote code when the folder declares it, else HuBERT classes."""
+    """MERT with transformers' HuBERT classes (MERT-v1 has HuBERT's parameter names and forward
+    for its configuration), so no code from the weights folder runs. The folder's own remote code
+    runs only when `cfg.trust_remote_code` asks for it (`--trust_remote_code`)."""
     from transformers import AutoModel, HubertConfig, HubertModel
 
     if cfg.path == "tiny":
@@ -346,16 +347,15 @@ def _load_mert_model(cfg: EncoderConfig) -> nn.Module:
         return _build_tiny(HubertModel, HubertConfig(**{**base, **cfg.tiny_config}), cfg.tiny_seed)
     _check_path(cfg.path, "MERT")
     config = _read_json(cfg.path, "config.json", required=True)
-    if "AutoModel" in (config.get("auto_map") or {}):
-        try:
-            # trust_remote_code is explicit, so transformers never asks on the terminal.
+    if cfg.trust_remote_code and "AutoModel" in (config.get("auto_map") or {}):
+        try:  # trust_remote_code is explicit, so transformers never asks on the terminal
             model, info = AutoModel.from_pretrained(cfg.path, trust_remote_code=True,
                                                     output_loading_info=True)
-            _check_loading_info(cfg.path, info)
-            return model
-        except _REMOTE_CODE_ERRORS as e:
-            log.warning("%s: MERT remote code failed (%s: %s); loading it with transformers' "
-                        "HuBERT classes (same parameter names)", cfg.path, type(e).__name__, e)
+        except (ImportError, OSError, AttributeError) as e:
+            raise ValueError(f"{cfg.path}: MERT remote code failed ({type(e).__name__}: {e}); "
+                             "drop --trust_remote_code to load it with HuBERT classes") from e
+        _check_loading_info(cfg.path, info)
+        return model
     model, info = HubertModel.from_pretrained(
         cfg.path, config=HubertConfig.from_pretrained(cfg.path), output_loading_info=True)
     _check_loading_info(cfg.path, info)

@@ -572,7 +572,7 @@ def config_from_dict(d: dict[str, Any]) -> M2UGenConfig:
 def apply_path_overrides(cfg: M2UGenConfig, overrides: dict[str, Optional[str]]) -> M2UGenConfig:
     """Point components at user-given weights (CLI flags keep the published names)."""
     known = {"llama_path", "tokenizer_path", "mert_path", "vit_path", "vivit_path",
-             "music_decoder_path"}
+             "music_decoder_path", "trust_remote_code"}
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"unknown path override(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -586,4 +586,7 @@ def apply_path_overrides(cfg: M2UGenConfig, overrides: dict[str, Optional[str]])
                        ("music_decoder_path", "decoder")):
         if flag in o:
             changes[part] = dataclasses.replace(getattr(cfg, part), path=o[flag])
+    if o.get("trust_remote_code") in ("true", "1", True):
+        mert = changes.get("mert", cfg.mert)
+        changes["mert"] = dataclasses.replace(mert, trust_remote_code=True)
     return dataclasses.replace(cfg, **changes)

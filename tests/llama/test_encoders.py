@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 
 import numpy as np
 import pytest
@@ -295,24 +294,23 @@ def test_hubert_folder_loads_with_its_processor(cfg, tmp_path):
     assert enc.encode([_noise(1.0, 0)]).hidden_states.shape[1] == cfg.mert.num_hidden_states
 
 
-def test_remote_code_folder_uses_remote_code(cfg, tmp_path, modules_cache):
+def test_remote_code_runs_only_on_request(cfg, tmp_path, modules_cache):
     _save_tiny_hubert(cfg, tmp_path)
     _add_remote_code(tmp_path)
-    enc = load_music_encoder(dataclasses.replace(cfg.mert, path=str(tmp_path)))
+    plain = load_music_encoder(dataclasses.replace(cfg.mert, path=str(tmp_path)))
+    assert type(plain.model).__name__ == "HubertModel"
+    enc = load_music_encoder(
+        dataclasses.replace(cfg.mert, path=str(tmp_path), trust_remote_code=True))
     assert type(enc.model).__name__ == "FakeMertModel"
     assert enc.encode([_noise(1.0, 0)]).hidden_states.shape[1] == cfg.mert.num_hidden_states
 
 
-def test_broken_remote_code_falls_back_to_hubert(cfg, tmp_path, modules_cache, caplog):
+def test_broken_remote_code_on_request_is_a_clear_error(cfg, tmp_path, modules_cache):
     _save_tiny_hubert(cfg, tmp_path)
     _add_remote_code(tmp_path, broken=True)
-    with caplog.at_level(logging.WARNING, logger="llama.encoders"):
-        enc = load_music_encoder(dataclasses.replace(cfg.mert, path=str(tmp_path)))
-    assert type(enc.model).__name__ == "HubertModel"
-    assert "remote code failed" in caplog.text
-    ref = load_music_encoder(dataclasses.replace(cfg.mert, path=str(tmp_path)))
-    x = [_noise(1.0, 0)]
-    assert torch.equal(enc.encode(x).hidden_states, ref.encode(x).hidden_states)
+    with pytest.raises(ValueError, match="remote code failed"):
+        load_music_encoder(
+            dataclasses.replace(cfg.mert, path=str(tmp_path), trust_remote_code=True))
 
 
 def test_folder_with_missing_weights_is_refused(cfg, tmp_path):
@@ -345,3 +343,38 @@ def test_vit_and_vivit_folders_match_tiny(cfg, vit, vivit, tmp_path):
     vid = [np.random.default_rng(3).integers(0, 256, (8, 20, 20, 3), dtype=np.uint8)]
     assert torch.allclose(v2.encode(img), vit.encode(img), atol=1e-6)
     assert torch.allclose(vv2.encode(vid), vivit.encode(vid), atol=1e-6)
+
+
+def _mert_folder_with_remote_code(tmp_path, cfg):
+    """A MERT-style folder: HuBERT weights plus an `auto_map` naming code that leaves a mark."""
+    from transformers import HubertConfig, HubertModel
+
+    folder = tmp_path / "mert"
+    base = {"feat_extract_norm": "layer", "do_stable_layer_norm": True}
+    HubertModel(HubertConfig(**{**base, **cfg.mert.tiny_config})).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_mert.MERTConfig",
+                          "AutoModel": "modeling_mert.MERTModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "remote_code_ran"
+    for name in ("configuration_mert.py", "modeling_mert.py"):
+        (folder / name).write_text(f"open({str(marker)!r}, 'w').close()\n")
+    return folder, marker
+
+
+def test_mert_folders_load_without_running_their_code(tmp_path, cfg):
+    from llama.encoders import load_music_encoder
+
+    folder, marker = _mert_folder_with_remote_code(tmp_path, cfg)
+    enc = load_music_encoder(dataclasses.replace(cfg.mert, path=str(folder)))
+    assert not marker.exists()
+    feats = enc.encode([_noise(0.5, 0)])
+    assert feats.hidden_states.shape[1] == cfg.mert.num_hidden_states
+
+
+def test_trust_remote_code_is_an_explicit_override():
+    from llama.m2ugen import apply_path_overrides
+
+    base = get_preset("tiny")
+    assert base.mert.trust_remote_code is False
+    assert apply_path_overrides(base, {"trust_remote_code": "true"}).mert.trust_remote_code
