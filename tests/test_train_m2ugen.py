@@ -63,6 +63,7 @@ def test_next_stage_starts_from_previous_output(small_synthetic, tmp_path):
     assert not torch.equal(s1[proj], s2[proj])
 
 
+@pytest.mark.slow
 def test_unreadable_file_fails_naming_it_or_is_skipped_and_counted(small_synthetic, tmp_path,
                                                                   capsys):
     data = tmp_path / "data"
@@ -108,6 +109,7 @@ def _compute_dtypes_and_log(data, out, cache, *extra) -> tuple[set, list[dict]]:
     return seen, [entry for entry in log if "step" in entry]
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_frozen_dtype_change_the_compute_dtype(small_synthetic, tmp_path):
     cache = tmp_path / "cache"
     runs = {
