@@ -20,7 +20,9 @@ i.e. 0.9 GB of fp32 weights per layer and 0.5 GB of LM head: far past any cache,
 bandwidth-bound) in float32, bfloat16, float16, int8 (weights int8, rest float32) and
 bfloat16 + int8, at batch 1 and 8. Per row: tok/s by wall clock and by process CPU time, bytes of
 weights read per token (all decode-time weights / batch) and the percent of the mode's own
-bandwidth floor (weights bytes / measured read bandwidth per step).
+bandwidth floor (weights bytes / measured read bandwidth per step). On a shared machine use the
+CPU-time columns: they compare CPU-time rates with the read bandwidth per CPU second measured in
+the same run (`--threads 1` keeps both single-core and comparable).
 """
 
 from __future__ import annotations
@@ -140,15 +142,19 @@ def timed(fn, *args, **kw) -> tuple[float, float, object]:
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
-def bandwidth(gib: float = 2.0, repeats: int = 5) -> tuple[float, float]:
-    """(read GB/s via a full-buffer sum, copy GB/s counting read + write) on buffers >> L3."""
+def bandwidth(gib: float = 2.0, repeats: int = 5) -> tuple[float, float, float]:
+    """(read GB/s via a full-buffer sum, copy GB/s counting read + write, read GB/s per CPU
+    second) on buffers >> L3. The per-CPU-second figure is the floor to compare CPU-time rates
+    with: on a shared machine wall time includes time the process was not running."""
     n = int(gib * (1 << 30)) // 4
     a = torch.rand(n)
     b = torch.empty_like(a)
-    read = min(timed(a.sum)[0] for _ in range(repeats))
+    reads = [timed(a.sum)[:2] for _ in range(repeats)]
     copy = min(timed(b.copy_, a)[0] for _ in range(repeats))
     del a, b
-    return 4 * n / read / 1e9, 2 * 4 * n / copy / 1e9
+    threads = torch.get_num_threads()  # CPU time of a t-thread sum is ~t x its wall time
+    read_cpu = min(c for _, c in reads) / threads
+    return 4 * n / min(w for w, _ in reads) / 1e9, 2 * 4 * n / copy / 1e9, 4 * n / read_cpu / 1e9
 
 
 def decode_weight_bytes(model: Transformer) -> int:
@@ -185,7 +191,8 @@ def decode_steps(model: Transformer, batch: int, prompt_len: int, steps: int
     return best
 
 
-def precision_rows(n_layers: int, read_bw: float, batches: list[int], steps: int) -> None:
+def precision_rows(n_layers: int, read_bw: float, batches: list[int], steps: int,
+                   read_bw_cpu: float) -> None:
     """The dtype / quantization table on a 7B-shaped stack (see the module docstring)."""
     import copy
 
@@ -200,21 +207,25 @@ def precision_rows(n_layers: int, read_bw: float, batches: list[int], steps: int
             copy.deepcopy(fp32), dtype, quant)
         wbytes = weight_nbytes(model, read_per_token=True)
         floor = wbytes / (read_bw * 1e9)
+        floor_cpu = wbytes / (read_bw_cpu * 1e9)
         for b in batches:
             wall, cpu = decode_steps(model, b, 16, steps)
-            rows.append((label, b, wall, cpu, wbytes, floor))
+            rows.append((label, b, wall, cpu / torch.get_num_threads(), wbytes, floor, floor_cpu))
             print(f"  {label} batch {b}: {b / wall:.1f} tok/s", flush=True)
         if model is not fp32:
             del model
     print()
     print(f"7B-shaped stack, {n_layers} layers + LM head; decode steps only (prompt 16 tokens)")
+    print("(cpu columns: per process CPU second / threads, against the read bandwidth per CPU "
+          "second; robust to other processes; wall columns: by the clock)")
     print(f"{'mode':18s} {'batch':>5s} {'tok/s':>7s} {'tok/cpu-s':>9s} {'vs fp32':>7s} "
-          f"{'MB read/tok':>11s} {'floor tok/s':>11s} {'% floor':>7s} {'% floor cpu':>11s}")
-    ref = {b: wall for label, b, wall, *_ in rows if label == "float32"}
-    for label, b, wall, cpu, wbytes, floor in rows:
-        print(f"{label:18s} {b:5d} {b / wall:7.1f} {b / cpu:9.1f} {ref[b] / wall:6.2f}x "
-              f"{wbytes / b / 1e6:11.0f} {b / floor:11.1f} {floor / wall * 100:6.0f}% "
-              f"{floor / cpu * 100:10.0f}%")
+          f"{'vs fp32 cpu':>11s} {'MB read/tok':>11s} {'floor tok/s':>11s} {'% floor':>7s} "
+          f"{'floor cpu':>9s} {'% floor cpu':>11s}")
+    ref = {b: (wall, cpu) for label, b, wall, cpu, *_ in rows if label == "float32"}
+    for label, b, wall, cpu, wbytes, floor, floor_cpu in rows:
+        print(f"{label:18s} {b:5d} {b / wall:7.1f} {b / cpu:9.1f} {ref[b][0] / wall:6.2f}x "
+              f"{ref[b][1] / cpu:10.2f}x {wbytes / b / 1e6:11.0f} {b / floor:11.1f} "
+              f"{floor / wall * 100:6.0f}% {b / floor_cpu:9.1f} {floor_cpu / cpu * 100:10.0f}%")
 
 
 def main() -> None:
@@ -248,11 +259,12 @@ def main() -> None:
     batches = [int(x) for x in args.batches.split(",")]
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
-    read_bw, copy_bw = bandwidth()
+    read_bw, copy_bw, read_bw_cpu = bandwidth()
     print(f"memory bandwidth: read {read_bw:.1f} GB/s (2 GiB sum), "
-          f"copy {copy_bw:.1f} GB/s (read+write)")
+          f"copy {copy_bw:.1f} GB/s (read+write); read per CPU second {read_bw_cpu:.1f} GB/s")
     if args.precision_only:
-        precision_rows(args.precision_layers, read_bw, batches, args.precision_steps)
+        precision_rows(args.precision_layers, read_bw, batches, args.precision_steps,
+                       read_bw_cpu)
         return
 
     model = Transformer(bench_config()).eval()
@@ -324,7 +336,7 @@ def main() -> None:
     print("(the machine's L3 is large; weights partly cached there can beat a DRAM-only floor)")
     del model, m2u, hf
     print()
-    precision_rows(args.precision_layers, read_bw, batches, args.precision_steps)
+    precision_rows(args.precision_layers, read_bw, batches, args.precision_steps, read_bw_cpu)
 
 
 if __name__ == "__main__":

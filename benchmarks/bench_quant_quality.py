@@ -32,22 +32,47 @@ from llama.quantize import prepare_for_inference  # noqa: E402
 MODES = (("bfloat16", "none"), ("float16", "none"), ("float32", "int8"), ("bfloat16", "int8"))
 
 
-def compare(ref: torch.Tensor, out: torch.Tensor) -> tuple[int, int, float, float]:
-    """(agreeing positions, positions, max |logit error|, max |ref logit|) over (N, vocab)."""
-    agree = int((ref.argmax(-1) == out.argmax(-1)).sum())
-    return agree, ref.shape[0], float((ref - out.float()).abs().max()), float(ref.abs().max())
+def compare(ref: torch.Tensor, out: torch.Tensor) -> tuple[int, int, float, float, float]:
+    """(agreeing positions, positions, max |logit error|, max |ref logit|, largest float32
+    top-1 - top-2 margin among the disagreeing positions: 0 when all agree) over (N, vocab).
+
+    The margin says whether a disagreement is a near-tie that any rounding can flip."""
+    same = ref.argmax(-1) == out.argmax(-1)
+    top2 = ref.float().topk(2, dim=-1).values
+    margins = (top2[:, 0] - top2[:, 1])[~same]
+    worst = float(margins.max()) if margins.numel() else 0.0
+    return (int(same.sum()), ref.shape[0], float((ref - out.float()).abs().max()),
+            float(ref.abs().max()), worst)
 
 
 def report(title: str, rows: dict[str, list[tuple[int, int, float, float]]]) -> None:
     print(f"\n{title}")
-    print(f"{'mode':20s} {'top-1 agree':>12s} {'positions':>9s} {'max |dlogit|':>12s} "
-          f"{'relative':>8s}")
+    print(f"{'mode':36s} {'top-1 agree':>12s} {'positions':>9s} {'max |dlogit|':>12s} "
+          f"{'relative':>8s} {'max fp32 margin where they differ':>34s}")
     for mode, parts in rows.items():
         agree = sum(p[0] for p in parts)
         n = sum(p[1] for p in parts)
         err = max(p[2] for p in parts)
         scale = max(p[3] for p in parts)
-        print(f"{mode:20s} {100 * agree / n:11.2f}% {n:9d} {err:12.4f} {err / scale:8.4f}")
+        margin = max(p[4] for p in parts)
+        print(f"{mode:36s} {100 * agree / n:11.2f}% {n:9d} {err:12.4f} {err / scale:8.4f} "
+              f"{margin:34.4f}")
+
+
+def as_served(fp32, dtype: str, quant: str):
+    """What `M2UGen(dtype=..., quantize=...)` (the CLI path) runs: frozen weights in `dtype`,
+    tuned parts (LoRA, biases, norms, gates, new rows) kept float32, then int8."""
+    from llama.backbone import keep_peft_float32
+    from llama.quantize import quantize_backbone_, resolve_dtype
+
+    model = copy.deepcopy(fp32).to(resolve_dtype(dtype))
+    keep_peft_float32(model)
+    with torch.no_grad():  # the float32 values of the tuned parts, not their rounded copies
+        for p, ref in zip(model.parameters(), fp32.parameters()):
+            if p.dtype == torch.float32:
+                p.copy_(ref)
+    quantize_backbone_(model, quant)
+    return model
 
 
 @torch.no_grad()
@@ -94,6 +119,8 @@ def tiny_model(checkpoint: str, data_root: Path, n_prompts: int, new_tokens: int
     model = engine.model
     fp32 = model.backbone
     variants = {f"{d}+{q}": prepare_for_inference(copy.deepcopy(fp32), d, q) for d, q in MODES}
+    variants.update({f"{d}+{q} (served: tuned fp32)": as_served(fp32, d, q)
+                     for d, q in MODES if d != "float32"})
     rows: dict[str, list] = {k: [] for k in variants}
     for ids, media in held_out_prompts(engine, data_root, n_prompts):
         groups = {m: ([0], model.encode_media(m, [engine.features.item_features(m, p)]))

@@ -85,13 +85,15 @@ def _linear(
 ) -> torch.Tensor:
     """base(x) + l2(l1(x)): a frozen projection plus its LoRA branch (no scaling, as upstream).
 
-    `base` may be a drop-in replacement of nn.Linear (llama.quantize.Int8Linear): it is called.
+    `base` may be a drop-in replacement of nn.Linear (llama.quantize.Int8Linear): it is called,
+    with the input in the float dtype it stands for (as nn.Linear's input is cast to its weight's).
     """
     if type(base) is nn.Linear:
         dtype = base.weight.dtype
         x = _as(x, dtype)
         y = F.linear(x, base.weight, _as(base.bias, dtype))
     else:
+        x = _as(x, getattr(base, "float_dtype", x.dtype))
         y = base(x)
     if l1 is not None:
         y = y + F.linear(F.linear(x, _as(l1.weight, x.dtype)), _as(l2.weight, x.dtype))

@@ -127,7 +127,26 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if w.dim() != 2:
         raise QuantizationError(f"quantize_weight needs a 2-D weight, got shape {tuple(w.shape)}")
-    w32 = w.detach().float()
+    w = w.detach()
+    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    scales = []
+    # Row blocks of ~_BLOCK_ELEMENTS: the float32 temporaries stay ~16 MB whatever the matrix
+    # (a 7B LM head in one piece would need ~2 GB of them), so loading peaks at int8 + one layer.
+    rows = max(1, _BLOCK_ELEMENTS // max(1, w.shape[1]))
+    for start in range(0, w.shape[0], rows):
+        block = w[start:start + rows].to(torch.float32, copy=True)  # never the caller's
+        stored = _row_scales(block)
+        block.div_(stored.float()[:, None]).round_().clamp_(-127, 127)
+        q[start:start + rows] = block.to(torch.int8)
+        scales.append(stored)
+    return q, torch.cat(scales)
+
+
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def _row_scales(w32: torch.Tensor) -> torch.Tensor:
+    """max|row| / 127 per row, as KERNEL_DTYPE values rounded up (never below the exact scale)."""
     scale = w32.abs().amax(dim=1) / 127.0
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all-zero rows stay zero
     stored = scale.to(KERNEL_DTYPE)
@@ -135,8 +154,7 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if bool(low.any()):
         up = torch.nextafter(stored, torch.full_like(stored, float("inf")))
         stored = torch.where(low, up, stored)
-    q = torch.round(w32 / stored.float()[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q, stored
+    return stored
 
 
 class Int8Linear(nn.Module):
@@ -182,7 +200,10 @@ class Int8Linear(nn.Module):
         scales = self.scales if self.scales.dtype == KERNEL_DTYPE else self.scales.to(KERNEL_DTYPE)
         y = torch._weight_int8pack_mm(x2, self.qweight, scales)
         y = y.view(*lead, self.out_features).to(x.dtype)
-        return y if self.bias is None else y + self.bias
+        if self.bias is None:
+            return y
+        # A tuned bias kept float32 beside half-precision activations must not promote them.
+        return y + (self.bias if self.bias.dtype == y.dtype else self.bias.to(y.dtype))
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return (self.qweight.float() * self.scales.float()[:, None]).to(dtype)

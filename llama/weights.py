@@ -74,6 +74,9 @@ HF_SAFE_INDEX = "model.safetensors.index.json"
 HF_BIN_INDEX = "pytorch_model.bin.index.json"
 # Merge/convert this many bytes of tensors per group (bounds the transiently mapped pages).
 _GROUP_BYTES = 512 * 2**20
+# With a transform (int8 at load, llama.quantize) the result is 4x smaller than the mapped input,
+# so a group's mapped pages would dominate the peak: groups of about one 7B matrix instead.
+_TRANSFORM_GROUP_BYTES = 64 * 2**20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,11 +183,12 @@ def _meta_shard_files(folder: Path) -> list[Path]:
     return [p for _, p in found]
 
 
-def _groups(names: Iterable[str], nbytes: Mapping[str, int]) -> list[list[str]]:
+def _groups(names: Iterable[str], nbytes: Mapping[str, int],
+            limit: int = _GROUP_BYTES) -> list[list[str]]:
     groups: list[list[str]] = [[]]
     size = 0
     for name in names:
-        if groups[-1] and size + nbytes[name] > _GROUP_BYTES:
+        if groups[-1] and size + nbytes[name] > limit:
             groups.append([])
             size = 0
         groups[-1].append(name)
@@ -221,7 +225,8 @@ def _load_meta(folder: Path, cfg: LlamaConfig, dtype: Optional[torch.dtype], dev
     nbytes = {k: sum(sd[k].numel() * sd[k].element_size() for sd in first) for k in keys}
     del first
     out: dict[str, torch.Tensor] = {}
-    for group in _groups(keys, nbytes):
+    limit = _GROUP_BYTES if transform is None else _TRANSFORM_GROUP_BYTES
+    for group in _groups(keys, nbytes, limit):
         shards = [_torch_load(f) for f in files]
         for k in group:
             parts = [sd[k] for sd in shards]
@@ -295,38 +300,61 @@ def _load_hf(folder: Path, cfg: LlamaConfig, dtype: Optional[torch.dtype], devic
     origin: dict[str, str] = {}
     shapes = base_weight_shapes(cfg)
     for f in files:
-        raw = _read_hf_file(f, kind)
-        permuted: list[tuple[str, str, int]] = []
-        for name, t in raw.items():
-            if DERIVED_KEY_RE.search(name):
-                continue
-            meta = hf_name_to_meta(name)
-            if meta is None:
-                raise WeightsError(f"{f}: unexpected weight {name!r} for a LLaMA model")
-            if meta in out or any(meta == m for _, m, _ in permuted):
-                raise WeightsError(f"{f}: weight {name!r} appears in more than one file")
-            origin[meta] = str(f)
-            heads = permuted_heads(meta, cfg)
-            if heads:
-                if tuple(t.shape) != shapes.get(meta):
-                    raise WeightsError(f"{f}: {name} has shape {tuple(t.shape)}, config.json "
-                                       f"implies {shapes.get(meta)}")
-                permuted.append((name, meta, heads))
-            else:
-                out[meta] = conv(meta, t)
-        del raw
-        if permuted:
-            # wq/wk are re-ordered into new memory; reading them through a second mapping that
-            # is dropped afterwards keeps their original pages from staying resident as well.
-            again = _read_hf_file(f, kind)
-            for name, meta, heads in permuted:
-                out[meta] = conv(meta, permute_hf_to_meta(again[name], heads).contiguous())
-            del again
+        raw: Optional[dict[str, torch.Tensor]] = _read_hf_file(f, kind)
+        names = [n for n in raw if not DERIVED_KEY_RE.search(n)]
+        groups = [names]
+        if transform is not None:
+            # The result is much smaller than the input (int8): re-map the file per group so
+            # only one group's pages are resident, not a whole multi-GB shard file.
+            nbytes = {n: raw[n].numel() * raw[n].element_size() for n in names}
+            groups = _groups(names, nbytes, _TRANSFORM_GROUP_BYTES)
+        for group in groups:
+            raw = raw if raw is not None else _read_hf_file(f, kind)
+            permuted = _load_hf_group(f, raw, group, cfg, shapes, conv, out, origin)
+            raw = None  # unmaps the group's pages before the next mapping is touched
+            if permuted:
+                _load_permuted(f, kind, permuted, conv, out)
     if "output.weight" not in out and "tok_embeddings.weight" in out:
         tied = out["tok_embeddings.weight"]  # tie_word_embeddings
         out["output.weight"] = tied if transform is None else transform("output.weight", tied)
         origin["output.weight"] = origin["tok_embeddings.weight"]
     return out, origin
+
+
+def _load_hf_group(f: Path, raw: dict[str, torch.Tensor], group: list[str], cfg: LlamaConfig,
+                   shapes: Mapping[str, tuple[int, ...]], conv: Transform,
+                   out: dict[str, torch.Tensor], origin: dict[str, str]
+                   ) -> list[tuple[str, str, int]]:
+    """Convert the tensors `group` of one HF file (`raw`: its mapping) into Meta-named `out`;
+    returns the wq/wk tensors (HF name, Meta name, heads) still to be permuted."""
+    permuted: list[tuple[str, str, int]] = []
+    for name in group:
+        t = raw[name]
+        meta = hf_name_to_meta(name)
+        if meta is None:
+            raise WeightsError(f"{f}: unexpected weight {name!r} for a LLaMA model")
+        if meta in out or any(meta == m for _, m, _ in permuted):
+            raise WeightsError(f"{f}: weight {name!r} appears in more than one file")
+        origin[meta] = str(f)
+        heads = permuted_heads(meta, cfg)
+        if heads:
+            if tuple(t.shape) != shapes.get(meta):
+                raise WeightsError(f"{f}: {name} has shape {tuple(t.shape)}, config.json "
+                                   f"implies {shapes.get(meta)}")
+            permuted.append((name, meta, heads))
+        else:
+            out[meta] = conv(meta, t)
+    return permuted
+
+
+def _load_permuted(f: Path, kind: str, permuted: list[tuple[str, str, int]], conv: Transform,
+                   out: dict[str, torch.Tensor]) -> None:
+    """wq/wk are re-ordered into new memory; reading them through a second mapping that is
+    dropped afterwards keeps their original pages from staying resident as well."""
+    again = _read_hf_file(f, kind)
+    for name, meta, heads in permuted:
+        out[meta] = conv(meta, permute_hf_to_meta(again[name], heads).contiguous())
+    del again
 
 
 def load_base_state_dict(path: str | os.PathLike, dtype: Optional[torch.dtype] = None,

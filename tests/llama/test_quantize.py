@@ -57,6 +57,20 @@ def test_quantize_weight_is_per_channel_and_never_clips():
     assert bool((q.abs().amax(1)[torch.arange(16) != 3] >= 126).all())  # range is used
 
 
+def test_quantize_weight_in_row_blocks_equals_one_piece(monkeypatch):
+    """Blocks bound the float32 temporaries while loading; the result must not depend on them,
+    and a float32 input is never modified."""
+    import llama.quantize as quant
+
+    w = torch.randn(300, 70)
+    before = w.clone()
+    whole = quantize_weight(w)
+    monkeypatch.setattr(quant, "_BLOCK_ELEMENTS", 70 * 16)  # 19 blocks, the last one partial
+    blocks = quantize_weight(w)
+    assert torch.equal(whole[0], blocks[0]) and torch.equal(whole[1], blocks[1])
+    assert torch.equal(w, before)
+
+
 def test_int8_linear_matches_dequantized_matmul_plus_bias():
     lin = torch.nn.Linear(48, 40)
     q = Int8Linear.from_linear(lin)
@@ -107,6 +121,27 @@ def test_lora_and_bias_are_applied_exactly_on_top_of_the_int8_base():
     torch.testing.assert_close(_linear(x, *ff_q._1), base + ff_q.w1.bias + lora, atol=0, rtol=0)
 
 
+def test_int8_with_half_frozen_weights_and_float32_tuned_parts():
+    """The composed model's layout (M2UGen(dtype=bf16, quantize="int8")): frozen weights in
+    bf16, tuned parts (LoRA, biases, norms, gates) kept float32; the int8 layers must compute in
+    the frozen dtype like the nn.Linear they replace, so attention sees one dtype."""
+    from llama.backbone import keep_peft_float32
+
+    m = _tuned_model().to(torch.bfloat16)
+    keep_peft_float32(m)
+    q = copy.deepcopy(m)
+    quantize_backbone_(q)
+    assert q.layers[0].attention.wq.bias.dtype == torch.float32
+    toks = torch.randint(0, m.vocab_size, (2, 12))
+    feats = torch.randn(2, 3, 64)
+    ref, out = m(toks, modality_features=feats), q(toks, modality_features=feats)
+    assert out.dtype == ref.dtype
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()
+    assert (out.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.8
+    assert [len(x) for x in generate(q, toks[:, :6].tolist(), 4, modality_features=feats)] == [
+        4, 4]  # the KV-cache path (cache in bf16) runs too
+
+
 def test_cast_for_inference_bf16_and_bf16_plus_int8():
     m = _tuned_model()
     toks = torch.randint(0, m.vocab_size, (1, 10))
@@ -139,13 +174,19 @@ def test_prepare_rejects_before_changing_the_model():
         m.output, torch.nn.Linear)
 
 
+@pytest.mark.parametrize("groups", ["one", "per-tensor"])
 @pytest.mark.parametrize("layout", ["meta", "hf"])
-def test_load_backbone_quantizes_while_streaming(tmp_path, layout):
+def test_load_backbone_quantizes_while_streaming(tmp_path, layout, groups, monkeypatch):
+    """per-tensor: every tensor read through its own mapping (as 7B matrices are)."""
+    import llama.weights
+
     torch.manual_seed(1)
     cfg = _cfg(lora_rank=0, adapter_layers_per_modality=0)
     m = Transformer(cfg).eval()
     (save_meta if layout == "meta" else save_hf)(m, cfg, tmp_path / layout)
     over = dict(lora_rank=4, adapter_layers_per_modality=1)
+    if groups == "per-tensor":
+        monkeypatch.setattr(llama.weights, "_TRANSFORM_GROUP_BYTES", 1)
     loaded = load_backbone(tmp_path / layout, config_overrides=over, quantize="int8")
     expected = copy.deepcopy(load_backbone(tmp_path / layout, config_overrides=over))
     quantize_backbone_(expected)
