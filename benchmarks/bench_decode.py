@@ -228,7 +228,16 @@ def precision_rows(n_layers: int, read_bw: float, batches: list[int], steps: int
               f"{floor / wall * 100:6.0f}% {b / floor_cpu:9.1f} {floor_cpu / cpu * 100:10.0f}%")
 
 
-def main() -> None:
+OURS, M2U, HF, REC = (
+    "ours generate (KV cache)",
+    "ours + LoRA16/bias/6 adapters",
+    "transformers generate (cache)",
+    "full recompute (published)",
+)
+Cells = dict[tuple[str, int, int], tuple[float, float]]
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -247,47 +256,18 @@ def main() -> None:
                     help="only the dtype / int8 rows on the 7B-shaped stack")
     ap.add_argument("--precision-layers", type=int, default=2)
     ap.add_argument("--precision-steps", type=int, default=8, help="decode steps timed per row")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    lengths = [int(x) for x in args.lengths.split(",")]
-    rec_lengths = [int(x) for x in args.recompute_lengths.split(",")]
-    if args.quick:
-        rec_lengths = [n for n in rec_lengths if n <= 128]
-    lengths = sorted(set(lengths) | set(rec_lengths))
-    batches = [int(x) for x in args.batches.split(",")]
+    return ap.parse_args()
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
-    read_bw, copy_bw, read_bw_cpu = bandwidth()
-    print(f"memory bandwidth: read {read_bw:.1f} GB/s (2 GiB sum), "
-          f"copy {copy_bw:.1f} GB/s (read+write); read per CPU second {read_bw_cpu:.1f} GB/s")
-    if args.precision_only:
-        precision_rows(args.precision_layers, read_bw, batches, args.precision_steps,
-                       read_bw_cpu)
-        return
 
-    model = Transformer(bench_config()).eval()
-    m2u = Transformer(bench_config(lora_rank=16, adapter_layers_per_modality=2)).eval()
-    base = {k: v for k, v in model.state_dict().items() if k != "prefix_query.weight"}
-    m2u.load_state_dict(base, strict=False)
-    feats = torch.randn(max(batches), 3, 1024)
-    hf = None if args.no_hf else build_hf(model)
-
-    # Cells: (method, batch, new tokens) -> best (wall, cpu) over repeats. Methods are interleaved
-    # inside each repeat so that load from other processes hits them alike.
-    best: dict[tuple[str, int, int], tuple[float, float]] = {}
+def time_cells(args, model, m2u, hf, feats, lengths, rec_lengths, batches) -> Cells:
+    """(method, batch, new tokens) -> best (wall, cpu) over repeats. Methods are interleaved
+    inside each repeat so that load from other processes hits them alike."""
+    best: Cells = {}
 
     def record(key, wall, cpu):
         old = best.get(key, (float("inf"), float("inf")))
         best[key] = (min(old[0], wall), min(old[1], cpu))
 
-    OURS, M2U, HF, REC = (
-        "ours generate (KV cache)",
-        "ours + LoRA16/bias/6 adapters",
-        "transformers generate (cache)",
-        "full recompute (published)",
-    )
     for B in batches:
         prompts = torch.randint(3, 32000, (B, args.prompt_len)).tolist()
         # Warm-up (allocator, kernels, lazy tables).
@@ -315,7 +295,10 @@ def main() -> None:
                     print(f"  note: recompute tokens differ from cached ones "
                           f"(batch {B}, {n} tokens)")
             print(f"  done batch {B}, {n} tokens", flush=True)
+    return best
 
+
+def print_cells(best: Cells, model, read_bw: float) -> None:
     print()
     print(f"{'method':31s} {'batch':>5s} {'new':>4s} {'wall s':>7s} {'tok/s':>7s} {'vs HF':>6s}"
           f" {'cpu s':>7s} {'tok/cpu-s':>9s} {'vs HF':>6s}")
@@ -325,7 +308,6 @@ def main() -> None:
         rel_c = f"{ref[1] / cpu:.2f}x" if ref else "-"
         print(f"{name:31s} {b:5d} {n:4d} {wall:7.2f} {b * n / wall:7.1f} {rel_w:>6s}"
               f" {cpu:7.2f} {b * n / cpu:9.1f} {rel_c:>6s}")
-
     wbytes = decode_weight_bytes(model)
     floor_s = wbytes / (read_bw * 1e9)
     best1 = max(b * n / wall for (name, b, n), (wall, _) in best.items() if name == OURS and b == 1)
@@ -334,8 +316,35 @@ def main() -> None:
           f"{floor_s * 1e3:.1f} ms/token = {1 / floor_s:.1f} tok/s; ours reaches {best1:.1f} tok/s "
           f"= {best1 * floor_s * 100:.0f}% of the floor")
     print("(the machine's L3 is large; weights partly cached there can beat a DRAM-only floor)")
-    del model, m2u, hf
-    print()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    lengths = [int(x) for x in args.lengths.split(",")]
+    rec_lengths = [int(x) for x in args.recompute_lengths.split(",")]
+    if args.quick:
+        rec_lengths = [n for n in rec_lengths if n <= 128]
+    lengths = sorted(set(lengths) | set(rec_lengths))
+    batches = [int(x) for x in args.batches.split(",")]
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
+    read_bw, copy_bw, read_bw_cpu = bandwidth()
+    print(f"memory bandwidth: read {read_bw:.1f} GB/s (2 GiB sum), "
+          f"copy {copy_bw:.1f} GB/s (read+write); read per CPU second {read_bw_cpu:.1f} GB/s")
+    if not args.precision_only:
+        model = Transformer(bench_config()).eval()
+        m2u = Transformer(bench_config(lora_rank=16, adapter_layers_per_modality=2)).eval()
+        base = {k: v for k, v in model.state_dict().items() if k != "prefix_query.weight"}
+        m2u.load_state_dict(base, strict=False)
+        feats = torch.randn(max(batches), 3, 1024)
+        hf = None if args.no_hf else build_hf(model)
+        best = time_cells(args, model, m2u, hf, feats, lengths, rec_lengths, batches)
+        print_cells(best, model, read_bw)
+        del model, m2u, hf
+        print()
     precision_rows(args.precision_layers, read_bw, batches, args.precision_steps, read_bw_cpu)
 
 

@@ -75,3 +75,19 @@ def test_the_rule_catches_a_forbidden_import(tmp_path):
     bad = tmp_path / "m.py"
     bad.write_text("def f():\n    from data.media import load_audio\n")
     assert imported_units(bad) == {"data"}  # would fail for a llama/ module
+
+
+MAX_FUNCTION_LINES = 90  # "no function over ~80 lines": long functions are split, not tolerated
+
+
+def long_functions(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+
+
+@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_functions_stay_short(path):
+    assert not long_functions(path), f"{path.relative_to(ROOT)}: {long_functions(path)}"
