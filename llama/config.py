@@ -331,6 +331,18 @@ def preset_tiny_audioldm2() -> M2UGenConfig:
     )
 
 
+def preset_tiny_published_forward() -> M2UGenConfig:
+    """`tiny` computing what the released models compute (docs/MODEL.md sections 2 and 4): the
+    adapter token through the frozen wv without its LoRA, and the projector reading pre-norm
+    states at the positions that predict [AUD0..7]. Kept to measure both choices side by side."""
+    cfg = preset_tiny()
+    return cfg.replace(
+        name="tiny-published-forward",
+        llama=dataclasses.replace(cfg.llama, adapter_uses_lora=False),
+        projector=dataclasses.replace(cfg.projector, input="pre_norm_predicting"),
+    )
+
+
 def _published(name: str, decoder: DecoderConfig) -> M2UGenConfig:
     return M2UGenConfig(
         name=name,
@@ -365,6 +377,7 @@ def preset_audioldm2() -> M2UGenConfig:
 PRESETS: dict[str, Callable[[], M2UGenConfig]] = {
     "tiny": preset_tiny,
     "tiny-audioldm2": preset_tiny_audioldm2,
+    "tiny-published-forward": preset_tiny_published_forward,
     "m2ugen-musicgen-small": preset_musicgen_small,
     "m2ugen-musicgen-medium": preset_musicgen_medium,
     "m2ugen-audioldm2": preset_audioldm2,
@@ -445,6 +458,7 @@ def recipe_tiny() -> TrainRecipe:
 RECIPES: dict[str, Callable[[], TrainRecipe]] = {
     "tiny": recipe_tiny,
     "tiny-audioldm2": recipe_tiny,
+    "tiny-published-forward": recipe_tiny,
     "m2ugen-musicgen-small": TrainRecipe,
     "m2ugen-musicgen-medium": TrainRecipe,
     "m2ugen-audioldm2": TrainRecipe,
