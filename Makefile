@@ -36,13 +36,14 @@ browser:
 lint: setup
 	$(PY) -m ruff check .
 
-# Everything: lint, then the whole suite (the learning test and the browser test included).
+# Everything: lint, then the whole suite (the learning test and the browser test included), on
+# two workers: the learning test's training runs on one core while the rest runs on the other.
 test: setup browser lint
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile
 
 # The quick loop for contributors (about a minute): no slow or browser tests.
 test-fast: setup lint
-	$(PY) -m pytest -m "not slow and not browser"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile -m "not slow and not browser"
 
 # Tiny end-to-end demo: synthetic data, three training stages (once; reused), then the web app.
 TINY_DIR := ckpts/tiny

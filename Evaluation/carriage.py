@@ -6,8 +6,10 @@ Why: the tiny presets use random-weight encoders, so whether an attribute of `da
 learned at all depends on whether those random features keep it. This probe answers that before
 any training: it pools each item's frozen features (audio: mean and standard deviation over time of
 every hidden state; image and video: mean over tokens), z-scores them on the train split, fits a
-one-vs-rest ridge regression per attribute on the train split and reports held-out accuracy (the
-best of a few ridge strengths; chance is 1 / number of values). Prints one JSON object:
+one-vs-rest ridge regression per attribute on the train split and reports held-out accuracy
+(chance is 1 / number of values). The ridge strength is chosen on a validation fifth carved from the
+train split, then the probe is refit on the whole train split: the test split is scored once.
+Prints one JSON object:
 {set: {attribute: accuracy}, ..., "n_test": {set: n}}.
 """
 
@@ -24,12 +26,13 @@ import torch
 
 from Evaluation.ground_truth import missing_ground_truth
 
-SETS = {  # caption set -> (modality, its media folder's `data.datasets.DataPaths` field)
+SETS = {  # caption set -> (modality, its media folder's `data.paths.DataPaths` field)
     "MUCaps": ("audio", "mucaps_audio"),
     "COCO": ("image", "coco_images"),
     "MUVideo": ("video", "muvideo_videos"),
 }
-RIDGE_STRENGTHS = (0.1, 1.0, 10.0, 100.0)
+RIDGE_STRENGTHS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+VAL_FRACTION = 0.2
 
 
 def pooled(features: torch.Tensor, modality: str) -> np.ndarray:
@@ -40,23 +43,41 @@ def pooled(features: torch.Tensor, modality: str) -> np.ndarray:
     return x.mean(0).numpy()
 
 
-def ridge_accuracy(x: np.ndarray, labels: Sequence[str], train: np.ndarray) -> float:
-    """Held-out accuracy of one-vs-rest ridge regression (best strength in RIDGE_STRENGTHS)."""
+def _ridge_fit(z: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    return np.linalg.solve(z.T @ z + lam * np.eye(z.shape[1]), z.T @ y)
+
+
+def _accuracy(z: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    return float(((z @ w).argmax(1) == y.argmax(1)).mean())
+
+
+def ridge_accuracy(x: np.ndarray, labels: Sequence[str], train: np.ndarray,
+                   val_fraction: float = VAL_FRACTION, seed: int = 0) -> float:
+    """Held-out accuracy of one-vs-rest ridge regression whose strength (from RIDGE_STRENGTHS)
+    is picked on a validation part of the train split, never on the test split."""
     values = sorted(set(labels))
     y = np.array([[lab == v for v in values] for lab in labels], dtype=np.float64) * 2 - 1
-    mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
-    z = (x - mu) / sd
-    gram = z[train].T @ z[train]
-    truth = y[~train].argmax(1)
-    best = 0.0
-    for lam in RIDGE_STRENGTHS:
-        w = np.linalg.solve(gram + lam * np.eye(z.shape[1]), z[train].T @ y[train])
-        best = max(best, float(((z[~train] @ w).argmax(1) == truth).mean()))
-    return best
+    train_idx = np.flatnonzero(train)
+    perm = np.random.default_rng(seed).permutation(train_idx)
+    n_val = max(1, int(round(len(perm) * val_fraction)))
+    val, fit = perm[:n_val], perm[n_val:]
+    if len(fit) == 0:
+        raise ValueError(f"{len(train_idx)} training items leave none to fit after validation")
+
+    def zscore(rows: np.ndarray) -> np.ndarray:
+        mu, sd = x[rows].mean(0), x[rows].std(0) + 1e-6
+        return (x - mu) / sd
+
+    z = zscore(fit)
+    lam = max(RIDGE_STRENGTHS,
+              key=lambda s: _accuracy(z[val], y[val], _ridge_fit(z[fit], y[fit], s)))
+    z = zscore(train_idx)
+    w = _ridge_fit(z[train_idx], y[train_idx], lam)
+    return _accuracy(z[~train], y[~train], w)
 
 
 def probe(data_root: Path, preset: str, sets: Sequence[str]) -> dict:
-    from data.datasets import DataPaths
+    from data.paths import DataPaths
     from data.features import load_encoder, media_loader_for
     from llama.config import get_preset
 

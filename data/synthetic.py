@@ -1,11 +1,11 @@
 """Small generated datasets in the published M2UGen layouts, for tests, the demo and learning
 measurements.
 
-    python -m data.synthetic --out DIR --seed S [--n N]
+    python -m data.synthetic --out DIR --seed S [--n N]   (default N: the tiny recipe's size)
 
-writes (layout of docs/INTERFACES.md) MUCaps, COCO, MUVideo captions, MusicQA, Alpaca, MUImage,
+writes (layout of docs/DATA.md) MUCaps, COCO, MUVideo captions, MusicQA, Alpaca, MUImage,
 MUVideo and MUEdit instructions, plus `attributes.json` (ground truth of every media file) and
-`split.json` (80/20 train/test over media files, so learning can be measured on held-out items).
+`split.json` (about 80/20 train/test over media files, so learning is measured on held-out items).
 Same seed and N -> byte-identical files (no timestamps in WAV/PNG/MP4; see `write_mp4`). The
 folder is built aside and swapped in (`util.atomic.atomic_dir`): it is complete or absent.
 
@@ -30,6 +30,13 @@ these words. Learnable cross-modal mappings make any-to-music targets follow fro
 - MUEdit: output = input with exactly one attribute changed; the instruction names the new value.
 
 Captions come from several templates and always contain every attribute value as a word.
+
+Held out (`split.json` "test"), so the metrics measure generalisation and not recall:
+- three music attribute combinations (`held_out_combinations(seed)`, one per instrument) never
+  occur in training: no training clip, caption, answer or request target has them. Every held-out
+  music request (MUImage, MUVideo, MUEdit test items) asks for one of them; MUCaps and MusicQA
+  hold the other 13 combinations (20% of their items held out at random);
+- held-out music requests are phrased with request templates that no training item uses.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -49,10 +57,13 @@ import numpy as np
 from PIL import Image
 
 from data.media import write_wav
+from llama.config import get_recipe
 from util.atomic import atomic_dir, write_text
 from util.hashing import sha256_file, sha256_json, stable_int
 
 __all__ = [
+    "HELD_OUT_COMBINATIONS",
+    "held_out_combinations",
     "INSTRUMENTS",
     "REGISTERS",
     "TEMPOS",
@@ -74,6 +85,8 @@ __all__ = [
     "write_png",
     "write_mp4",
     "music_caption",
+    "music_captions",
+    "music_template_of",
     "image_caption",
     "video_caption",
     "dataset_digest",
@@ -106,6 +119,8 @@ VIDEO_SIZE = 32
 VIDEO_FRAMES = 16
 VIDEO_FPS = 8
 TEST_FRACTION = 0.2
+DEFAULT_N = get_recipe("tiny").data_n  # the size the tiny training recipe is measured on
+HELD_OUT_COMBINATIONS = 3  # music attribute combinations that only held-out requests ask for
 
 Attrs = dict[str, str]
 
@@ -121,6 +136,7 @@ _PENTATONIC = np.array([0, 2, 4, 7, 9])
 _REGISTER_ROOT = {"low": 40, "high": 72}  # E2 (82 Hz) and C5 (523 Hz); notes span ~1.3 octaves
 _NOTE_SECONDS = {"slow": (0.7, 0.9), "fast": (0.13, 0.17)}
 _SOUNDING = {"slow": 1.0, "fast": 0.6}  # fast notes are staccato: silence between notes
+_BREATH = 0.5  # flute hiss level relative to its tone peak
 
 
 def _note(instrument: str, f0: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -161,7 +177,7 @@ def _note(instrument: str, f0: float, n: int, sr: int, rng: np.random.Generator)
     if instrument == "flute":  # breath: a high, airy hiss under the whole note
         white = rng.standard_normal(n)
         noise = white - _lowpass(white, 0.3)
-        tone = tone + 0.5 * noise / max(np.abs(noise).max(), 1e-9)
+        tone = tone + _BREATH * noise / max(np.abs(noise).max(), 1e-9)
     elif instrument == "guitar":  # pluck: a 20 ms noise burst at the attack
         tone = tone + 0.8 * rng.standard_normal(n) * np.exp(-t / 0.02)
     return tone / max(np.abs(tone).max(), 1e-9) * env
@@ -351,6 +367,23 @@ def music_caption(attrs: Attrs, rng: np.random.Generator) -> str:
     return _fill(_MUSIC_TEMPLATES, attrs, rng)
 
 
+def music_captions(attrs: Attrs) -> list[str]:
+    """Every caption template filled with `attrs`: all the ways the data describes that music."""
+    return [t.format(**attrs) for t in _MUSIC_TEMPLATES]
+
+
+def music_template_of(text: str) -> int | None:
+    """Index (into `music_captions`) of the caption template that `text` contains, whatever words
+    fill its slots; None when it contains none."""
+    for k, template in enumerate(_MUSIC_TEMPLATES):
+        pattern = re.escape(template)
+        for slot in AUDIO_ATTRIBUTES:
+            pattern = pattern.replace(re.escape("{" + slot + "}"), r"[a-z]+")
+        if re.search(pattern, text, flags=re.IGNORECASE):
+            return k
+    return None
+
+
 def image_caption(attrs: Attrs, rng: np.random.Generator) -> str:
     return _fill(_IMAGE_TEMPLATES, attrs, rng)
 
@@ -408,6 +441,22 @@ _MUVIDEO_REQUESTS = (
     "Generate {register} register music that fits this clip.",
     "Write a song for this video, in the {register} register.",
 )
+# Held-out phrasings: only test items use them (the routing metric sees unseen instructions).
+_MUIMAGE_REQUESTS_HELD_OUT = (
+    "Make a {tempo} track that goes with this picture.",
+    "Please create {tempo} music to accompany this image.",
+)
+_MUVIDEO_REQUESTS_HELD_OUT = (
+    "Make a soundtrack for this clip in a {register} register.",
+    "Score this video with {register} register music.",
+)
+_EDIT_REQUESTS_HELD_OUT = {
+    "instrument": ("Let a {instrument} play this music.",
+                   "Swap the instrument for a {instrument}."),
+    "register": ("Shift this music into the {register} register.",
+                 "Transpose this to a {register} register."),
+    "tempo": ("Turn this into {tempo} music.", "Give this music a {tempo} tempo."),
+}
 _EDIT_REQUESTS = {
     "instrument": (
         "Change the instrument of this music to the {instrument}.",
@@ -432,12 +481,14 @@ _ANSWERS = (
 
 @dataclass
 class _Writer:
-    """Collects attributes, split membership and the files written below `root`."""
+    """Collects attributes, split membership and the files written below `root`; `held_out` are
+    the music attribute combinations that only test items may have."""
 
     root: Path
     attributes: dict[str, Attrs]
     train: list[str]
     test: list[str]
+    held_out: list[Attrs]
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -459,6 +510,44 @@ def _draw_attrs(space: dict[str, tuple[str, ...]], i: int) -> Attrs:
         out[name] = values[k % len(values)]
         k //= len(values)
     return out
+
+
+def held_out_combinations(seed: int) -> list[Attrs]:
+    """The music attribute combinations that no training item has, for data seed `seed`: three,
+    with three different instruments (so every held-out request names a distinct timbre)."""
+    rng = _rng(seed, "held-out combinations")
+    return [
+        {
+            "instrument": str(inst),
+            "register": REGISTERS[int(rng.integers(0, len(REGISTERS)))],
+            "tempo": TEMPOS[int(rng.integers(0, len(TEMPOS)))],
+        }
+        for inst in rng.permutation(list(INSTRUMENTS))[:HELD_OUT_COMBINATIONS]
+    ]
+
+
+def _music_combos(held_out: list[Attrs], held: bool) -> list[Attrs]:
+    """All music combinations in `held_out` (held=True) or all the others (held=False)."""
+    n = int(np.prod([len(v) for v in AUDIO_ATTRIBUTES.values()]))
+    combos = [_draw_attrs(AUDIO_ATTRIBUTES, i) for i in range(n)]
+    return [c for c in combos if (c in held_out) == held]
+
+
+def _balanced(combos: list[Attrs], n: int, rng: np.random.Generator) -> list[Attrs]:
+    """n copies cycling over `combos` (balanced), in random order."""
+    picks = [dict(combos[i % len(combos)]) for i in range(n)]
+    return [picks[j] for j in rng.permutation(n)]
+
+
+def _request_targets(
+    held_out: list[Attrs], test: np.ndarray, rng: np.random.Generator
+) -> list[Attrs]:
+    """Music targets of requests: held-out combinations for test items, the others for train."""
+    pools = {
+        held: iter(_balanced(_music_combos(held_out, held), int((test == held).sum()), rng))
+        for held in (True, False)
+    }
+    return [next(pools[bool(t)]) for t in test]
 
 
 def _test_mask(count: int, rng: np.random.Generator) -> np.ndarray:
@@ -484,7 +573,7 @@ def _mucaps(w: _Writer, n: int, seed: int) -> None:
     folder.mkdir(parents=True)
     captions: dict[str, str] = {}
     test = _test_mask(n, rng)
-    for i, a in enumerate(_shuffled_attrs(AUDIO_ATTRIBUTES, n, rng)):
+    for i, a in enumerate(_balanced(_music_combos(w.held_out, False), n, rng)):
         path = folder / f"mucaps_{i:05d}.wav"
         captions[path.name] = _music_clip(w, path, a, rng)
         w.assign([path], bool(test[i]))
@@ -506,8 +595,14 @@ def _coco(w: _Writer, n: int, seed: int) -> None:
     _json(w.root / "COCO" / "CocoCaptions.json", captions)
 
 
+_INSTRUMENT_TO_COLOUR = {v: k for k, v in COLOUR_TO_INSTRUMENT.items()}
+_REGISTER_TO_SIZE = {v: k for k, v in SIZE_TO_REGISTER.items()}
+_TEMPO_TO_BRIGHTNESS = {v: k for k, v in BRIGHTNESS_TO_TEMPO.items()}
+
+
 def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
-    """MUVideo: n captioned videos; the first n_instr also get a music-generation instruction."""
+    """MUVideo: n captioned videos; the first n_instr also get a music-generation instruction,
+    whose music target fixes the video (colour <- instrument, brightness <- tempo)."""
     rng = _rng(seed, "MUVideo")
     videos = w.root / "MUVideo" / "videos"
     audios = w.root / "MUVideo" / "audios"
@@ -515,8 +610,16 @@ def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
     audios.mkdir(parents=True)
     captions: dict[str, str] = {}
     items: list[dict[str, Any]] = []
-    test = _test_mask(n, rng)
-    for i, a in enumerate(_shuffled_attrs(VIDEO_ATTRIBUTES, n, rng)):
+    test = np.concatenate([_test_mask(n_instr, rng), _test_mask(n - n_instr, rng)])
+    targets = _request_targets(w.held_out, test[:n_instr], rng)
+    plain = _shuffled_attrs(VIDEO_ATTRIBUTES, n - n_instr, rng)
+    for i in range(n):
+        if i < n_instr:
+            target = targets[i]
+            a = {"colour": _INSTRUMENT_TO_COLOUR[target["instrument"]],
+                 "brightness": _TEMPO_TO_BRIGHTNESS[target["tempo"]]}
+        else:
+            a = plain[i - n_instr]
         vpath = videos / f"muvideo_{i:05d}.mp4"
         write_mp4(vpath, render_video(a, rng))
         w.attributes[w.rel(vpath)] = a
@@ -524,15 +627,10 @@ def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
         captions[vpath.name] = vcap
         files = [vpath]
         if i < n_instr:
-            register = REGISTERS[int(rng.integers(0, 2))]
-            target = {
-                "instrument": COLOUR_TO_INSTRUMENT[a["colour"]],
-                "register": register,
-                "tempo": BRIGHTNESS_TO_TEMPO[a["brightness"]],
-            }
             apath = audios / f"muvideo_{i:05d}.wav"
             mcap = _music_clip(w, apath, target, rng)
-            request = _fill(_MUVIDEO_REQUESTS, {"register": register}, rng)
+            templates = _MUVIDEO_REQUESTS_HELD_OUT if test[i] else _MUVIDEO_REQUESTS
+            request = _fill(templates, {"register": target["register"]}, rng)
             items.append(_any_to_music(vpath.name, apath.name, "video", request, vcap, mcap, rng))
             files.append(apath)
         w.assign(files, bool(test[i]))
@@ -541,6 +639,8 @@ def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
 
 
 def _muimage(w: _Writer, n: int, seed: int) -> None:
+    """MUImage: the music target fixes the image (colour <- instrument, size <- register); the
+    tempo is named in the request."""
     rng = _rng(seed, "MUImage")
     images = w.root / "MUImage" / "images"
     audios = w.root / "MUImage" / "audios"
@@ -548,41 +648,51 @@ def _muimage(w: _Writer, n: int, seed: int) -> None:
     audios.mkdir(parents=True)
     items: list[dict[str, Any]] = []
     test = _test_mask(n, rng)
-    for i, a in enumerate(_shuffled_attrs(IMAGE_ATTRIBUTES, n, rng)):
+    for i, target in enumerate(_request_targets(w.held_out, test, rng)):
+        a = {"colour": _INSTRUMENT_TO_COLOUR[target["instrument"]],
+             "size": _REGISTER_TO_SIZE[target["register"]]}
         ipath = images / f"muimage_{i:05d}.png"
         write_png(ipath, draw_image(a, rng))
         w.attributes[w.rel(ipath)] = a
-        tempo = TEMPOS[int(rng.integers(0, 2))]
-        target = {
-            "instrument": COLOUR_TO_INSTRUMENT[a["colour"]],
-            "register": SIZE_TO_REGISTER[a["size"]],
-            "tempo": tempo,
-        }
         apath = audios / f"muimage_{i:05d}.wav"
         mcap = _music_clip(w, apath, target, rng)
-        request = _fill(_MUIMAGE_REQUESTS, {"tempo": tempo}, rng)
+        templates = _MUIMAGE_REQUESTS_HELD_OUT if test[i] else _MUIMAGE_REQUESTS
+        request = _fill(templates, {"tempo": target["tempo"]}, rng)
         icap = image_caption(a, rng)
         items.append(_any_to_music(ipath.name, apath.name, "image", request, icap, mcap, rng))
         w.assign([ipath, apath], bool(test[i]))
     _json(w.root / "MUImage" / "MUImageInstructions.json", items)
 
 
+def _edit_source(b: Attrs, first: int, held_out: list[Attrs], rng: np.random.Generator
+                 ) -> tuple[str, Attrs]:
+    """The edit's input: `b` with one attribute changed (trying attribute `first` first), never a
+    held-out combination (so a training input never has one either)."""
+    names = list(AUDIO_ATTRIBUTES)
+    for k in range(len(names)):
+        changed = names[(first + k) % len(names)]
+        choices = [dict(b, **{changed: v}) for v in AUDIO_ATTRIBUTES[changed] if v != b[changed]]
+        choices = [c for c in choices if c not in held_out]
+        if choices:
+            return changed, choices[int(rng.integers(0, len(choices)))]
+    raise AssertionError(f"no edit source for {b}: every neighbour is held out")
+
+
 def _muedit(w: _Writer, n: int, seed: int) -> None:
-    """n pairs: input and output music differing in exactly one attribute."""
+    """n pairs: input and output music differing in exactly one attribute; held-out pairs ask for
+    a held-out combination."""
     rng = _rng(seed, "MUEdit")
     audios = w.root / "MUEdit" / "audios"
     audios.mkdir(parents=True)
     items: list[dict[str, Any]] = []
     test = _test_mask(n, rng)
-    names = list(AUDIO_ATTRIBUTES)
-    for i, a in enumerate(_shuffled_attrs(AUDIO_ATTRIBUTES, n, rng)):
-        changed = names[i % len(names)]
-        choices = [v for v in AUDIO_ATTRIBUTES[changed] if v != a[changed]]
-        b = dict(a, **{changed: choices[int(rng.integers(0, len(choices)))]})
+    for i, b in enumerate(_request_targets(w.held_out, test, rng)):
+        changed, a = _edit_source(b, i % len(AUDIO_ATTRIBUTES), w.held_out, rng)
         src, dst = audios / f"muedit_{i:05d}_in.wav", audios / f"muedit_{i:05d}_out.wav"
         cap_in = _music_clip(w, src, a, rng)
         cap_out = _music_clip(w, dst, b, rng)
-        request = _fill(_EDIT_REQUESTS[changed], b, rng)
+        templates = _EDIT_REQUESTS_HELD_OUT if test[i] else _EDIT_REQUESTS
+        request = _fill(templates[changed], b, rng)
         items.append(_any_to_music(src.name, dst.name, "audio", request, cap_in, cap_out, rng))
         w.assign([src, dst], bool(test[i]))
     _json(w.root / "MUEdit" / "MUEditInstructions.json", items)
@@ -594,7 +704,7 @@ def _musicqa(w: _Writer, n: int, seed: int) -> None:
     audios.mkdir(parents=True)
     items: list[dict[str, Any]] = []
     test = _test_mask(n, rng)
-    for i, a in enumerate(_shuffled_attrs(AUDIO_ATTRIBUTES, n, rng)):
+    for i, a in enumerate(_balanced(_music_combos(w.held_out, False), n, rng)):
         path = audios / f"musicqa_{i:05d}.wav"
         caption = _music_clip(w, path, a, rng)
         asked = list(rng.permutation(list(AUDIO_ATTRIBUTES)))[: int(rng.integers(1, 4))]
@@ -661,7 +771,7 @@ def _shuffled_attrs(
     return [combos[j] for j in rng.permutation(n)]
 
 
-def generate(out: str | os.PathLike, seed: int = 0, n: int = 200) -> dict[str, int]:
+def generate(out: str | os.PathLike, seed: int = 0, n: int = DEFAULT_N) -> dict[str, int]:
     """Write the whole synthetic dataset below `out` (must be absent or empty).
 
     `n` = number of items per modality in the captioning sets (MUCaps clips, COCO images, MUVideo
@@ -677,7 +787,8 @@ def generate(out: str | os.PathLike, seed: int = 0, n: int = 200) -> dict[str, i
         raise FileExistsError(f"{root}: exists and is not an empty folder")
     half = max(1, n // 2)
     with atomic_dir(root) as tmp:  # a crash leaves no half-written dataset behind
-        w = _Writer(root=tmp, attributes={}, train=[], test=[])
+        w = _Writer(root=tmp, attributes={}, train=[], test=[],
+                    held_out=held_out_combinations(seed))
         _mucaps(w, n, seed)
         _coco(w, n, seed)
         _muvideo(w, n, min(half, n), seed)
@@ -706,7 +817,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="output folder (absent or empty)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n", type=int, default=200, help="items per modality (default 200)")
+    parser.add_argument("--n", type=int, default=DEFAULT_N,
+                        help=f"items per modality (default {DEFAULT_N}: the size the tiny "
+                             f"preset's training recipe is measured on)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:

@@ -24,6 +24,24 @@ def test_ridge_reads_a_linear_attribute_and_not_noise():
     assert carriage.ridge_accuracy(x, shuffled, train) < 0.6  # chance is 1/3
 
 
+def test_ridge_strength_is_chosen_without_looking_at_the_test_split(monkeypatch):
+    rng = np.random.default_rng(1)
+    labels = [("a", "b")[i % 2] for i in range(300)]
+    x = rng.standard_normal((300, 10)) + np.array([[lab == "a"] for lab in labels]) * 0.5
+    train = np.arange(300) < 240
+    scored: list[int] = []
+    real = carriage._accuracy
+
+    def spy(z, y, w):
+        scored.append(len(z))
+        return real(z, y, w)
+
+    monkeypatch.setattr(carriage, "_accuracy", spy)
+    carriage.ridge_accuracy(x, labels, train)
+    n_val = round(240 * carriage.VAL_FRACTION)
+    assert scored == [n_val] * len(carriage.RIDGE_STRENGTHS) + [60]  # the test split: once
+
+
 def test_audio_pooling_keeps_each_hidden_state():
     feats = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)  # (S, T, H)
     v = carriage.pooled(feats, "audio")

@@ -242,3 +242,66 @@ def test_failed_generation_leaves_no_partial_dataset(tmp_path: Path, monkeypatch
     with pytest.raises(RuntimeError, match="disk full"):
         syn.generate(tmp_path / "data", n=1)
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one beside it
+
+
+def _music_combo(attrs: dict[str, str]) -> dict[str, str]:
+    return {k: attrs[k] for k in syn.AUDIO_ATTRIBUTES}
+
+
+def test_held_out_combinations_are_distinct_instruments_and_seeded() -> None:
+    held = syn.held_out_combinations(3)
+    assert len(held) == syn.HELD_OUT_COMBINATIONS
+    assert len({h["instrument"] for h in held}) == len(held)
+    assert held == syn.held_out_combinations(3)
+    assert any(syn.held_out_combinations(s) != held for s in (4, 5, 6))
+
+
+def test_held_out_music_combinations_never_occur_in_training(ds: Path) -> None:
+    held = syn.held_out_combinations(3)
+    attrs, split = _load(ds / "attributes.json"), _load(ds / "split.json")
+    train = set(split["train"])
+    music = {f: _music_combo(a) for f, a in attrs.items() if f.endswith(".wav")}
+    assert not [f for f in train if f in music and music[f] in held]
+    # every held-out music request asks for a held-out combination
+    for name in ("MUImage/MUImageInstructions.json", "MUVideo/MUVideoInstructions.json",
+                 "MUEdit/MUEditInstructions.json"):
+        folder = Path(name).parent
+        items = _load(ds / name)
+        for item in items:
+            out = f"{folder}/audios/{item['output_file']}"
+            assert (out in split["test"]) == (music[out] in held), (name, out)
+        assert any(f"{folder}/audios/{i['output_file']}" in split["test"] for i in items), name
+
+
+def test_held_out_requests_use_phrasings_no_training_request_uses(ds: Path) -> None:
+    split = _load(ds / "split.json")
+    test = set(split["test"])
+    for name in ("MUImage/MUImageInstructions.json", "MUVideo/MUVideoInstructions.json",
+                 "MUEdit/MUEditInstructions.json"):
+        folder = Path(name).parent
+        phrasing: dict[bool, set[str]] = {True: set(), False: set()}
+        for item in _load(ds / name):
+            held = f"{folder}/audios/{item['output_file']}" in test
+            request = item["conversation"][0]["value"]
+            for word in syn.AUDIO_ATTRIBUTES.values():
+                for value in word:
+                    request = re.sub(rf"\b{value}\b", "*", request)
+            phrasing[held].add(request)
+        assert phrasing[True] and not phrasing[True] & phrasing[False], name
+
+
+def test_default_size_is_the_one_the_tiny_recipe_is_measured_on() -> None:
+    from llama.config import get_recipe
+
+    assert syn.DEFAULT_N == get_recipe("tiny").data_n
+    out = subprocess.run([sys.executable, "-m", "data.synthetic", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert f"default {syn.DEFAULT_N}" in " ".join(out.split())
+
+
+def test_music_template_of_finds_the_template_whatever_fills_it() -> None:
+    attrs = {"instrument": "flute", "register": "low", "tempo": "fast"}
+    for k, caption in enumerate(syn.music_captions(attrs)):
+        assert syn.music_template_of(f"Sure. {caption}") == k
+        assert syn.music_template_of(caption.replace("flute", "banjo")) == k
+    assert syn.music_template_of("A low register green") is None
