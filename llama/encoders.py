@@ -22,7 +22,6 @@ backends: `ViTImageProcessorPil`, `VivitImageProcessor`, `Wav2Vec2FeatureExtract
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 
 from llama.config import EncoderConfig
-from util.hashing import sha256_json
+from util.hashing import module_fingerprint, sha256_json
 from util.seed import seeded
 
 log = logging.getLogger(__name__)
@@ -62,20 +61,6 @@ def _config_hash(config: Any) -> str:
     d = {k: v for k, v in config.to_dict().items()
          if not k.startswith("_") and k not in _CONFIG_KEYS_IGNORED}
     return sha256_json(d)[:16]
-
-
-def _weights_fingerprint(model: nn.Module) -> str:
-    """Content fingerprint of the weights: two folders with one config but different weights (e.g.
-    a fine-tuned copy) must not share cache entries. Per tensor: name, shape, the first elements'
-    bytes and the float64 sum; one pass over the weights (about a second for MERT-330M)."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        flat = t.reshape(-1)
-        h.update(flat[:1024].float().cpu().numpy().tobytes())
-        h.update(np.float64(flat.double().sum().item()).tobytes())
-    return h.hexdigest()[:16]
 
 
 def _processor_params(processor: Any) -> dict:
@@ -143,7 +128,7 @@ class FrozenEncoder(nn.Module):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.cfg = cfg
-        self._weights = _weights_fingerprint(model)  # of the weights as loaded, before any cast
+        self._weights = module_fingerprint(model)  # of the weights as loaded, before any cast
         self.model = _freeze(model.to(dtype=dtype))
         self.processor = processor
         self.max_batch = max_batch
@@ -152,8 +137,8 @@ class FrozenEncoder(nn.Module):
     def _make_identity(self, preprocessing: dict) -> str:
         return "|".join([
             f"{self.modality}:{type(self.model).__name__}",
-            f"path={self.cfg.path}"
-            + (f"#seed{self.cfg.tiny_seed}" if self.cfg.path == "tiny" else ""),
+            # not the path: a hub id and a local copy of the same weights share cache entries
+            f"tiny#seed{self.cfg.tiny_seed}" if self.cfg.path == "tiny" else "weights",
             f"config={_config_hash(self.model.config)}",
             f"weights={self._weights}",
             f"pre={sha256_json(preprocessing)[:16]}",

@@ -32,6 +32,23 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def module_fingerprint(module: Any) -> str:
+    """Content fingerprint of a torch module's weights, independent of where they were loaded
+    from: two copies of the same weights (a hub id and a local folder) agree, a fine-tuned copy
+    does not. Per tensor: name, shape, dtype, the first elements' bytes and the float64 sum; one
+    pass over the weights (about a second for a 330M-parameter model)."""
+    import numpy as np  # imported here: the rest of util stays free of numeric libraries
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        flat = t.reshape(-1)
+        h.update(flat[:1024].float().cpu().numpy().tobytes())
+        h.update(np.float64(flat.double().sum().item()).tobytes())
+    return h.hexdigest()[:16]
+
+
 def stable_int(text: str, bits: int = 64) -> int:
     """A non-negative integer derived from `text` (e.g. a per-item seed)."""
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[: bits // 8], "little")

@@ -17,7 +17,6 @@ from llama.decoders.audioldm2 import AudioLDM2Decoder, load_audioldm2
 from llama.decoders.base import (
     SCHEDULER_DEFAULT_STEPS,
     SCHEDULERS,
-    TINY_VERSION,
     DecoderLoadError,
     MusicDecoder,
     TargetCache,
@@ -38,7 +37,6 @@ __all__ = [
     "SCHEDULERS",
     "SCHEDULER_DEFAULT_STEPS",
     "TINY_DECODER_SEED",
-    "TINY_VERSION",
     "AudioLDM2Decoder",
     "DecoderLoadError",
     "MusicDecoder",

@@ -69,6 +69,11 @@ class AudioLDM2Decoder(MusicDecoder):
     def n_generated(self) -> int:
         return int(getattr(self.pipe.language_model.config, "max_new_tokens", None) or 8)
 
+    def weights_module(self) -> torch.nn.Module:
+        """The text side the targets come from (CLAP text, T5, projection, GPT-2)."""
+        names = ("text_encoder", "text_encoder_2", "projection_model", "language_model")
+        return torch.nn.ModuleDict({n: getattr(self.pipe, n) for n in names})
+
     @property
     def condition_shape(self) -> tuple[int, int]:
         return 1, self.cfg.max_text_tokens * self.t5_dim + self.n_generated * self.gpt_dim

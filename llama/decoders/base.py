@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from llama.config import DecoderConfig
+from util.hashing import module_fingerprint
 
-TINY_VERSION = "v1"  # bump when the tiny architectures change (invalidates cached targets)
 SCHEDULERS = ("ddim", "dpm-multistep")
 SCHEDULER_DEFAULT_STEPS = {"ddim": 200, "dpm-multistep": 25}
 _AUD_RE = re.compile(r"\[AUD\d+\]")
@@ -108,6 +108,7 @@ class MusicDecoder:
         self.device = device
         self.dtype = dtype
         self._lock = threading.RLock()  # schedulers/generation state are per-call, not re-entrant
+        self._identity: Optional[str] = None
 
     # -- shape and identity --------------------------------------------------------------------
     @property
@@ -120,12 +121,18 @@ class MusicDecoder:
 
     @property
     def identity(self) -> str:
-        """Names everything a target depends on (cache keys include it)."""
-        path = self.cfg.path
-        if path.startswith("tiny"):
-            path = f"{path}-{TINY_VERSION}"
-        n, d = self.condition_shape
-        return f"{self.kind}:{path}:{n}x{d}"
+        """Names everything a target depends on (cache keys include it): the family, a content
+        fingerprint of the weights (not the path: a hub id and a local copy agree, a fine-tuned
+        copy does not), the conditioning shape and the dtype the targets are computed in."""
+        if self._identity is None:
+            n, d = self.condition_shape
+            weights = module_fingerprint(self.weights_module())
+            self._identity = f"{self.kind}:{weights}:{n}x{d}"
+        return f"{self._identity}:{str(self.dtype).replace('torch.', '')}"
+
+    def weights_module(self) -> torch.nn.Module:
+        """The module whose weights define the targets (fingerprinted for `identity`)."""
+        raise NotImplementedError
 
     # -- targets -------------------------------------------------------------------------------
     def target_key(self, caption: str) -> str:

@@ -43,6 +43,9 @@ class MusicGenDecoder(MusicDecoder):
                 f"{cfg.path!r} runs at {rate} frames/s"
             )
 
+    def weights_module(self) -> torch.nn.Module:
+        return self.model
+
     @property
     def condition_shape(self) -> tuple[int, int]:
         return self.cfg.max_text_tokens, int(self.model.config.text_encoder.d_model)

@@ -296,7 +296,7 @@ def test_add_tokens_mean_initialised_separate_rows():
 
 
 def test_adapter_token_through_wv_with_or_without_its_lora():
-    with_lora = make(small_cfg())
+    with_lora = make(small_cfg(adapter_uses_lora=True))
     perturb_peft(with_lora)
     plain_wv = make(small_cfg(adapter_uses_lora=False))
     plain_wv.load_state_dict(with_lora.state_dict())

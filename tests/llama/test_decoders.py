@@ -298,6 +298,12 @@ def test_local_folders_load_like_checkpoints(tmp_path: Path, musicgen, audioldm2
     loaded = load_decoder(DecoderConfig(kind="musicgen", path=str(tmp_path / "musicgen"),
                                         max_text_tokens=16))
     assert torch.equal(loaded.targets([CAPTION]), musicgen.targets([CAPTION]))
+    # cache identity follows the weights, not how their location is spelled
+    assert loaded.identity == musicgen.identity
+    with torch.no_grad():
+        next(loaded.model.parameters()).add_(1e-3)  # a "fine-tuned copy"
+    loaded._identity = None
+    assert loaded.identity != musicgen.identity
 
     pipe = build_tiny_audioldm2(16)
     published_lm = GPT2Model(pipe.language_model.config)  # the published folders name GPT2Model

@@ -91,7 +91,7 @@ def test_media_change_the_answer_when_gates_are_open(loaded):
         assert _rel(tensors[f"{kind}.logits"], tensors["text.logits"]) > 1e-3
 
 
-def test_our_defaults_would_not_match_published(loaded):
+def test_lora_on_the_adapter_token_would_not_match_published(loaded):
     """The compatibility values matter: LoRA on the adapter token changes the logits."""
     _, model, ref, tensors, media = loaded
     feats = _feats(model, "image", media)
