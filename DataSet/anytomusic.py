@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from DataSet.captioners import add_vision_captioner_args, caption_folder
-from DataSet.common import StepError, finish
+from DataSet.common import StepError, finish, run_cli
 from DataSet.instructions import Request
 from DataSet.writing import (
     Spec,
@@ -115,9 +115,4 @@ def build_parser(modality: str) -> argparse.ArgumentParser:
 
 
 def main(modality: str, argv: Sequence[str] | None = None) -> int:
-    args = build_parser(modality).parse_args(argv)
-    try:
-        return args.func(args)
-    except StepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(modality), argv)

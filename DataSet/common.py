@@ -320,3 +320,13 @@ def finish(report: StepReport, out: Path | None = None) -> int:
     if out is not None:
         write_json(out, dataclasses.asdict(report))
     return 1 if report.failures else 0
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse, run the chosen step's `func`; a StepError (bad input) is one line, exit 2."""
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except StepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -24,6 +24,7 @@ import soxr
 from DataSet import quality
 from DataSet.audio import load_native
 from DataSet.common import (
+    run_cli,
     Manifest,
     ModelInfo,
     StepError,
@@ -156,12 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except StepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

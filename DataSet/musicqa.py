@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from DataSet.common import Manifest, StepError, finish, open_step, run_items
+from DataSet.common import Manifest, StepError, finish, open_step, run_items, run_cli
 from DataSet.instructions import Request
 from DataSet.writing import add_writer_args, writer_from_args, writer_settings
 from util.atomic import write_json
@@ -97,12 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except StepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from PIL import Image
 from data.media import load_video
 from DataSet.audio import load_native, write_wav
 from DataSet.common import (
+    run_cli,
     ItemError,
     Manifest,
     StepError,
@@ -155,12 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except StepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":
