@@ -38,7 +38,7 @@ def unit_of(path: Path) -> str:
 
 def sources() -> list[Path]:
     files = []
-    for unit in OURS:
+    for unit in sorted(OURS):
         p = ROOT / unit
         if p.is_dir():
             files += sorted(p.rglob("*.py"))
