@@ -24,7 +24,6 @@ import soxr
 from DataSet import quality
 from DataSet.audio import load_native
 from DataSet.common import (
-    run_cli,
     Manifest,
     ModelInfo,
     StepError,
@@ -33,6 +32,7 @@ from DataSet.common import (
     finish,
     list_media,
     open_step,
+    run_cli,
     run_items,
 )
 from util.atomic import write_json

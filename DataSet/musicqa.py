@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from DataSet.common import Manifest, StepError, finish, open_step, run_items, run_cli
+from DataSet.common import Manifest, StepError, finish, open_step, run_cli, run_items
 from DataSet.instructions import Request
 from DataSet.writing import add_writer_args, writer_from_args, writer_settings
 from util.atomic import write_json

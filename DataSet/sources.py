@@ -24,7 +24,6 @@ from PIL import Image
 from data.media import load_video
 from DataSet.audio import load_native, write_wav
 from DataSet.common import (
-    run_cli,
     ItemError,
     Manifest,
     StepError,
@@ -33,6 +32,7 @@ from DataSet.common import (
     finish,
     list_media,
     open_step,
+    run_cli,
     run_items,
 )
 from util.atomic import atomic_path, write_json
