@@ -490,12 +490,21 @@ class LoadedModel:
         music: str = "auto",
     ) -> Iterator[Any]:
         """Text deltas, then the ChatReply; `music="always"` synthesizes even without [AUD]."""
-        from llama.m2ugen import ChatReply
-
         if music not in MUSIC_MODES:
             raise InputError(f"music must be one of {list(MUSIC_MODES)}, got {music!r}")
         if not prompt or not prompt.strip():
             raise InputError("the prompt is empty")
+        try:
+            yield from self._turn(prompt, history, media, settings, music)
+        except _decoder_load_error() as err:  # the decoder is loaded on the first music
+            raise ModelLoadError(f"cannot load the music decoder {self.model.cfg.decoder.path!r} "
+                                 f"(--music_decoder_path): {one_line(err)}") from err
+
+    def _turn(self, prompt: str, history: Sequence[tuple[str, str]],
+              media: Optional[Mapping[str, Any]], settings: "GenerationSettings",
+              music: str) -> Iterator[Any]:
+        from llama.m2ugen import ChatReply
+
         model = self.model
         if is_published(model):
             yield from self._published_turn(prompt, history, media, settings, music)

@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -175,6 +175,9 @@ class M2UGen(nn.Module):
         with seeded(TINY_SEED + 1):
             self.bridges = build_bridges(cfg)
         self._decoder = None
+        # Set by loaders whose decoder is not described by cfg.decoder alone (a release file's
+        # own MusicGen weights): called instead of `load_decoder` on first use.
+        self.decoder_factory: Optional[Callable[[], Any]] = None
         if load_decoder:
             self._decoder = self._load_decoder()
             from llama.decoders import projector_config_for
@@ -275,6 +278,8 @@ class M2UGen(nn.Module):
     def _load_decoder(self):
         from llama.decoders import load_decoder
 
+        if self.decoder_factory is not None:
+            return self.decoder_factory()
         with seeded(TINY_SEED + 20):
             return load_decoder(self.cfg.decoder, device=self.device_, dtype=self.dtype_)
 

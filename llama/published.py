@@ -219,9 +219,10 @@ def _encoder_model(modality: str, config_dir: Optional[str]):
     return klass(config, add_pooling_layer=False)
 
 
-def _encoder_state(model: torch.nn.Module, prefix: str, state: Mapping[str, torch.Tensor],
-                   path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The file's tensors for one encoder under the model's own names; (state, unused keys)."""
+def component_state(model: torch.nn.Module, prefix: str, state: Mapping[str, torch.Tensor],
+                    path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The file's tensors for one frozen component under the model's own names (either weight-norm
+    naming); (state, unused keys). Every tensor the model stores must be there."""
     wanted = set(model.state_dict())
     out, unused = {}, []
     for key, value in state.items():
@@ -251,7 +252,7 @@ def build_encoder(modality: str, enc_cfg: EncoderConfig, config_dir: Optional[st
 
     with torch.device("meta"):  # no random initialisation: every tensor comes from the file
         model = _encoder_model(modality, config_dir)
-    sd, unused = _encoder_state(model, ENCODER_PREFIX[modality], state, path)
+    sd, unused = component_state(model, ENCODER_PREFIX[modality], state, path)
     for name, value in sd.items():
         expected = model.state_dict()[name].shape
         if value.shape != expected:
@@ -449,7 +450,7 @@ def load_published_model(
         name=f"published-{release}", llama=llama_cfg, llama_path="tiny",
         tokenizer_path=_tokenizer_path(llama_dir, path), mert=mert, vit=vit, vivit=vivit,
         bridges=bridge_config(state, release), knn=KnnConfig(), projector=proj,
-        decoder=DecoderConfig(kind=kind, path=dec_path),
+        decoder=DecoderConfig(kind=kind, path=dec_path, max_text_tokens=proj.n_output_tokens),
     )
     with torch.device("meta"):
         model = M2UGen(cfg, device="meta", dtype=dtype, load_decoder=False)
@@ -464,9 +465,7 @@ def load_published_model(
     model.cfg.llama_path = f"published:{path}"
     _attach_encoders(model, state, path, unused, enc_dtype, device,
                      {"audio": mert_path, "image": vit_path, "video": vivit_path})
-    gen_keys = [k for k in state if k.startswith("generation_model.")]
-    if gen_keys:
-        unused[f"MusicGen weights (the decoder loads from {dec_path})"] = gen_keys
+    _release_musicgen(model, state, path, unused, args, music_decoder_path, enc_dtype, device)
     model.trained = True
     gates = [p for n, p in model.backbone.named_parameters() if n.endswith(".gate")]
     info = PublishedInfo(
@@ -508,6 +507,52 @@ def _attach_encoders(model, state, path: Path, unused: dict[str, list[str]], dty
         model._encoders[modality] = enc.to(device)
         if extra:
             unused[f"{prefix}* not used by our encoder (e.g. its pooler)"] = extra
+
+
+def _release_musicgen(model, state: Mapping[str, torch.Tensor], path: Path,
+                      unused: dict[str, list[str]], args: Mapping[str, Any],
+                      given: Optional[str], dtype: torch.dtype, device: str) -> None:
+    """Run the MusicGen the release file holds (built on first use, from the published config
+    of its size or a config-only `given` folder), unless `given` supplies weights (a folder with
+    weights or a hub id) or the file's MusicGen has no published shape: then the decoder loads
+    from `cfg.decoder.path` and the file's MusicGen keys are reported unused."""
+    from llama import published_musicgen as pm
+
+    keys = [k for k in state if k.startswith(pm.PREFIX)]
+    if not keys:
+        return
+    dec = model.cfg.decoder
+    if dec.kind != "musicgen":
+        unused[f"MusicGen weights (the {dec.kind} decoder was chosen)"] = keys
+        return
+    if given is not None and _has_weights(given):
+        unused[f"{pm.PREFIX}* (superseded by {given})"] = keys
+        return
+    if given is None and pm.published_size(state) is None:
+        unused[f"{pm.PREFIX}* (shape {pm.decoder_shape(state)} is no published MusicGen size; "
+               f"the decoder loads from {dec.path})"] = keys
+        return
+    mine = {k: state[k] for k in keys}  # the closure keeps only these tensors (memory-mapped)
+    label = given or f"published MusicGen in {path}"
+    model.cfg.decoder = replace(dec, path=label)
+
+    def build():
+        from llama.decoders import DecoderLoadError, MusicGenDecoder
+
+        try:
+            musicgen, extra = pm.build_release_musicgen(mine, str(path), given, dtype)
+        except (PublishedCheckpointError, OSError, ValueError) as exc:
+            raise DecoderLoadError(f"cannot build the MusicGen of {path}: {exc}") from exc
+        if extra:
+            log.info("%s: %d MusicGen key(s) not used, e.g. %s", path, len(extra), extra[:2])
+        tokenizer, why = pm.load_tokenizer(pm.tokenizer_sources(given, args, mine))
+        if tokenizer is None:
+            log.warning("%s: MusicGen weights taken from the file; no T5 tokenizer found (%s): "
+                        "music from text needs --music_decoder_path", path, why)
+        return MusicGenDecoder(model.cfg.decoder, musicgen, tokenizer, device, dtype,
+                               missing_tokenizer=why)
+
+    model.decoder_factory = build
 
 
 def _report(info: PublishedInfo, llama_dir: Optional[str]) -> None:
@@ -688,6 +733,18 @@ def _write_encoders(model, tmp: Path, final: Path, cfg: M2UGenConfig) -> None:
         setattr(cfg, part, replace(enc_cfg, path=str(final / part)))
 
 
+def _write_musicgen(model, tmp: Path, final: Path, cfg: M2UGenConfig) -> None:
+    """A MusicGen taken from the release file becomes an HF folder (with its T5 tokenizer when
+    one was found), so the imported checkpoint still needs no MusicGen download."""
+    if model.decoder_factory is None:
+        return
+    dec = model.decoder
+    dec.model.save_pretrained(str(tmp / "musicgen"), safe_serialization=True)
+    if dec.tokenizer is not None:
+        dec.tokenizer.save_pretrained(str(tmp / "musicgen"))
+    cfg.decoder = replace(cfg.decoder, path=str(final / "musicgen"))
+
+
 def write_imported(model, dst: str | os.PathLike, llama_dir: Optional[str] = None) -> Path:
     """Write a loaded release as our checkpoint folder: tuned weights (`model.safetensors`),
     `config.json` with the compatibility values and the release facts, and the frozen parts the
@@ -718,6 +775,7 @@ def write_imported(model, dst: str | os.PathLike, llama_dir: Optional[str] = Non
             shutil.copyfile(tok, tmp / "tokenizer.model")
             cfg.tokenizer_path = str(final / "tokenizer.model")
         _write_encoders(model, tmp, final, cfg)
+        _write_musicgen(model, tmp, final, cfg)
         weights = ckpt.tuned_state_dict(model, model.tuned_parameter_names())
         from safetensors.torch import save_file
 

@@ -68,7 +68,8 @@ def load_decoder(
             model, tokenizer = build_tiny_musicgen(cfg.max_text_tokens)
         else:
             model, tokenizer = load_musicgen(cfg, dtype)
-        return MusicGenDecoder(cfg, model, tokenizer, device, dtype)
+        return MusicGenDecoder(cfg, model, tokenizer, device, dtype,
+                               missing_tokenizer=f"no tokenizer files in {cfg.path}")
     if cfg.kind == "audioldm2":
         if cfg.path in ("tiny", "tiny-audioldm2"):
             pipe = build_tiny_audioldm2(cfg.max_text_tokens)

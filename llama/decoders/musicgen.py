@@ -9,6 +9,7 @@ text path does, so both routes give identical audio for identical states.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -30,8 +31,12 @@ class MusicGenDecoder(MusicDecoder):
 
     kind = "musicgen"
 
-    def __init__(self, cfg: DecoderConfig, model, tokenizer, device, dtype) -> None:
+    def __init__(self, cfg: DecoderConfig, model, tokenizer, device, dtype, *,
+                 missing_tokenizer: str = "") -> None:
+        """`tokenizer` None (a release file's MusicGen without one): the precomputed-states
+        route works and the text route raises, naming `missing_tokenizer` (where it looked)."""
         super().__init__(cfg, device, dtype)
+        self.missing_tokenizer = missing_tokenizer
         self.model = model.to(device=device, dtype=dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -59,6 +64,11 @@ class MusicGenDecoder(MusicDecoder):
         return int(self.model.config.audio_encoder.frame_rate)
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        if self.tokenizer is None:
+            raise DecoderLoadError(
+                f"MusicGen {self.cfg.path!r} has no T5 tokenizer ({self.missing_tokenizer}), so "
+                "it cannot turn text into music; give --music_decoder_path with a MusicGen folder "
+                "or hub id that has one")
         enc = self.tokenizer(
             texts, padding="max_length", max_length=self.cfg.max_text_tokens, truncation=True,
             return_tensors="pt",
@@ -191,10 +201,19 @@ def load_musicgen(cfg: DecoderConfig, dtype: torch.dtype):
 
     try:
         model = MusicgenForConditionalGeneration.from_pretrained(cfg.path, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(cfg.path)
+        local = Path(cfg.path)
+        tokenizer = (None if local.is_dir() and not has_tokenizer_files(local)
+                     else AutoTokenizer.from_pretrained(cfg.path))
     except (OSError, ValueError) as exc:
         raise DecoderLoadError(
             f"could not load MusicGen from {cfg.path!r} (a hub id or a local folder with "
             f"config.json, weights and tokenizer files; offline runs need them cached): {exc}"
         ) from exc
     return model, tokenizer
+
+
+def has_tokenizer_files(folder: Path) -> bool:
+    """Whether a local folder holds a tokenizer. A MusicGen folder without one (an imported
+    release's MusicGen) still runs from projector states; its text route reports the lack."""
+    return any((folder / f).is_file()
+               for f in ("tokenizer.json", "spiece.model", "tokenizer_config.json"))
