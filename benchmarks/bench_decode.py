@@ -20,9 +20,11 @@ i.e. 0.9 GB of fp32 weights per layer and 0.5 GB of LM head: far past any cache,
 bandwidth-bound) in float32, bfloat16, float16, int8 (weights int8, rest float32) and
 bfloat16 + int8, at batch 1 and 8. Per row: tok/s by wall clock and by process CPU time, bytes of
 weights read per token (all decode-time weights / batch) and the percent of the mode's own
-bandwidth floor (weights bytes / measured read bandwidth per step). On a shared machine use the
-CPU-time columns: they compare CPU-time rates with the read bandwidth per CPU second measured in
-the same run (`--threads 1` keeps both single-core and comparable).
+bandwidth floor (weights bytes / read bandwidth measured in the same run with the same threads).
+Run it on a quiet machine and compare rows of one run. On a shared machine the CPU-time columns
+(rates per CPU second against the read bandwidth per CPU second) are steadier with `--threads 1`;
+the int8 kernel is compute-bound on one core, so the default (all cores) is the user's number
+(docs/MEMORY.md, and `bench_int8_kernel.py` for the per-kernel rates).
 """
 
 from __future__ import annotations

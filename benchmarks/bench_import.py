@@ -1,7 +1,7 @@
 """Time and peak RSS of loading a 7B-shaped release `checkpoint.pth`: directly
 (`llama.published.load_published_model`) and through `python -m llama.import_published`.
 
-    python benchmarks/bench_import.py --workdir /work/bench_import_tmp [--keep]
+    python benchmarks/bench_import.py [--workdir DIR] [--keep]   # DIR: ~20 GB free
 
 The checkpoint has the published dict layout ({model, optimizer, epoch, scaler, args}) and the
 published shapes: LLaMA-2 7B (32008-row embedding and head; wq..wo, w1..w3, output float16 as the
@@ -28,6 +28,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -189,7 +190,7 @@ def run(mode: str, src: Path, tok: Path, dst: Path) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workdir", default="/work/bench_import_tmp")
+    p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "m2ugen_bench_import"))
     p.add_argument("--keep", action="store_true")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()

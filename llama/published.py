@@ -221,23 +221,33 @@ def _encoder_model(modality: str, config_dir: Optional[str]):
 
 def component_state(model: torch.nn.Module, prefix: str, state: Mapping[str, torch.Tensor],
                     path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The file's tensors for one frozen component under the model's own names (either weight-norm
-    naming); (state, unused keys). Every tensor the model stores must be there."""
+    """The file's tensors for one frozen transformers component under the model's own names;
+    (state, unused keys). Every tensor the model stores must be there.
+
+    The releases were saved with 2023 transformers: older parameter names (ViT/ViViT
+    `encoder.layer.N.attention.attention.query`, weight norms as `weight_g/weight_v`) are
+    renamed by transformers' own checkpoint conversion mapping, as its `from_pretrained` does."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, rename_source_key
+
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if not isinstance(t, WeightConverter)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
     wanted = set(model.state_dict())
     out, unused = {}, []
     for key, value in state.items():
         if not key.startswith(prefix):
             continue
         name = key[len(prefix):]
-        alt = (name.replace(".weight_g", ".parametrizations.weight.original0")
-               .replace(".weight_v", ".parametrizations.weight.original1"))
-        back = (name.replace(".parametrizations.weight.original0", ".weight_g")
-                .replace(".parametrizations.weight.original1", ".weight_v"))
-        target = next((n for n in (name, alt, back) if n in wanted), None)
-        if target is None:
-            unused.append(key)
+        if name not in wanted:
+            name, converted = rename_source_key(name, renamings, converters)
+            if converted is not None:
+                raise PublishedCheckpointError(f"{path}: {key} needs a tensor conversion "
+                                               f"({converted}) this loader does not apply")
+        if name in wanted:
+            out[name] = value
         else:
-            out[target] = value
+            unused.append(key)
     missing = sorted(wanted - set(out))
     if missing:
         raise PublishedCheckpointError(f"{path}: {prefix}* lacks {missing[:3]} (give a folder "
