@@ -203,3 +203,30 @@ def test_older_vivit_rnn_names_are_renamed(tmp_path):
 
     state, _ = read_published(_resave(tmp_path, rename, release="mumu"))
     assert "iu_vivit_rnn.weight_ih_l0" in state and "iu_vit_rnn.weight_ih_l0" not in state
+
+
+def test_legacy_encoder_names_of_2023_files(tmp_path):
+    """The releases were written by 2023 transformers (ViT/ViViT `encoder.layer.N.attention.
+    attention.query`, ...): built from the file, they still reproduce the published logits."""
+    from transformers import ViTConfig, ViTModel, VivitConfig, VivitModel
+    from transformers.core_model_loading import revert_weight_conversion
+
+    legacy = {"vit_model.": ViTModel(ViTConfig.from_pretrained(COMP / "vit")),
+              "vivit_model.": VivitModel(VivitConfig.from_pretrained(COMP / "vivit"))}
+
+    def to_legacy(blob):
+        sd = blob["model"]
+        for prefix, module in legacy.items():
+            mine = {k[len(prefix):]: sd.pop(k) for k in [k for k in sd if k.startswith(prefix)]}
+            sd.update({prefix + k: v for k, v in revert_weight_conversion(module, mine).items()})
+        assert any(".attention.attention.query." in k for k in sd)
+
+    model = _load(_resave(tmp_path, to_legacy))
+    ref = json.loads((REF / "m2ugen" / "reference.json").read_text())
+    tensors = load_file(str(REF / "m2ugen" / "reference.safetensors"))
+    media = dict(np.load(REF / "media.npz"))
+    for kind in ("image", "video"):
+        with torch.no_grad():
+            logits = model.backbone(torch.tensor([ref["teacher_forced_ids"]]),
+                                    modality_features=_feats(model, kind, media))[0, -6:]
+        assert _rel(logits, tensors[f"{kind}.logits"]) < 1e-4
