@@ -66,6 +66,19 @@ def llama_shapes() -> dict[str, tuple[tuple[int, ...], str]]:
     return out
 
 
+# The published encoders' sizes: MERT-v1-330M (HuBERT-large shape), ViT-B/16 at 224, ViViT-B 16x2
+# with 32 frames. The loader reads these back from the tensors (llama.published_encoders).
+ENCODERS = {
+    "audio": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                  intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,
+                  conv_bias=True, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16),
+    "image": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                  intermediate_size=3072, image_size=224, patch_size=16),
+    "video": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                  intermediate_size=3072, image_size=224, num_frames=32, tubelet_size=[2, 16, 16]),
+}
+
+
 def module_shapes() -> dict[str, tuple[tuple[int, ...], str]]:
     """Encoders (HF classes on the meta device), bridges and projector at published sizes."""
     import torch
@@ -73,13 +86,12 @@ def module_shapes() -> dict[str, tuple[tuple[int, ...], str]]:
 
     from llama.config import ProjectorConfig
     from llama.projector import OutputProjector
-    from llama.published import PUBLISHED_ENCODER_CONFIGS as P
 
     out: dict[str, tuple[tuple[int, ...], str]] = {}
     with torch.device("meta"):
-        models = {"mert_model.": HubertModel(HubertConfig(**P["audio"])),
-                  "vit_model.": ViTModel(ViTConfig(**P["image"])),
-                  "vivit_model.": VivitModel(VivitConfig(**P["video"])),
+        models = {"mert_model.": HubertModel(HubertConfig(**ENCODERS["audio"])),
+                  "vit_model.": ViTModel(ViTConfig(**ENCODERS["image"])),
+                  "vivit_model.": VivitModel(VivitConfig(**ENCODERS["video"])),
                   "output_projector.": OutputProjector(DIM, ProjectorConfig())}
     for prefix, model in models.items():
         for name, t in model.state_dict().items():

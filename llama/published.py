@@ -191,29 +191,22 @@ def _has_weights(path: str) -> bool:
     return any(p.glob("*.safetensors")) or any(p.glob("pytorch_model*.bin"))
 
 
-PUBLISHED_ENCODER_CONFIGS: dict[str, dict[str, Any]] = {
-    # MERT-v1-330M through HuBERT's classes (same names and forward for this configuration).
-    "audio": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                  intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,
-                  conv_bias=True, num_conv_pos_embeddings=128,
-                  num_conv_pos_embedding_groups=16, feat_proj_layer_norm=True),
-    "image": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                  intermediate_size=3072, image_size=224, patch_size=16),  # ViT-B/16
-    "video": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                  intermediate_size=3072, image_size=224, num_frames=32,
-                  tubelet_size=[2, 16, 16]),  # ViViT-B 16x2
-}
-
-
-def _encoder_model(modality: str, config_dir: Optional[str]):
+def _encoder_model(modality: str, config_dir: Optional[str],
+                   state: Mapping[str, torch.Tensor]):
+    """The transformers encoder (empty) for `modality`: its config from `config_dir`, else read
+    off the file's tensors (`llama.published_encoders`)."""
     from transformers import HubertConfig, HubertModel, ViTConfig, ViTModel, VivitConfig, VivitModel
+
+    from llama import published_encoders as pe
 
     klass, cfg_cls = {"audio": (HubertModel, HubertConfig), "image": (ViTModel, ViTConfig),
                       "video": (VivitModel, VivitConfig)}[modality]
     if config_dir is not None:
         config = cfg_cls.from_pretrained(config_dir)
     else:
-        config = cfg_cls(**PUBLISHED_ENCODER_CONFIGS[modality])
+        prefix = ENCODER_PREFIX[modality]
+        config = cfg_cls(**(pe.mert_config(state, prefix) if modality == "audio" else
+                            pe.vision_config(state, prefix, video=modality == "video")))
     if modality == "audio":
         return klass(config)
     return klass(config, add_pooling_layer=False)
@@ -261,7 +254,7 @@ def build_encoder(modality: str, enc_cfg: EncoderConfig, config_dir: Optional[st
     from llama import encoders
 
     with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-        model = _encoder_model(modality, config_dir)
+        model = _encoder_model(modality, config_dir, state)
     sd, unused = component_state(model, ENCODER_PREFIX[modality], state, path)
     for name, value in sd.items():
         expected = model.state_dict()[name].shape
