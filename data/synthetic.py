@@ -431,15 +431,23 @@ _ALPACA = (
     ("Is a video made of images?", "Yes, a video is a sequence of images."),
 )
 
+# Training phrasings: several per task, so that the intent (make music) is learned apart from the
+# wording and carries over to the held-out phrasings below.
 _MUIMAGE_REQUESTS = (
     "Compose {tempo} music for this image.",
     "Generate {tempo} music that matches this picture.",
     "Write a {tempo} song inspired by this image.",
+    "Produce a {tempo} tune for this photo.",
+    "I need {tempo} music that suits this image.",
+    "Give me a {tempo} melody for this picture.",
 )
 _MUVIDEO_REQUESTS = (
     "Compose music in a {register} register for this video.",
     "Generate {register} register music that fits this clip.",
     "Write a song for this video, in the {register} register.",
+    "Produce {register} register music for this video.",
+    "I need a tune in the {register} register for this clip.",
+    "Give me {register} register music for this clip.",
 )
 # Held-out phrasings: only test items use them (the routing metric sees unseen instructions).
 _MUIMAGE_REQUESTS_HELD_OUT = (
@@ -461,12 +469,15 @@ _EDIT_REQUESTS = {
     "instrument": (
         "Change the instrument of this music to the {instrument}.",
         "Play this with a {instrument} instead.",
+        "Rewrite this music for the {instrument}.",
     ),
     "register": (
         "Move this music to a {register} register.",
         "Play this in the {register} register.",
+        "Put this music in a {register} register.",
     ),
-    "tempo": ("Make this music {tempo}.", "Change the tempo of this music to {tempo}."),
+    "tempo": ("Make this music {tempo}.", "Change the tempo of this music to {tempo}.",
+              "Rework this music to be {tempo}."),
 }
 _ANSWERS = (
     "Here is the music: {caption}",

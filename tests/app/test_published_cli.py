@@ -61,7 +61,7 @@ def _batch(tmp_path: Path, release: str, media: dict[str, Path], extra=()) -> li
     return [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("release", ["m2ugen", "mumu"])
+@pytest.mark.parametrize("release", ["m2ugen", "mumu", "m2ugen_audioldm2"])
 def test_batch_token_ids_match_the_published_greedy_ids(tmp_path, media, release):
     ref = json.loads((REF / release / "reference.json").read_text())
     results = {r["id"]: r for r in _batch(tmp_path, release, media)}

@@ -29,7 +29,8 @@ from llama.published import (
 
 REF = Path(__file__).parent / "published_reference"
 COMP = REF / "components"
-RELEASES = {"m2ugen": "m2ugen", "mumu": "mumu-llama"}
+RELEASES = {"m2ugen": "m2ugen", "mumu": "mumu-llama", "m2ugen_audioldm2": "m2ugen"}
+DECODERS = {"m2ugen": "musicgen", "mumu": "musicgen", "m2ugen_audioldm2": "audioldm2"}
 
 
 def _load(ckpt: Path, **kw):
@@ -58,6 +59,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_release_detected_and_prompt_encoded_as_published(loaded):
     name, model, ref, _, _ = loaded
     assert model.published.release == RELEASES[name]
+    assert model.published.decoder_kind == DECODERS[name] == model.cfg.decoder.kind
     assert model.tokenizer.encode(ref["prompt_text"], bos=True) == ref["prompt_ids"]
     assert not model.published.gates_all_zero
 
@@ -77,6 +79,7 @@ def test_logits_projector_and_greedy_match_published(loaded, kind):
         logits = model.backbone(torch.tensor([forced]), modality_features=feats)[0, -6:]
         proj = project_published(model, forced, feats)[0]
     assert _rel(logits, tensors[f"{kind}.logits"]) < 1e-4
+    assert proj.shape == tensors[f"{kind}.projector"].shape
     assert _rel(proj, tensors[f"{kind}.projector"]) < 1e-4
     assert generate_published(model, ref["prompt_ids"], feats, 24,
                               model.published.release) == expected["greedy_ids"]
