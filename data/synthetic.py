@@ -450,20 +450,27 @@ _MUVIDEO_REQUESTS = (
     "Give me {register} register music for this clip.",
 )
 # Held-out phrasings: only test items use them (the routing metric sees unseen instructions).
+# Each is a sentence no training item has, built from tokens the training requests use: a model
+# trained from scratch cannot know a word it never saw ("Score this video..." was routed on 19 of
+# 21 items for one seed and on 4 of 23 for another), so these test the intent carried over to a
+# new wording, not a guess at an unknown word. Each also names what it asks for (music, song,
+# tune, melody, or the attribute it changes): "Make this fast." named nothing and was answered
+# as a caption request on every item for two seeds.
 _MUIMAGE_REQUESTS_HELD_OUT = (
-    "Make a {tempo} track that goes with this picture.",
-    "Please create {tempo} music to accompany this image.",
+    "Write a {tempo} melody that suits this picture.",
+    "I need a {tempo} song that matches this image.",
 )
 _MUVIDEO_REQUESTS_HELD_OUT = (
-    "Make a soundtrack for this clip in a {register} register.",
-    "Score this video with {register} register music.",
+    "Compose a song in the {register} register for this clip.",
+    "I need {register} register music that fits this video.",
 )
 _EDIT_REQUESTS_HELD_OUT = {
-    "instrument": ("Let a {instrument} play this music.",
-                   "Swap the instrument for a {instrument}."),
-    "register": ("Shift this music into the {register} register.",
-                 "Transpose this to a {register} register."),
-    "tempo": ("Turn this into {tempo} music.", "Give this music a {tempo} tempo."),
+    "instrument": ("Rewrite this for a {instrument}.",
+                   "Play this music with the {instrument} instead."),
+    "register": ("Move this to the {register} register.",
+                 "Put this in the {register} register."),
+    "tempo": ("Make the tempo of this music {tempo}.",
+              "Rework the tempo of this music to {tempo}."),
 }
 _EDIT_REQUESTS = {
     "instrument": (

@@ -290,6 +290,32 @@ def test_held_out_requests_use_phrasings_no_training_request_uses(ds: Path) -> N
         assert phrasing[True] and not phrasing[True] & phrasing[False], name
 
 
+def test_held_out_phrasings_use_only_tokens_of_training_phrasings() -> None:
+    """A model trained from scratch has never seen a token the training requests lack: the
+    held-out phrasings recombine known tokens into new sentences (slots aside)."""
+    from llama.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("tiny")
+
+    def tokens(template: str) -> set[int]:
+        return set(tok.encode(re.sub(r"\{[a-z]+\}", "", template)))
+
+    def flat(groups) -> tuple[str, ...]:
+        return tuple(t for g in (groups.values() if isinstance(groups, dict) else [groups])
+                     for t in g)
+
+    train = flat(syn._MUIMAGE_REQUESTS) + flat(syn._MUVIDEO_REQUESTS) + flat(syn._EDIT_REQUESTS)
+    held = (flat(syn._MUIMAGE_REQUESTS_HELD_OUT) + flat(syn._MUVIDEO_REQUESTS_HELD_OUT)
+            + flat(syn._EDIT_REQUESTS_HELD_OUT))
+    known = set().union(*(tokens(t) for t in train))
+    assert not set(held) & set(train)
+    for template in held:
+        unknown = tokens(template) - known
+        assert not unknown, (template, [tok.decode([i]) for i in unknown])
+        named = re.findall(r"\b(music|song|tune|melody|instrument|register|tempo)\b", template)
+        assert named, f"{template!r} does not say what to make or change"
+
+
 def test_default_size_is_the_one_the_tiny_recipe_is_measured_on() -> None:
     from llama.config import get_recipe
 
