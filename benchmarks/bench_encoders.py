@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 from llama import config as C  # noqa: E402
 from llama import encoders as E  # noqa: E402
+from util.timing import best_seconds  # noqa: E402
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -52,16 +53,6 @@ def cases(layers: int) -> list[tuple[str, C.EncoderConfig, Callable, Any]]:
     ]
 
 
-def best_cpu_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for dtype in DTYPES:
             enc = loader(cfg, device="cpu", dtype=dtype)
             with torch.no_grad():
-                seconds = best_cpu_seconds(partial(enc.encode_items, [item]), args.repeats)
+                seconds = best_seconds(partial(enc.encode_items, [item]), args.repeats,
+                                       clock=time.process_time, warmup=True)
                 feat = torch.as_tensor(enc.encode_items([item])[0]).float()
             ref = feat if ref is None else ref
             err = float((feat - ref).abs().max() / ref.abs().max())

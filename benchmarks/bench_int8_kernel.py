@@ -16,21 +16,17 @@ count: GB of weights consumed per second by
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Callable, Sequence
+import sys
+from pathlib import Path
+from typing import Sequence
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from util.timing import best_seconds  # noqa: E402
 
 N, K = 11008, 4096
-
-
-def best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def rates(threads: int, copies: int, repeats: int, compile_: bool) -> dict[str, float]:
