@@ -136,7 +136,8 @@ def detect_release(state: Mapping[str, torch.Tensor], path: str = "checkpoint") 
 # Configuration from the keys and shapes
 
 
-def _count(state: Mapping[str, torch.Tensor], pattern: str) -> int:
+def count_indexed(state: Mapping[str, torch.Tensor], pattern: str) -> int:
+    """How many distinct indices the regex `pattern` (one group) captures over the keys."""
     rx = re.compile(pattern)
     return len({m.group(1) for k in state if (m := rx.match(k))})
 
@@ -151,7 +152,7 @@ def backbone_config(state: Mapping[str, torch.Tensor], norm_eps: float = 1e-5,
     if n_prefix % 3:
         raise PublishedCheckpointError(f"prefix_query.weight has {n_prefix} rows, not 3 x layers")
     return LlamaConfig(
-        dim=emb.shape[1], n_layers=_count(state, r"^llama\.layers\.(\d+)\."),
+        dim=emb.shape[1], n_layers=count_indexed(state, r"^llama\.layers\.(\d+)\."),
         n_heads=gate.numel(), vocab_size=emb.shape[0] - len(AUD_TOKENS),
         ffn_hidden_dim=state["llama.layers.0.feed_forward.w1.weight"].shape[0],
         norm_eps=norm_eps, max_seq_len=max_seq_len,
@@ -164,8 +165,8 @@ def projector_config(state: Mapping[str, torch.Tensor]) -> ProjectorConfig:
     q = state["output_projector.query_embs"]
     return ProjectorConfig(
         d_model=q.shape[2], n_heads=4,  # published nn.Transformer(nhead=4); not in the shapes
-        n_encoder_layers=_count(state, r"^output_projector\.tfm\.encoder\.layers\.(\d+)\."),
-        n_decoder_layers=_count(state, r"^output_projector\.tfm\.decoder\.layers\.(\d+)\."),
+        n_encoder_layers=count_indexed(state, r"^output_projector\.tfm\.encoder\.layers\.(\d+)\."),
+        n_decoder_layers=count_indexed(state, r"^output_projector\.tfm\.decoder\.layers\.(\d+)\."),
         ffn_dim=state["output_projector.tfm.encoder.layers.0.linear1.weight"].shape[0],
         n_output_tokens=q.shape[1], output_dim=state["output_projector.model.weight"].shape[0],
         input="pre_norm_predicting",
@@ -212,10 +213,11 @@ def _encoder_model(modality: str, config_dir: Optional[str],
     return klass(config, add_pooling_layer=False)
 
 
-def component_state(model: torch.nn.Module, prefix: str, state: Mapping[str, torch.Tensor],
-                    path: str) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The file's tensors for one frozen transformers component under the model's own names;
-    (state, unused keys). Every tensor the model stores must be there.
+def load_component(model: torch.nn.Module, prefix: str, state: Mapping[str, torch.Tensor],
+                   path: str, dtype: torch.dtype) -> list[str]:
+    """Fill a meta-built frozen transformers component with the file's tensors under `prefix`,
+    cast to `dtype`; returns the keys under `prefix` it has no use for. Every tensor the model
+    stores must be there, with its shape.
 
     The releases were saved with 2023 transformers: older parameter names (ViT/ViViT
     `encoder.layer.N.attention.attention.query`, weight norms as `weight_g/weight_v`) are
@@ -226,7 +228,7 @@ def component_state(model: torch.nn.Module, prefix: str, state: Mapping[str, tor
     transforms = get_model_conversion_mapping(model)
     renamings = [t for t in transforms if not isinstance(t, WeightConverter)]
     converters = [t for t in transforms if isinstance(t, WeightConverter)]
-    wanted = set(model.state_dict())
+    wanted = model.state_dict()
     out, unused = {}, []
     for key, value in state.items():
         if not key.startswith(prefix):
@@ -237,15 +239,25 @@ def component_state(model: torch.nn.Module, prefix: str, state: Mapping[str, tor
             if converted is not None:
                 raise PublishedCheckpointError(f"{path}: {key} needs a tensor conversion "
                                                f"({converted}) this loader does not apply")
-        if name in wanted:
-            out[name] = value
-        else:
+        if name not in wanted:
             unused.append(key)
-    missing = sorted(wanted - set(out))
+            continue
+        if tuple(value.shape) != tuple(wanted[name].shape):
+            raise PublishedCheckpointError(
+                f"{path}: {prefix}{name} has shape {tuple(value.shape)}, the config expects "
+                f"{tuple(wanted[name].shape)} (give the matching --*_path with the right config)")
+        out[name] = value
+    missing = sorted(set(wanted) - set(out))
     if missing:
         raise PublishedCheckpointError(f"{path}: {prefix}* lacks {missing[:3]} (give a folder "
                                        f"with weights via the matching --*_path)")
-    return out, unused
+    model.load_state_dict({k: v.to(dtype) for k, v in out.items()}, strict=True, assign=True)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise PublishedCheckpointError(f"{path}: {prefix}* gives no value for {left[:3]}")
+    return unused
 
 
 def build_encoder(modality: str, enc_cfg: EncoderConfig, config_dir: Optional[str],
@@ -255,17 +267,7 @@ def build_encoder(modality: str, enc_cfg: EncoderConfig, config_dir: Optional[st
 
     with torch.device("meta"):  # no random initialisation: every tensor comes from the file
         model = _encoder_model(modality, config_dir, state)
-    sd, unused = component_state(model, ENCODER_PREFIX[modality], state, path)
-    for name, value in sd.items():
-        expected = model.state_dict()[name].shape
-        if value.shape != expected:
-            raise PublishedCheckpointError(f"{path}: {ENCODER_PREFIX[modality]}{name} has shape "
-                                           f"{tuple(value.shape)}, expected {tuple(expected)}")
-    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:
-        raise PublishedCheckpointError(f"{path}: {ENCODER_PREFIX[modality]}* gives no value for "
-                                       f"{left[:3]}")
+    unused = load_component(model, ENCODER_PREFIX[modality], state, path, dtype)
     mc = model.config
     has_processor = config_dir is not None and (Path(config_dir) / "preprocessor_config.json"
                                                 ).is_file()

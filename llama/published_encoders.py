@@ -17,9 +17,12 @@ subtracts each row's maximum and multiplies back, a shift that softmax ignores.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import torch
+
+from llama.published import count_indexed
 
 HEAD_DIM = 64
 MERT_STRIDES = (5, 2, 2, 2, 2, 2, 2)
@@ -28,7 +31,7 @@ VIVIT_IMAGE_SIZE = 224
 
 def _count(state: Mapping[str, torch.Tensor], prefix: str) -> int:
     """Number of numbered sub-modules under `prefix` (e.g. "encoder.layers.")."""
-    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+    return count_indexed(state, "^" + re.escape(prefix) + r"(\d+)\.")
 
 
 def _heads(width: int) -> int:

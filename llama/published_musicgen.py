@@ -21,12 +21,12 @@ from typing import Any, Mapping, Optional
 import torch
 
 from llama.decoders.musicgen import has_tokenizer_files
-from llama.published import PublishedCheckpointError, component_state
+from llama.published import PublishedCheckpointError, count_indexed, load_component
 
 log = logging.getLogger(__name__)
 
 PREFIX = "generation_model."
-_DECODER_LAYERS = PREFIX + "decoder.model.decoder.layers."
+_DECODER_LAYER = r"^generation_model\.decoder\.model\.decoder\.layers\.(\d+)\."
 _EMBED = PREFIX + "decoder.model.decoder.embed_tokens.0.weight"
 # (decoder width, layers) -> (published size, attention heads): the MusicGen conversion's table.
 PUBLISHED_SIZES: dict[tuple[int, int], tuple[str, int]] = {
@@ -42,10 +42,6 @@ T5_BASE = dict(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12,
 ENCODEC_32KHZ = dict(sampling_rate=32000, audio_channels=1, upsampling_ratios=[8, 5, 4, 4],
                      target_bandwidths=[2.2], num_filters=64, codebook_size=2048,
                      use_causal_conv=False, normalize=False, use_conv_shortcut=False)
-
-
-def has_musicgen(state: Mapping[str, torch.Tensor]) -> bool:
-    return any(k.startswith(PREFIX) for k in state)
 
 
 def published_musicgen_config(state: Mapping[str, torch.Tensor], path: str):
@@ -75,9 +71,7 @@ def decoder_shape(state: Mapping[str, torch.Tensor]) -> Optional[tuple[int, int]
     """(width, layers) of the file's MusicGen decoder, or None when it holds none."""
     if _EMBED not in state:
         return None
-    layers = {k[len(_DECODER_LAYERS):].split(".")[0] for k in state
-              if k.startswith(_DECODER_LAYERS)}
-    return int(state[_EMBED].shape[1]), len(layers)
+    return int(state[_EMBED].shape[1]), count_indexed(state, _DECODER_LAYER)
 
 
 def published_size(state: Mapping[str, torch.Tensor]) -> Optional[str]:
@@ -101,19 +95,7 @@ def build_release_musicgen(state: Mapping[str, torch.Tensor], path: str,
               else published_musicgen_config(state, path))
     with init_empty_weights():  # parameters on meta; buffers (strides, paddings) real
         model = MusicgenForConditionalGeneration(config)
-    sd, unused = component_state(model, PREFIX, state, path)
-    expected = model.state_dict()
-    for name, value in sd.items():
-        if tuple(value.shape) != tuple(expected[name].shape):
-            raise PublishedCheckpointError(
-                f"{path}: {PREFIX}{name} has shape {tuple(value.shape)}, the MusicGen config "
-                f"expects {tuple(expected[name].shape)} (give --music_decoder_path with the "
-                "right config)")
-    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
-    model.tie_weights()
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:
-        raise PublishedCheckpointError(f"{path}: {PREFIX}* gives no value for {left[:3]}")
+    unused = load_component(model, PREFIX, state, path, dtype)
     return model.eval(), unused
 
 

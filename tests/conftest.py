@@ -31,12 +31,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Modules that set `RUN_FIRST = True` (the learning run, the suite's long pole) start first.
-
-    With two xdist workers and `--dist loadfile`, started first it overlaps everything else
-    instead of starting after a worker's earlier files. The sort is stable and depends only on
-    the collected items, so every worker agrees on the order."""
-    items.sort(key=lambda item: 0 if getattr(item.module, "RUN_FIRST", False) else 1)

@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-RUN_FIRST = True  # the suite's long pole: tests/conftest.py schedules it first
 ROOT = Path(__file__).resolve().parents[1]
 SEED = "23"
 
