@@ -235,11 +235,14 @@ class Trainer:
         accelerator: Any,
         on_epoch_end: Optional[Callable[[int], None]] = None,
         count_fn: Optional[Callable[[Any], Sequence[float]]] = None,
+        last_epoch_completes: bool = True,
     ) -> None:
         self.model, self.dataset, self.collate, self.step_fn = model, dataset, collate, step_fn
         self.s, self.out, self.acc = settings, Path(output_dir), accelerator
         self.checkpoint_config, self.tuned_names = checkpoint_config, tuned_names
         self.on_epoch_end, self.count_fn = on_epoch_end, count_fn
+        # False when a later phase (the projector refit) must run before the stage is complete
+        self.last_epoch_completes = last_epoch_completes
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.sampler = EpochBatches(len(dataset), settings.batch_size, settings.seed,
                                     self.rank, self.world)
@@ -399,6 +402,10 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
 
+    @property
+    def epochs_done(self) -> bool:
+        return self.epoch >= self.s.epochs
+
     def train(self) -> dict[str, float]:
         """Train to the end (or to `stop_after_steps`); returns the last logged metrics."""
         s = self.s
@@ -451,7 +458,7 @@ class Trainer:
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch)
         self.epoch, self.batch_in_epoch = epoch + 1, 0
-        self.save(complete=self.epoch >= self.s.epochs)
+        self.save(complete=self.last_epoch_completes and self.epoch >= self.s.epochs)
 
 
 def settings_from_args(args: Any) -> TrainSettings:

@@ -10,6 +10,9 @@ gloo group); `--batch_size` is per process. Commands and what was tested: docs/T
 
 The output folder holds `checkpoint/` (tuned weights + optimizer/RNG/sampler state, rewritten
 atomically), `tensorboard/` and `train_log.jsonl`. `--resume` continues an interrupted run exactly.
+With `--projector_refit_steps N` (the tiny recipe's stage 3), the stage ends by refitting the output
+projector on the final model's [AUD] states (engine_refit.py); the checkpoint is marked complete
+only after that, and `--resume` on a finished stage 3 that was never refitted runs just the refit.
 """
 
 from __future__ import annotations
@@ -104,9 +107,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--replay", type=float, default=None,
                    help="stages 2-3: add this fraction (of the stage's size) of samples of the "
                         "earlier stages, so later stages do not erase what those taught")
+    p.add_argument("--projector_refit_steps", type=int, default=None,
+                   help="stage 3: after the last epoch, fit the output projector alone for this "
+                        "many steps on the final model's [AUD] states of the stage's music "
+                        "samples (engine_refit.py; 0 = off)")
+    p.add_argument("--projector_refit_lr", type=float, default=None,
+                   help="peak learning rate of the projector refit (cosine to 3e-5)")
+    p.add_argument("--projector_refit_batch_size", type=int, default=None,
+                   help="samples per projector refit step")
     p.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--sample_log", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    validate_args(p, args)
+    return args
+
+
+def validate_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Import a release given as --init_from, resolve the recipe, then check the values (p.error:
+    one line, exit 2)."""
     if args.init_from and Path(args.init_from).is_file() and not args.resume:
         try:
             args.init_from = str(import_release_once(args))
@@ -118,12 +136,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         resolve_recipe(args)
     except ValueError as err:
         p.error(str(err))
-    for name in ("batch_size", "accum_iter", "epochs", "max_words"):
+    for name in ("batch_size", "accum_iter", "epochs", "max_words", "projector_refit_batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
     if not 0.0 < args.audio_crop <= 1.0:
         p.error(f"--audio_crop must be in (0, 1], got {args.audio_crop}")
-    return args
+    if args.projector_refit_steps < 0:
+        p.error(f"--projector_refit_steps must be >= 0, got {args.projector_refit_steps}")
+    if args.projector_refit_steps and args.stage != 3:
+        p.error("--projector_refit_steps is a stage-3 phase (stage 2 trains the projector itself)")
+    if not args.projector_refit_lr > 0:
+        p.error(f"--projector_refit_lr must be > 0, got {args.projector_refit_lr}")
 
 
 def import_release_once(args: argparse.Namespace) -> Path:
@@ -241,7 +264,10 @@ def build_config(args: argparse.Namespace):
     })
 
 
-def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures):
+def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
+                  music_only: bool = False):
+    """The stage's training samples (+ replay of earlier stages); `music_only`: only the stage's
+    own samples whose answer produces music (what the projector refit fits on)."""
     from data.dataset import M2UGenDataset, PerModalityLoader
     from data.mixes import filter_split, stage_samples
     from data.schemas import ErrorPolicy
@@ -253,7 +279,9 @@ def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures)
     )
     policy = ErrorPolicy(args.on_error)
     samples = filter_split(stage_samples(args.stage, paths, policy=policy), split, paths)
-    if args.stage > 1 and args.replay > 0:
+    if music_only:
+        samples = [s for s in samples if s.music_caption is not None]
+    elif args.stage > 1 and args.replay > 0:
         # Earlier stages' formats, so LoRA keeps what they taught: captioning (stage 1) and, in
         # stage 3, caption -> [AUD] (stage 2, the format the projector was aligned on).
         g = torch.Generator().manual_seed(args.seed)
@@ -264,6 +292,36 @@ def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures)
             samples = samples + [pool[i] for i in sorted(picks)]
     return M2UGenDataset(samples, model.tokenizer, max_words=args.max_words, media_loader=loader,
                          policy=policy, stage=args.stage)
+
+
+def refit_projector(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
+                    targets: TargetProvider, verbose: bool) -> dict[str, float]:
+    """The stage-3 projector refit (engine_refit.py) on this stage's music samples."""
+    from engine_refit import RefitSettings, collect_projector_data, fit_projector
+
+    dataset = build_dataset(args, model, media, music_only=True)
+    start = time.perf_counter()
+    inputs, goals = collect_projector_data(model, dataset, targets)
+    if verbose:
+        print(f"projector refit: {len(inputs)} music samples {dataset.task_counts()}, inputs "
+              f"{inputs.numel() * 4 / 2**20:.1f} MB, collected in "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
+    every = max(args.projector_refit_steps // 8, 1)
+
+    def log(step: int, loss: float, lr: float) -> None:
+        if verbose and (step % every == 0 or step + 1 == args.projector_refit_steps):
+            print(f"projector refit step {step}: mse {loss:.4f} lr {lr:.2e}", flush=True)
+
+    result = fit_projector(
+        model.projector, inputs, goals,
+        RefitSettings(steps=args.projector_refit_steps, lr=args.projector_refit_lr,
+                      batch_size=args.projector_refit_batch_size, seed=args.seed),
+        log=log,
+    )
+    if verbose:
+        print(f"projector refit done: mse {result['mse_before']:.4f} -> "
+              f"{result['mse_after']:.4f} in {result['seconds']:.0f} s", flush=True)
+    return result
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -307,10 +365,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     prepared = accelerator.prepare(model) if accelerator.num_processes > 1 else model
     log_file = out / "train_log.jsonl"
 
+    refit: dict[str, float] = {}
+    if resume_dir is not None:
+        refit.update(ckpt.read_config(resume_dir).get("projector_refit") or {})
+
     def checkpoint_config() -> dict[str, Any]:
-        return {"m2ugen": dataclasses.asdict(model.cfg), "stage": args.stage,
-                "args": {k: v for k, v in vars(args).items()
-                         if isinstance(v, (str, int, float, bool, list, type(None)))}}
+        config = {"m2ugen": dataclasses.asdict(model.cfg), "stage": args.stage,
+                  "args": {k: v for k, v in vars(args).items()
+                           if isinstance(v, (str, int, float, bool, list, type(None)))}}
+        if refit:
+            config["projector_refit"] = dict(refit)
+        return config
 
     def on_epoch_end(epoch: int) -> None:
         if accelerator.is_main_process:
@@ -325,14 +390,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         count_fn=loss_counts,
         settings=settings, output_dir=out, checkpoint_config=checkpoint_config,
         tuned_names=tuned, accelerator=accelerator, on_epoch_end=on_epoch_end,
+        last_epoch_completes=args.projector_refit_steps == 0,
     )
     if resume_dir is not None:
         trainer.resume(resume_dir)
     try:
         metrics = trainer.train()
+        if args.projector_refit_steps and trainer.epochs_done and not refit:
+            refit.update(refit_projector(args, model, media, targets, accelerator.is_main_process))
+            with open(log_file, "a") as fh:
+                fh.write(json.dumps({"projector_refit": refit, "time": time.time()}) + "\n")
+            trainer.save(complete=True)
     except NonFiniteLoss as err:
         print(f"train_m2ugen: stopped: {err}", file=sys.stderr)
         return 3
+    except DatasetError as err:
+        print(f"train_m2ugen: {err}", file=sys.stderr)
+        return 2
     if accelerator.is_main_process:
         print(f"stage {args.stage} done: {json.dumps(metrics)}; checkpoint: {out / 'checkpoint'}",
               flush=True)

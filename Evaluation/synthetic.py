@@ -18,9 +18,13 @@ prints one JSON object:
   than on the attribute words, so the target is the true attribute combination written in the
   template the model's answer used (`data.synthetic.music_template_of`; if the answer uses none,
   the best of all templates); a request answered without the [AUD] tokens scores 0.
-- `projector_cosine_shuffled`: the same score against another held-out request's combination
-  (mean over the requests whose combination differs): what a projector output carries that is
-  not specific to the request. `projector_cosine` means something only by its margin over this.
+- `projector_cosine_routed`: the same over the requests answered with [AUD] tokens only (the
+  misses are the routing metric's business).
+- `projector_cosine_shuffled`: the routed answers scored against another held-out request's
+  combination (mean over the requests whose combination differs): what a projector output carries
+  that is not specific to the request. The projector means something only by the margin of
+  `projector_cosine_routed` over this (both average the same answers; `projector_cosine` also
+  counts unrouted requests as 0, which the baseline does not).
   `details.music_requests.retrieval`: share of projected requests whose nearest description
   (same template) among all 16 attribute combinations is the true one (chance 1/16).
 - `qa`: share of held-out MusicQA questions whose answer names the right value (and no other).
@@ -252,12 +256,13 @@ class Evaluator:
     def projector_scores(self, preds: list[Optional[torch.Tensor]], combos: list[dict[str, str]],
                          templates: Optional[list[Optional[int]]] = None) -> dict[str, Any]:
         """Cosine to the true combination's description (0 where no [AUD] tokens were
-        generated), the same for other requests' combinations, and nearest-description retrieval.
+        generated); over the answers that were projected only (`cosine_routed`), the same for
+        other requests' combinations (`cosine_shuffled`) and nearest-description retrieval.
         `templates[i]`: the caption template the i-th answer used (None: best of all)."""
         templates = templates or [None] * len(preds)
         have = [i for i, p in enumerate(preds) if p is not None]
         out: dict[str, Any] = {"n_projected": len(have), "cosine_shuffled": float("nan"),
-                               "retrieval": float("nan")}
+                               "cosine_routed": float("nan"), "retrieval": float("nan")}
         if not preds:
             return {**out, "cosine": float("nan")}
         matched = np.zeros(len(preds))
@@ -271,6 +276,7 @@ class Evaluator:
             other = truth[None, :] != truth[:, None]  # (request, other request)
             shuffled = [sim[r, truth[other[r]]].mean() for r in rows if other[r].any()]
             out["cosine_shuffled"] = float(np.mean(shuffled)) if shuffled else float("nan")
+            out["cosine_routed"] = float(matched[have].mean())  # the baseline's answers
             out["retrieval"] = float((sim.argmax(1) == truth).mean())
         return {**out, "cosine": float(matched.mean())}
 
@@ -301,6 +307,7 @@ class Evaluator:
             "image_caption": details["image_caption"]["accuracy"],
             "video_caption": details["video_caption"]["accuracy"],
             "projector_cosine": details["music_requests"]["cosine"],
+            "projector_cosine_routed": details["music_requests"]["cosine_routed"],
             "projector_cosine_shuffled": details["music_requests"]["cosine_shuffled"],
             "qa": details["qa"]["accuracy"],
             "aud_tokens_on_music_requests": details["music_requests"]["rate"],

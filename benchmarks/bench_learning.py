@@ -33,7 +33,9 @@ COLUMNS = (  # (header, path into the metrics JSON)
     ("video", ("video_caption",)),
     ("qa", ("qa",)),
     ("proj", ("projector_cosine",)),
+    ("proj_routed", ("projector_cosine_routed",)),
     ("proj_shuf", ("projector_cosine_shuffled",)),
+    ("retrieval", ("details", "music_requests", "retrieval")),
     ("route", ("aud_tokens_on_music_requests",)),
     ("q_aud", ("aud_tokens_on_questions",)),
 )

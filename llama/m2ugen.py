@@ -378,13 +378,18 @@ class M2UGen(nn.Module):
         the positions that predict each [AUD] token (one earlier); "post_norm_at_tokens" takes the
         normed states at the tokens themselves. `hidden` must be the matching kind.
         """
+        return self.projector(self.projector_inputs(hidden, aud_positions))
+
+    def projector_inputs(self, hidden: torch.Tensor, aud_positions: torch.Tensor) -> torch.Tensor:
+        """(n, 8, dim) what the projector reads: the chosen [AUD] states + the tokens' embeddings
+        (in the projector's dtype). Split out so the projector can be refitted on cached inputs."""
         aud_positions = aud_positions.to(hidden.device)
         if self._projector_reads_pre_norm:
             aud_positions = aud_positions - 1  # the state that predicts [AUDk] sits one earlier
         rows = torch.arange(hidden.shape[0], device=hidden.device)[:, None]
         h = hidden[rows, aud_positions]
         emb = self.backbone.embed(self.aud_ids[None].expand(hidden.shape[0], -1))
-        return self.projector((h + emb).to(next(self.projector.parameters()).dtype))
+        return (h + emb).to(next(self.projector.parameters()).dtype)
 
     # -----------------------------------------------------------------------------------------
     # Inference

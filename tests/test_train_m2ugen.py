@@ -72,8 +72,10 @@ def test_unreadable_file_fails_naming_it_or_is_skipped_and_counted(small_synthet
     train = set(json.loads((data / "split.json").read_text())["train"])
     victim = next(name for name in captions if f"MUCaps/audios/{name}" in train)
     (data / "MUCaps" / "audios" / victim).write_bytes(b"not a wav file at all")
-    with pytest.raises(Exception, match=victim):
-        _run(data, tmp_path / "strict", tmp_path / "cache", "--epochs", "1")
+    # one line naming the file, exit 2 (bad input), not a traceback
+    assert _run(data, tmp_path / "strict", tmp_path / "cache", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert victim in err and "unreadable" in err and "Traceback" not in err
     assert _run(data, tmp_path / "skip", tmp_path / "cache", "--epochs", "1",
                 "--on_error", "skip") == 0
     out = capsys.readouterr().out
@@ -174,3 +176,59 @@ def test_init_from_a_release_file_imports_it_once(tmp_path, monkeypatch):
     args.output_dir = str(tmp_path / "other")
     with pytest.raises(ValueError, match="import the release once"):
         train_m2ugen.import_release_once(args)
+
+
+def _stage(data, out, cache, stage, init, *extra):
+    argv = ["--stage", str(stage), "--data_root", str(data), "--output_dir", str(out),
+            "--epochs", "1", "--batch_size", "8", "--replay", "0", "--feature_cache", str(cache),
+            *(["--init_from", str(init)] if init else []), *extra]
+    return train_m2ugen.main(argv)
+
+
+def test_stage3_ends_with_a_projector_refit_that_resumes_on_its_own(small_synthetic, tmp_path,
+                                                                      monkeypatch):
+    cache, refit = tmp_path / "cache", ("--projector_refit_steps", "40")
+    assert _stage(small_synthetic, tmp_path / "s1", cache, 1, None, "--preset", "tiny") == 0
+    assert _stage(small_synthetic, tmp_path / "s2", cache, 2, tmp_path / "s1") == 0
+    assert _stage(small_synthetic, tmp_path / "plain", cache, 3, tmp_path / "s2",
+                  "--projector_refit_steps", "0") == 0
+    assert _stage(small_synthetic, tmp_path / "full", cache, 3, tmp_path / "s2", *refit) == 0
+
+    s2, plain = ckpt.read_weights(tmp_path / "s2"), ckpt.read_weights(tmp_path / "plain")
+    full = ckpt.read_weights(tmp_path / "full")
+    config = ckpt.read_config(tmp_path / "full")
+    assert config["complete"] and config["projector_refit"]["steps"] == 40
+    assert config["projector_refit"]["mse_after"] < config["projector_refit"]["mse_before"]
+    for name in full:
+        if name.startswith("projector."):  # frozen in stage 3's epochs, then refitted
+            torch.testing.assert_close(plain[name], s2[name], rtol=0, atol=0, msg=name)
+            assert not torch.equal(full[name], s2[name]), name
+        else:  # the refit touches nothing else
+            torch.testing.assert_close(full[name], plain[name], rtol=0, atol=0, msg=name)
+
+    # Killed between the last epoch and the refit: the stage is not complete yet, and --resume
+    # runs only the refit, to the same projector.
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_m2ugen, "refit_projector", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _stage(small_synthetic, tmp_path / "cut", cache, 3, tmp_path / "s2", *refit)
+    assert not ckpt.read_config(tmp_path / "cut")["complete"]
+    monkeypatch.undo()
+    assert _stage(small_synthetic, tmp_path / "cut", cache, 3, None, *refit, "--resume") == 0
+    cut = ckpt.read_weights(tmp_path / "cut")
+    assert ckpt.read_config(tmp_path / "cut")["complete"]
+    for name in full:
+        torch.testing.assert_close(cut[name], full[name], rtol=1e-5, atol=1e-6, msg=name)
+    # A finished stage is not refitted twice.
+    before = (tmp_path / "cut" / "checkpoint" / "model.safetensors").read_bytes()
+    assert _stage(small_synthetic, tmp_path / "cut", cache, 3, None, *refit, "--resume") == 0
+    assert (tmp_path / "cut" / "checkpoint" / "model.safetensors").read_bytes() == before
+
+
+def test_projector_refit_is_a_stage3_phase(small_synthetic, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _run(small_synthetic, tmp_path / "out", tmp_path / "cache",
+             "--projector_refit_steps", "10")
+    assert exc.value.code == 2 and "stage-3" in capsys.readouterr().err

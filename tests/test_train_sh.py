@@ -56,7 +56,7 @@ def test_chain_from_another_directory_stops_and_resumes(small_synthetic, tmp_pat
     `--resume` (through the train_tiny.sh alias) skips stage 1, finishes stage 2, runs stage 3."""
     (tmp_path / "data").symlink_to(small_synthetic, target_is_directory=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHON": sys.executable}
+           "PYTHON": sys.executable, "STAGE3_ARGS": "--projector_refit_steps 20"}
     flags = ["--epochs", "1", "--batch_size", "8", "--replay", "0"]
     cut = subprocess.run(
         ["bash", str(ROOT / "train.sh"), "--preset", "tiny", "--data_root", "data",
@@ -77,6 +77,9 @@ def test_chain_from_another_directory_stops_and_resumes(small_synthetic, tmp_pat
     assert [_state(out / f"stage{k}") for k in (1, 2, 3)] == ["complete"] * 3
     assert (out / "stage1" / "checkpoint" / "model.safetensors").read_bytes() == stage1
     assert "settings (recipe of preset tiny" in done.stdout
+    # stage 3 ends with the recipe's projector refit (here shortened to 20 steps)
+    assert ckpt.read_config(out / "stage3")["projector_refit"]["steps"] == 20
+    assert "projector refit done" in done.stdout
 
 
 def test_train_tiny_alias_needs_data_and_output(tmp_path):

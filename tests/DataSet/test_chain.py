@@ -83,7 +83,7 @@ def test_generated_dataset_trains_one_epoch_per_stage(tmp_path, espeak_wav):
                          *quiet]) == 0
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHON": sys.executable}
+           "PYTHON": sys.executable, "STAGE3_ARGS": "--projector_refit_steps 10"}
     cmd = ["bash", str(REPO / "train.sh"), "--preset", "tiny", "--data_root", str(d),
            "--output_dir", str(tmp_path / "out"), "--epochs", "1",
            "--data", "alpaca=", f"coco_captions={img_caps}",
@@ -92,13 +92,16 @@ def test_generated_dataset_trains_one_epoch_per_stage(tmp_path, espeak_wav):
     assert res.returncode == 0, res.stderr[-3000:]
     for stage in (1, 2, 3):
         log = tmp_path / "out" / f"stage{stage}" / "train_log.jsonl"
-        assert json.loads(log.read_text().splitlines()[-1])["skipped"] == 0
+        epochs = [r for r in map(json.loads, log.read_text().splitlines()) if "skipped" in r]
+        assert epochs and epochs[-1]["skipped"] == 0
         assert (tmp_path / "out" / f"stage{stage}" / "checkpoint" / "model.safetensors").is_file()
     # every generated file is in the stage mixes (stage 2 and 3 may add replayed samples)
     counts = {int(m[0]): ast.literal_eval(m[1])
               for m in re.findall(r"^stage (\d): \d+ samples (\{.*?\});", res.stdout, re.M)}
     assert counts[1] == {"audio_caption": 2, "image_caption": 2, "video_caption": 2}, counts
     assert counts[2]["text_to_music"] == 2
+    refit = json.loads((tmp_path / "out/stage3/train_log.jsonl").read_text().splitlines()[-1])
+    assert refit["projector_refit"]["rows"] == 12  # the stage's own music samples
     for task, n in (("music_qa", 10), ("image_to_music", 2), ("video_to_music", 2),
                     ("music_edit", 8)):
         assert counts[3][task] == n, counts[3]

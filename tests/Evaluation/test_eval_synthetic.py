@@ -106,3 +106,7 @@ def test_a_perfect_projector_beats_the_shuffled_baseline(evaluator):
     assert evaluator.projector_scores(list(targets), combos, [1, 1, 1])["cosine"] < 0.999
     half = evaluator.projector_scores([targets[0], None, targets[2]], combos)
     assert half["cosine"] == pytest.approx(2 / 3, abs=1e-5) and half["n_projected"] == 2
+    # the baseline averages the projected answers only, and so does the number compared with it
+    assert half["cosine_routed"] == pytest.approx(1.0, abs=1e-5)
+    both = evaluator.projector_scores([targets[0], targets[2]], [combos[0], combos[2]])
+    assert half["cosine_shuffled"] == pytest.approx(both["cosine_shuffled"], abs=1e-6)

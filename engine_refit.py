@@ -1,0 +1,152 @@
+"""Projector refit: the last phase of stage 3 fits the output projector to the final model's
+[AUD] states.
+
+Why: stage 2 aligns the projector on the hidden states the stage-2 model gives caption -> [AUD]
+answers. Stage 3 then tunes LoRA on instructions with the projector frozen, so the states the
+projector reads at inference (an instruction, the model's answer, then [AUD0..7]) are no longer
+the ones it was fitted on. Measured on the tiny recipe (docs/SYNTHETIC.md): refitting it on the
+stage-3 model's states of the training music requests lifts the held-out projector metric by
+0.04-0.06. Only the projector changes, so text generation is untouched.
+
+The phase runs the model once over the stage's own music samples (teacher-forced, whole clips,
+eval mode) and caches what the projector reads, (n, 8, dim) float32, beside the decoder targets;
+then it trains a fresh optimizer on the projector alone for a fixed number of steps (random
+batches, cosine schedule). Every process computes the same fit from the same data; only process 0
+writes the checkpoint, so no communication is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from data.collate import Collator
+from engine_train import NonFiniteLoss, TargetProvider
+from llama.m2ugen import M2UGen
+from util.lr_sched import lr_at
+
+
+@dataclass(frozen=True)
+class RefitSettings:
+    steps: int
+    lr: float = 1e-3
+    min_lr: float = 3e-5
+    batch_size: int = 16
+    weight_decay: float = 0.05
+    clip_grad: float = 1.0
+    seed: int = 0
+
+
+@torch.no_grad()
+def collect_projector_data(
+    model: M2UGen,
+    dataset: Sequence[dict[str, Any]],
+    targets: TargetProvider,
+    batch_size: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs (n, 8, dim), targets (n, N, D)) for every music sample of `dataset`, float32 on
+    the CPU. Skipped (unreadable) items are left out; the dataset's report counts them."""
+    collate = Collator(pad_id=model.tokenizer.pad_id)
+    was_training = model.training
+    model.eval()
+    inputs, goals = [], []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            stop = min(start + batch_size, len(dataset))
+            batch = collate([dataset[j] for j in range(start, stop)])
+            rows = batch["music_mask"].nonzero().flatten()
+            if not rows.numel():
+                continue
+            media = {
+                modality: (group["index"].tolist(), model.encoder(modality).collate(group["data"]))
+                for modality, group in batch["media"].items() if group["index"].numel()
+            }
+            feats = model.modality_features(media, batch["input_ids"].shape[0])
+            hidden = model.projector_hidden(batch["input_ids"], feats)
+            inputs.append(model.projector_inputs(hidden[rows.to(hidden.device)],
+                                                 batch["aud_positions"][rows]).float().cpu())
+            captions = [batch["music_captions"][i] for i in rows.tolist()]
+            goals.append(targets(captions).float().cpu())
+    finally:
+        model.train(was_training)
+    if not inputs:
+        raise ValueError("projector refit: the stage has no readable music samples")
+    return torch.cat(inputs), torch.cat(goals)
+
+
+def projector_mse(projector: torch.nn.Module, inputs: torch.Tensor, goals: torch.Tensor,
+                  batch_size: int = 64) -> float:
+    """Mean squared error of the projector (eval mode) over all rows."""
+    was_training = projector.training
+    projector.eval()
+    device = next(projector.parameters()).device
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            x = inputs[start:start + batch_size].to(device)
+            y = goals[start:start + batch_size].to(device)
+            total += float(((projector(x).float() - y) ** 2).sum())
+    projector.train(was_training)
+    return total / goals.numel()
+
+
+def fit_projector(
+    projector: torch.nn.Module,
+    inputs: torch.Tensor,
+    goals: torch.Tensor,
+    settings: RefitSettings,
+    log: Optional[Callable[[int, float, float], None]] = None,
+) -> dict[str, float]:
+    """Train `projector` in place on (inputs, goals); returns the MSE before and after.
+
+    A non-finite loss stops the fit (NonFiniteLoss) before the projector is stepped with it."""
+    if settings.steps < 1 or settings.batch_size < 1:
+        raise ValueError("projector refit: steps and batch_size must be >= 1")
+    device = next(projector.parameters()).device
+    params = [p for p in projector.parameters()]
+    saved_flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr, betas=(0.9, 0.95),
+    )
+    generator = torch.Generator().manual_seed(settings.seed)
+    before = projector_mse(projector, inputs, goals)
+    start = time.perf_counter()
+    was_training = projector.training
+    projector.train()
+    try:
+        for step in range(settings.steps):
+            lr = lr_at(step, lr=settings.lr, min_lr=settings.min_lr, warmup_epochs=0.0,
+                       epochs=settings.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            pick = torch.randint(0, len(inputs), (settings.batch_size,), generator=generator)
+            loss = torch.nn.functional.mse_loss(projector(inputs[pick].to(device)).float(),
+                                                goals[pick].to(device))
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"projector refit: non-finite loss {loss.item()} at step "
+                                    f"{step}; the checkpoint before the refit is kept")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.clip_grad)
+            optimizer.step()
+            if log is not None:
+                log(step, float(loss.detach()), lr)
+    finally:
+        projector.train(was_training)
+        for p, flag in zip(params, saved_flags):
+            p.requires_grad_(flag)
+    after = projector_mse(projector, inputs, goals)
+    if not math.isfinite(after):
+        raise NonFiniteLoss("projector refit: non-finite MSE after the fit")
+    return {"rows": float(len(inputs)), "steps": float(settings.steps), "mse_before": before,
+            "mse_after": after, "seconds": time.perf_counter() - start}
