@@ -80,7 +80,10 @@ def test_chat_in_a_real_browser(demo, tmp_path):
             assert session.chat.last_music.is_file()
             page.close()  # the tab closes: its session ends without waiting for the TTL
             deadline = time.monotonic() + 30
-            while demo.chat_service.sessions and time.monotonic() < deadline:
+            # the unload handler runs on a server thread: it drops the session, then deletes
+            # its folder, so wait for both
+            while ((demo.chat_service.sessions or session.chat.folder.exists())
+                   and time.monotonic() < deadline):
                 time.sleep(0.5)
             assert not demo.chat_service.sessions, "closing the tab did not end the session"
             assert session.closed and not session.chat.folder.exists()
