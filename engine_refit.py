@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from data.collate import Collator
-from engine_train import NonFiniteLoss, TargetProvider
+from engine_train import NonFiniteLoss, TargetProvider, batch_media, param_groups
 from llama.m2ugen import M2UGen
 from util.lr_sched import lr_at
 
@@ -61,11 +61,8 @@ def collect_projector_data(
             rows = batch["music_mask"].nonzero().flatten()
             if not rows.numel():
                 continue
-            media = {
-                modality: (group["index"].tolist(), model.encoder(modality).collate(group["data"]))
-                for modality, group in batch["media"].items() if group["index"].numel()
-            }
-            feats = model.modality_features(media, batch["input_ids"].shape[0])
+            feats = model.modality_features(batch_media(model, batch),
+                                            batch["input_ids"].shape[0])
             hidden = model.projector_hidden(batch["input_ids"], feats)
             inputs.append(model.projector_inputs(hidden[rows.to(hidden.device)],
                                                  batch["aud_positions"][rows]).float().cpu())
@@ -107,17 +104,12 @@ def fit_projector(
     if settings.steps < 1 or settings.batch_size < 1:
         raise ValueError("projector refit: steps and batch_size must be >= 1")
     device = next(projector.parameters()).device
-    params = [p for p in projector.parameters()]
+    params = list(projector.parameters())
     saved_flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr, betas=(0.9, 0.95),
-    )
+    optimizer = torch.optim.AdamW(param_groups(projector, settings.weight_decay),
+                                  lr=settings.lr, betas=(0.9, 0.95))
     generator = torch.Generator().manual_seed(settings.seed)
     before = projector_mse(projector, inputs, goals)
     start = time.perf_counter()

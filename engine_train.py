@@ -504,6 +504,22 @@ def loss_counts(batch: dict[str, Any]) -> list[float]:
     return [float(tokens), float(batch["music_mask"].sum())]
 
 
+def batch_media(model: M2UGen, batch: dict[str, Any],
+                audio_crop: float = 1.0) -> dict[str, tuple[list[int], Any]]:
+    """Per modality present in a collated batch: (its rows, the encoder's collated input), music
+    randomly cropped to at least `audio_crop` of each clip when it is below 1."""
+    media = {}
+    for modality, group in batch["media"].items():
+        rows = group["index"].tolist()
+        if not rows:
+            continue
+        items = group["data"]
+        if modality == "audio" and audio_crop < 1.0:
+            items = [random_time_crop(x, audio_crop) for x in items]
+        media[modality] = (rows, model.encoder(modality).collate(items))
+    return media
+
+
 def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: TrainSettings,
               device: torch.device):
     """(batch (data.collate), term weights) -> LossOutput, media features batched per modality.
@@ -513,15 +529,7 @@ def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: Tr
     """
 
     def step(batch: dict[str, Any], weights: Sequence[float] = (1.0, 1.0)) -> LossOutput:
-        media = {}
-        for modality, group in batch["media"].items():
-            rows = group["index"].tolist()
-            if not rows:
-                continue
-            items = group["data"]
-            if modality == "audio" and settings.audio_crop < 1.0:
-                items = [random_time_crop(x, settings.audio_crop) for x in items]
-            media[modality] = (rows, model.encoder(modality).collate(items))
+        media = batch_media(model, batch, settings.audio_crop)
         music_rows = batch["music_mask"].nonzero().flatten()
         music_targets = aud = None
         if music_rows.numel():
