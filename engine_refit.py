@@ -109,7 +109,7 @@ def fit_projector(
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(param_groups(projector, settings.weight_decay),
-                                  lr=settings.lr, betas=(0.9, 0.95))
+                                  lr=settings.lr, betas=(0.9, 0.95), foreach=True)
     generator = torch.Generator().manual_seed(settings.seed)
     before = projector_mse(projector, inputs, goals)
     start = time.perf_counter()

@@ -248,7 +248,7 @@ class Trainer:
                                     self.rank, self.world)
         self.optimizer = torch.optim.AdamW(
             param_groups(model, settings.weight_decay, settings.bridge_lr_scale),
-            lr=settings.lr, betas=(0.9, 0.95)
+            lr=settings.lr, betas=(0.9, 0.95), foreach=True,  # CPU defaults to a per-tensor loop
         )
         self.precision = MixedPrecision(settings.mixed_precision, accelerator.device)
         self.trainable = [p for p in model.parameters() if p.requires_grad]

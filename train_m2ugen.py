@@ -327,6 +327,17 @@ def refit_projector(args: argparse.Namespace, model: M2UGen, media: MediaFeature
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     accelerator = make_accelerator()
+    try:
+        return train(args, accelerator)
+    finally:
+        # Leave the process group before the interpreter exits: a gloo group torn down at
+        # interpreter shutdown can abort the process ("terminate called without an active
+        # exception") after training has finished.
+        accelerator.end_training()
+
+
+def train(args: argparse.Namespace, accelerator: Any) -> int:
+    """One stage in this process, under `accelerator`'s process group; returns the exit code."""
     seed_everything(args.seed)  # the same model initialisation in every process
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

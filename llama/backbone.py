@@ -544,6 +544,7 @@ class Transformer(nn.Module):
         return_hidden: bool = False,
         last_only: bool = False,
         pre_norm_hidden: bool = False,
+        logit_rows: Optional[torch.Tensor] = None,
     ):
         """tokens (B, T) long -> float logits (B, T, vocab) [, final-norm hidden (B, T, dim)].
 
@@ -551,6 +552,9 @@ class Transformer(nn.Module):
         cache / start_pos: with a cache, keys/values are appended at start_pos (default: the cache
         length); attention_mask (B, start_pos + T) marks real tokens (1) and padding (0).
         last_only: compute logits (and hidden) for the last position only (generation).
+        logit_rows: a (B, T) bool mask; logits are computed only where it is True and returned
+        as (n, vocab), in row-major order (training: the vocabulary head is then paid only for
+        the positions that have a target; the hidden states stay whole).
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, seq), got shape {tuple(tokens.shape)}")
@@ -563,6 +567,7 @@ class Transformer(nn.Module):
             return_hidden=return_hidden,
             last_only=last_only,
             pre_norm_hidden=pre_norm_hidden,
+            logit_rows=logit_rows,
         )
 
     def forward_embeddings(
@@ -575,6 +580,7 @@ class Transformer(nn.Module):
         return_hidden: bool = False,
         last_only: bool = False,
         pre_norm_hidden: bool = False,
+        logit_rows: Optional[torch.Tensor] = None,
     ):
         """Same as `forward`, starting from input embeddings h (B, T, dim).
 
@@ -601,7 +607,13 @@ class Transformer(nn.Module):
         h = self.norm(h)
         if last_only:
             h, pre = h[:, -1:], pre[:, -1:]
-        logits = self.logits(h)
+        if logit_rows is not None:
+            if last_only or logit_rows.shape != h.shape[:2]:
+                raise ValueError(f"logit_rows must be a {tuple(h.shape[:2])} mask of the full "
+                                 f"sequence, got {tuple(logit_rows.shape)}")
+            logits = self.logits(h[logit_rows.to(h.device)])
+        else:
+            logits = self.logits(h)
         if not return_hidden:
             return logits
         return logits, (pre if pre_norm_hidden else h)

@@ -346,11 +346,14 @@ class M2UGen(nn.Module):
         input_ids = input_ids.to(self.device_)
         labels = labels.to(self.device_)
         feats = self.modality_features(media or {}, input_ids.shape[0])
+        # Position t predicts token t + 1: only positions whose next token is a target need the
+        # vocabulary head (the others would add exactly nothing to the loss or its gradients).
+        predicts = torch.zeros_like(labels, dtype=torch.bool)
+        predicts[:, :-1] = labels[:, 1:] != -100
         logits, hidden = self.backbone(input_ids, modality_features=feats, return_hidden=True,
-                                       pre_norm_hidden=self._projector_reads_pre_norm)
-        ce = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
-        )
+                                       pre_norm_hidden=self._projector_reads_pre_norm,
+                                       logit_rows=predicts)
+        ce = F.cross_entropy(logits.float(), labels[:, 1:][predicts[:, :-1]])
         mse = torch.zeros((), device=self.device_)
         n_music = 0 if music_rows is None else int(music_rows.numel())
         if n_music:

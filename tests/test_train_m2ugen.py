@@ -152,6 +152,32 @@ def test_fsdp_is_refused_not_silently_mistrained(monkeypatch):
         train_m2ugen.make_accelerator()
 
 
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+def test_the_process_group_is_left_before_exit(monkeypatch, outcome):
+    """A gloo group left to interpreter shutdown can abort a finished rank ("terminate called
+    without an active exception"), failing a run that trained; main leaves it on every path."""
+    ended = []
+
+    class Recorder:
+        def end_training(self):
+            ended.append(True)
+
+    def train(args, accelerator):
+        if outcome == "raises":
+            raise RuntimeError("a bug inside training")
+        return 0
+
+    monkeypatch.setattr(train_m2ugen, "make_accelerator", Recorder)
+    monkeypatch.setattr(train_m2ugen, "train", train)
+    argv = ["--stage", "1", "--preset", "tiny", "--data_root", ".", "--output_dir", "."]
+    if outcome == "raises":
+        with pytest.raises(RuntimeError, match="a bug inside training"):
+            train_m2ugen.main(argv)
+    else:
+        assert train_m2ugen.main(argv) == 0
+    assert ended == [True]
+
+
 def test_init_from_a_release_file_imports_it_once(tmp_path, monkeypatch):
     """`--init_from RELEASE.pth` converts the release into our checkpoint format in the output
     folder (reused on a second call) instead of reading pickle on every start."""

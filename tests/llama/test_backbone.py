@@ -143,6 +143,20 @@ def test_right_padded_training_batch_matches_unpadded_rows():
     torch.testing.assert_close(logits[0], m(a[None])[0], rtol=1e-5, atol=1e-5)
 
 
+def test_logit_rows_give_the_full_logits_at_those_positions_and_the_same_hidden():
+    m = make(small_cfg(vocab_size=101))
+    m.add_tokens(3)  # the new-token rows are part of the head too
+    tokens = torch.randint(0, 104, (3, 9))
+    rows = torch.rand(3, 9) > 0.5
+    full, hidden = m(tokens, return_hidden=True)
+    some, same_hidden = m(tokens, return_hidden=True, logit_rows=rows)
+    assert some.shape == (int(rows.sum()), 104)
+    torch.testing.assert_close(some, full[rows], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(same_hidden, hidden)
+    with pytest.raises(ValueError, match="logit_rows"):
+        m(tokens, logit_rows=rows[:, :4])
+
+
 def test_peft_parameters_change_nothing_at_init_and_something_when_set():
     cfg = small_cfg()
     tuned = make(cfg, seed=0)

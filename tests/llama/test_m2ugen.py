@@ -97,3 +97,30 @@ def test_generated_ids_carry_the_special_token_that_ended_the_answer(model):
         assert tail in ([model.tokenizer.eos_id], list(model.tokenizer.aud_ids))
     else:
         assert tail == []
+
+
+def test_training_loss_is_the_cross_entropy_of_the_full_logits(model):
+    """The loss computes the vocabulary head only where a target follows; it must equal the
+    cross-entropy over all positions with the prompt ignored, value and gradients."""
+    torch.manual_seed(0)
+    vocab = model.backbone.logits(torch.zeros(1, model.cfg.llama.dim)).shape[-1]
+    tokens = torch.randint(0, vocab, (2, 12))
+    labels = tokens.clone()
+    labels[0, :5], labels[1, :8] = -100, -100
+    labels[1, 10:] = -100  # right padding
+    probe = model.backbone.layers[0].attention.lora_wq_l2.weight  # a PEFT tensor (nonzero grad)
+
+    loss = model(tokens, labels).ce
+    model.zero_grad()
+    model(tokens, labels).loss.backward()
+    grad = probe.grad.clone()
+    assert grad.abs().max() > 0
+
+    model.zero_grad()
+    full = model.backbone(tokens)
+    ref = torch.nn.functional.cross_entropy(full[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
+                                            ignore_index=-100)
+    ref.backward()
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad, probe.grad, rtol=1e-5, atol=1e-7)
+    model.zero_grad()
