@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from data.collate import Collator
-from engine_train import NonFiniteLoss, TargetProvider, batch_media, param_groups
+from engine_train import NonFiniteLoss, TargetProvider, batch_media, make_adamw
 from llama.m2ugen import M2UGen
 from util.lr_sched import lr_at
 
@@ -108,8 +108,7 @@ def fit_projector(
     saved_flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(param_groups(projector, settings.weight_decay),
-                                  lr=settings.lr, betas=(0.9, 0.95), foreach=True)
+    optimizer = make_adamw(projector, settings.lr, settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
     before = projector_mse(projector, inputs, goals)
     start = time.perf_counter()

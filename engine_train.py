@@ -139,6 +139,14 @@ def param_groups(
     ]
 
 
+def make_adamw(model: torch.nn.Module, lr: float, weight_decay: float,
+               bridge_lr_scale: float = 1.0) -> torch.optim.AdamW:
+    """The optimizer of every training phase (stages and the projector refit): LLaMA's betas,
+    the multi-tensor update (torch loops over tensors one by one on the CPU by default)."""
+    return torch.optim.AdamW(param_groups(model, weight_decay, bridge_lr_scale), lr=lr,
+                             betas=(0.9, 0.95), foreach=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Mixed precision
 
@@ -246,10 +254,8 @@ class Trainer:
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.sampler = EpochBatches(len(dataset), settings.batch_size, settings.seed,
                                     self.rank, self.world)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(model, settings.weight_decay, settings.bridge_lr_scale),
-            lr=settings.lr, betas=(0.9, 0.95), foreach=True,  # CPU defaults to a per-tensor loop
-        )
+        self.optimizer = make_adamw(model, settings.lr, settings.weight_decay,
+                                    settings.bridge_lr_scale)
         self.precision = MixedPrecision(settings.mixed_precision, accelerator.device)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.epoch, self.batch_in_epoch, self.step, self.nonfinite_steps = 0, 0, 0, 0

@@ -27,7 +27,7 @@ from llama.bridges import build_bridges
 from llama.config import AUD_TOKENS, MODALITIES, M2UGenConfig, get_preset
 from llama.projector import OutputProjector
 from llama.tokenizer import Tokenizer, load_tokenizer
-from llama.prompt import encode_prompt
+from llama.prompt import IGNORE_INDEX, encode_prompt
 from util.seed import seeded
 
 log = logging.getLogger(__name__)
@@ -349,7 +349,7 @@ class M2UGen(nn.Module):
         # Position t predicts token t + 1: only positions whose next token is a target need the
         # vocabulary head (the others would add exactly nothing to the loss or its gradients).
         predicts = torch.zeros_like(labels, dtype=torch.bool)
-        predicts[:, :-1] = labels[:, 1:] != -100
+        predicts[:, :-1] = labels[:, 1:] != IGNORE_INDEX
         logits, hidden = self.backbone(input_ids, modality_features=feats, return_hidden=True,
                                        pre_norm_hidden=self._projector_reads_pre_norm,
                                        logit_rows=predicts)
