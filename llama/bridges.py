@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llama.config import BridgeConfig, M2UGenConfig
+from llama.music_stream import FrameMix, StateMean
 
 Knn = Callable[[torch.Tensor], torch.Tensor]  # (B, H) unit vectors -> (B, H) unit vectors
 NormKind = Literal["rms", "layer"]
@@ -132,13 +133,33 @@ class MusicBridge(_Head):
             self.attention = nn.Linear(hidden_size, 1)
         self.zero_biases()
 
+    def reduction(self) -> FrameMix | StateMean | None:
+        """What the encoder may reduce each window to before this bridge sees it (long music in
+        bounded memory, docs/MEMORY.md): the state mix of every frame (rnn-attention), or each
+        state's mean over frames (mean). None while the mix is being trained (it needs every
+        state for its gradient)."""
+        if torch.is_grad_enabled() and self.agg.weight.requires_grad:
+            return None
+        if self.pooling == "mean":
+            return StateMean()
+        return FrameMix(self.agg.weight.detach().reshape(-1), float(self.agg.bias.detach()))
+
     def forward(self, hidden_states: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                knn: Optional[Knn] = None) -> torch.Tensor:
-        if hidden_states.dim() != 4:
+                knn: Optional[Knn] = None, mixed: bool = False) -> torch.Tensor:
+        """(B, S, T, H) states, or with `mixed` the (B, T, H) frames `reduction()` produced."""
+        if mixed:
+            if self.pooling != "rnn-attention" or hidden_states.dim() != 3:
+                raise ValueError(f"mixed music frames must be (B, T, H) for rnn-attention "
+                                 f"pooling, got {tuple(hidden_states.shape)} ({self.pooling})")
+            hidden_states = hidden_states[:, None]  # (B, 1, T, H): the mix is already done
+        elif hidden_states.dim() != 4:
             raise ValueError(
                 f"music features must be (B, S, T, H), got {tuple(hidden_states.shape)}")
         b, s, t, h = hidden_states.shape
-        if (s, h) != (self.num_hidden_states, self.hidden_size):
+        if mixed and h != self.hidden_size:
+            raise ValueError(f"mixed music frames have H={h}; the bridge expects "
+                             f"H={self.hidden_size}")
+        if not mixed and (s, h) != (self.num_hidden_states, self.hidden_size):
             raise ValueError(f"music features have S={s}, H={h}; the bridge expects "
                              f"S={self.num_hidden_states}, H={self.hidden_size}")
         if mask is None:
@@ -154,7 +175,7 @@ class MusicBridge(_Head):
             per_state = (x * m).sum(2) / m.sum(2)  # (B, S, H): mean over real frames
             pooled = self.agg(per_state).squeeze(1)  # (B, H)
         else:
-            frames = self.agg(x.reshape(b, s, t * h)).reshape(b, t, h)  # mix the S states
+            frames = x[:, 0] if mixed else self.agg(x.reshape(b, s, t * h)).reshape(b, t, h)
             if self.l2 == "frames":  # published newer release: unit frames, pooled left as is
                 frames = F.normalize(frames, dim=-1)
             out, _ = self.rnn(frames)  # (B, T, H); forward-only, so padding is never seen

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from llama.config import EncoderConfig
+from llama.music_stream import MixedAudio, Reduction, encoder_layers, layer_inputs, make_sink
 from util.hashing import module_fingerprint, sha256_json
 from util.seed import seeded
 
@@ -195,11 +196,17 @@ class MusicEncoder(FrozenEncoder):
     variance over its real samples), as the published code did by calling the processor per
     window: each window is an independent encoder input, like the clips MERT was trained on.
 
-    Batching: windows of all clips are sorted by length and encoded in micro-batches of
-    `max_batch`. With a layer-norm feature extractor (`feat_extract_norm="layer"`, HuBERT-large
-    style, the tiny preset) windows of different lengths are padded and masked, which leaves every
-    real frame unchanged; with a group-norm extractor (its statistics over time would include the
-    padding) only windows of equal length share a micro-batch. Either way batched = one by one.
+    States: S = layers + 1, in the order MERT's own code returns them (`llama.music_stream`:
+    the input of each layer, then the encoder output after a stable-norm MERT's final layer norm).
+    Each window's states go straight into the clip's output, so no clip ever holds more than its
+    output plus one window's activations (docs/MEMORY.md).
+
+    Batching: windows of all clips are sorted by length and encoded in micro-batches of at most
+    `max_batch` windows and one window's worth of padded samples. With a layer-norm feature
+    extractor (`feat_extract_norm="layer"`, HuBERT-large style, the tiny preset) windows of
+    different lengths are padded and masked, which leaves every real frame unchanged; with a
+    group-norm extractor (its statistics over time would include the padding) only windows of
+    equal length share a micro-batch. Either way batched = one by one.
     """
 
     modality = "audio"
@@ -229,7 +236,11 @@ class MusicEncoder(FrozenEncoder):
                              f"receptive field ({self.min_samples} samples)")
         self.min_tail = max(self.min_samples, int(round(min_tail_seconds * cfg.sample_rate)))
         self.pad_with_mask = getattr(mc, "feat_extract_norm", "group") == "layer"
+        encoder_layers(model)  # a HuBERT-shaped encoder, or a clear error now
         self._identity = self._make_identity({
+            # v2: the published state order (the last state after a stable-norm MERT's final
+            # layer norm); features cached before it are never served again
+            "states": "layer-inputs+output",
             "processor": _processor_params(processor),
             "sample_rate": cfg.sample_rate,
             "window": self.window,
@@ -259,66 +270,86 @@ class MusicEncoder(FrozenEncoder):
         return a
 
     @torch.no_grad()
-    def encode_items(self, batch: Sequence[Any]) -> list[torch.Tensor]:
-        """Per clip: (S, T_i, H) float32, T_i = frames of the whole clip."""
+    def encode_items(self, batch: Sequence[Any], reduction: Reduction = None
+                     ) -> list[torch.Tensor]:
+        """Per clip: (S, T_i, H) float32, T_i = frames of the whole clip.
+
+        `reduction` keeps less per clip, reduced window by window as the states appear
+        (`llama.music_stream`): `FrameMix` -> (T_i, H) mixed frames, `StateMean` -> (S, 1, H)."""
         waves = [self._check_wave(i, w) for i, w in enumerate(batch)]
-        jobs = []  # (clip, window index, samples)
+        jobs = []  # (clip, first output frame, samples)
+        sinks = []
+        mc = self.model.config
         for ci, w in enumerate(waves):
-            for wi, (s, e) in enumerate(self.windows(len(w))):
-                jobs.append((ci, wi, w[s:e]))
-        out: dict[tuple[int, int], torch.Tensor] = {}
+            spans = self.windows(len(w))
+            frames = self._frames([e - s for s, e in spans])
+            starts = np.concatenate([[0], np.cumsum(frames)[:-1]]).tolist()
+            jobs += [(ci, int(f0), w[s:e]) for (s, e), f0 in zip(spans, starts)]
+            sinks.append(make_sink(reduction, mc.num_hidden_layers + 1, int(sum(frames)),
+                                   mc.hidden_size, self.device))
         order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][2]))
         for group in self._micro_batches(order, [len(j[2]) for j in jobs]):
-            feats = self._encode_windows([jobs[j][2] for j in group])
-            for j, f in zip(group, feats):
-                out[jobs[j][0], jobs[j][1]] = f
-        items = []
-        for ci in range(len(waves)):
-            parts = [out[ci, wi] for wi in range(len(self.windows(len(waves[ci]))))]
-            items.append(torch.cat(parts, dim=1))
-        return items
+            self._encode_windows([jobs[j][2] for j in group],
+                                 [(sinks[jobs[j][0]], jobs[j][1]) for j in group])
+        return [s.result() for s in sinks]
+
+    def _frames(self, lengths: Sequence[int]) -> list[int]:
+        return [int(f) for f in self.model._get_feat_extract_output_lengths(
+            torch.tensor(list(lengths))).tolist()]
 
     def _micro_batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
+        """Longest first; at most `max_batch` windows and one window's worth of (padded) samples
+        per micro-batch, so the encoder's activations are bounded by one window whatever the
+        clip lengths."""
         groups: list[list[int]] = []
         for j in order:
             g = groups[-1] if groups else None
             if (g is None or len(g) >= self.max_batch
+                    or (len(g) + 1) * lengths[g[0]] > self.window
                     or (not self.pad_with_mask and lengths[g[0]] != lengths[j])):
                 groups.append([j])
             else:
                 g.append(j)
         return groups
 
-    def _encode_windows(self, windows: list[np.ndarray]) -> list[torch.Tensor]:
+    def _encode_windows(self, windows: list[np.ndarray], targets: list[tuple[Any, int]]) -> None:
+        """Encode windows together; hand every state of window i to targets[i] = (sink, start)."""
         inputs = self.processor(
             windows, sampling_rate=self.cfg.sample_rate, padding=True,
             return_attention_mask=True, return_tensors="pt",
         )
         values = inputs["input_values"].to(self.device, self.dtype)
-        lengths = torch.tensor([len(w) for w in windows])
+        frames = self._frames([len(w) for w in windows])
         kwargs = {}
         if self.pad_with_mask:
             kwargs["attention_mask"] = inputs["attention_mask"].to(self.device)
-        result = self.model(values, output_hidden_states=True, **kwargs)
-        states = torch.stack(result.hidden_states, dim=1).float()  # (b, S, T, H)
-        frames = self.model._get_feat_extract_output_lengths(lengths).tolist()
-        return [states[i, :, : int(frames[i])] for i in range(len(windows))]
 
-    def collate(self, items: Sequence[torch.Tensor]) -> EncodedAudio:
-        """Right-pad per-clip (S, T_i, H) features to (B, S, T, H) with a (B, T) frame mask."""
+        def emit(state: int, x: torch.Tensor) -> None:
+            for i, (sink, start) in enumerate(targets):
+                sink.add(state, start, x[i, : frames[i]])
+
+        with layer_inputs(self.model, emit):
+            last = self.model(values, **kwargs).last_hidden_state
+        emit(self.model.config.num_hidden_layers, last)
+
+    def collate(self, items: Sequence[torch.Tensor]) -> EncodedAudio | MixedAudio:
+        """Right-pad per-clip (S, T_i, H) features to (B, S, T, H) with a (B, T) frame mask;
+        (T_i, H) mixed frames (`FrameMix`) likewise to `MixedAudio` (B, T, H)."""
         if not items:
             raise ValueError("collate needs at least one item")
-        s, _, h = items[0].shape
-        t = max(x.shape[1] for x in items)
-        states = items[0].new_zeros(len(items), s, t, h)
+        mixed = items[0].dim() == 2
+        lead = () if mixed else (items[0].shape[0],)
+        h = items[0].shape[-1]
+        t = max(x.shape[-2] for x in items)
+        states = items[0].new_zeros(len(items), *lead, t, h)
         mask = torch.zeros(len(items), t, dtype=torch.bool, device=items[0].device)
         for i, x in enumerate(items):
-            if x.shape[0] != s or x.shape[2] != h:
-                raise ValueError(f"audio feature {i} has shape {tuple(x.shape)}, "
-                                 f"expected (S={s}, T, H={h})")
-            states[i, :, : x.shape[1]] = x
-            mask[i, : x.shape[1]] = True
-        return EncodedAudio(states, mask)
+            if x.shape[:-2] != lead or x.shape[-1] != h:
+                want = "(T, H)" if mixed else f"(S={lead[0]}, T, H={h})"
+                raise ValueError(f"audio feature {i} has shape {tuple(x.shape)}, expected {want}")
+            states[i, ..., : x.shape[-2], :] = x
+            mask[i, : x.shape[-2]] = True
+        return MixedAudio(states, mask) if mixed else EncodedAudio(states, mask)
 
 
 def _load_mert_model(cfg: EncoderConfig) -> nn.Module:
@@ -546,6 +577,6 @@ def _default_vivit_processor(cfg: EncoderConfig) -> Any:
 
 
 __all__ = [
-    "EncodedAudio", "FrozenEncoder", "MusicEncoder", "ImageEncoder", "VideoEncoder",
+    "EncodedAudio", "MixedAudio", "FrozenEncoder", "MusicEncoder", "ImageEncoder", "VideoEncoder",
     "load_music_encoder", "load_image_encoder", "load_video_encoder", "sample_frame_indices",
 ]

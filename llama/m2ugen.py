@@ -25,6 +25,7 @@ from llama import checkpoint as ckpt
 from llama.backbone import Transformer, keep_peft_float32, peft_parameter_names, set_trainable
 from llama.bridges import build_bridges
 from llama.config import AUD_TOKENS, MODALITIES, M2UGenConfig, get_preset
+from llama.music_stream import MixedAudio
 from llama.projector import OutputProjector
 from llama.tokenizer import Tokenizer, load_tokenizer
 from llama.prompt import IGNORE_INDEX, encode_prompt
@@ -290,12 +291,14 @@ class M2UGen(nn.Module):
         """Batched frozen-encoder features for media items: decoded arrays are encoded, tensors
         are taken as that item's precomputed features (from the feature cache)."""
         encoder = self.encoder(modality)
+        whole = modality == "audio" and all(isinstance(x, np.ndarray) for x in items)
+        kw = {"reduction": self.bridges["audio"].reduction()} if whole else {}  # docs/MEMORY.md
         per_item = []
         for x in items:
             if isinstance(x, torch.Tensor):
                 per_item.append(x)
             elif isinstance(x, np.ndarray):
-                per_item.append(encoder.encode_items([x])[0])
+                per_item.append(encoder.encode_items([x], **kw)[0])
             else:
                 raise TypeError(
                     f"{modality} input must be a decoded np.ndarray or a feature tensor, got "
@@ -308,7 +311,7 @@ class M2UGen(nn.Module):
         if modality == "audio":
             states, mask = features
             return self.bridges["audio"](states.to(self.device_), mask.to(self.device_),
-                                         knn=self._knn)
+                                         knn=self._knn, mixed=isinstance(features, MixedAudio))
         return self.bridges[modality](features.to(self.device_))
 
     def modality_features(

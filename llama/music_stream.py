@@ -1,0 +1,135 @@
+"""MERT hidden states, window by window, into per-clip outputs of bounded size.
+
+Facts: docs/MODEL.md section 3 (which state each of the 25 positions holds), docs/MEMORY.md (long music).
+
+Two jobs, both for `llama.encoders.MusicEncoder`:
+
+- `LayerInputs` collects the S = L + 1 states of a HuBERT-shaped encoder in the order MERT's own
+  code and transformers 4.x return them: state i < L is the input of layer i (state 0: the
+  feature projection + positional convolution; the encoder's layer norm already applied for a
+  post-norm "group" MERT), state L is the encoder output (`last_hidden_state`, after the final
+  layer norm of a `do_stable_layer_norm` MERT such as MERT-v1-330M). transformers 5 returns the
+  last layer's output BEFORE that norm as `hidden_states[-1]`; reading the layer inputs with
+  hooks gives the published order whatever the transformers version, and holds one state at a
+  time instead of all S.
+- A sink per clip receives each state of each window as soon as it exists and keeps only what
+  its consumer needs: `StackSink` the whole (S, T, H) stack (what the feature cache stores),
+  `MixSink` the bridge's 1x1-conv mix of the S states per frame (T, H), `MeanSink` the per-state
+  mean over frames (S, 1, H). So a clip's peak memory is its output plus one window's
+  activations, never all states of all frames of the clip.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, NamedTuple
+
+import torch
+from torch import nn
+
+
+class FrameMix(NamedTuple):
+    """Reduce each frame's S states to `sum_s weight[s] * state_s + bias` (the bridge's 1x1 conv
+    over states), in float32."""
+
+    weight: torch.Tensor  # (S,)
+    bias: float
+
+
+class MixedAudio(NamedTuple):
+    """A batch of MERT output already reduced to the music bridge's state mix (`FrameMix`)."""
+
+    frames: torch.Tensor  # (B, T, H) float32
+    mask: torch.Tensor  # (B, T) bool, True = a real frame
+
+
+class StateMean(NamedTuple):
+    """Reduce each state to its mean over the clip's frames."""
+
+
+Reduction = FrameMix | StateMean | None
+
+
+class StackSink:
+    """All states of every frame: (S, T, H) float32, filled window by window in place."""
+
+    def __init__(self, s: int, t: int, h: int, device: torch.device) -> None:
+        self.out = torch.empty(s, t, h, dtype=torch.float32, device=device)
+
+    def add(self, state: int, start: int, x: torch.Tensor) -> None:
+        self.out[state, start: start + x.shape[0]] = x
+
+    def result(self) -> torch.Tensor:
+        return self.out
+
+
+class MixSink:
+    """The bridge's state mix per frame, accumulated state by state: (T, H) float32."""
+
+    def __init__(self, mix: FrameMix, t: int, h: int, device: torch.device) -> None:
+        self.weight = mix.weight.detach().float().cpu().tolist()
+        self.out = torch.full((t, h), float(mix.bias), dtype=torch.float32, device=device)
+
+    def add(self, state: int, start: int, x: torch.Tensor) -> None:
+        self.out[start: start + x.shape[0]].add_(x.float(), alpha=self.weight[state])
+
+    def result(self) -> torch.Tensor:
+        return self.out
+
+
+class MeanSink:
+    """Per-state sums over frames, divided at the end: (S, 1, H) float32."""
+
+    def __init__(self, s: int, t: int, h: int, device: torch.device) -> None:
+        self.sums = torch.zeros(s, 1, h, dtype=torch.float32, device=device)
+        self.frames = t
+
+    def add(self, state: int, start: int, x: torch.Tensor) -> None:
+        self.sums[state, 0] += x.float().sum(0)
+
+    def result(self) -> torch.Tensor:
+        return self.sums / self.frames
+
+
+Sink = StackSink | MixSink | MeanSink
+
+
+def make_sink(reduction: Reduction, s: int, t: int, h: int, device: torch.device) -> Sink:
+    if reduction is None:
+        return StackSink(s, t, h, device)
+    if isinstance(reduction, FrameMix):
+        if reduction.weight.numel() != s:
+            raise ValueError(f"the state mix has {reduction.weight.numel()} weights, the encoder "
+                             f"yields {s} states")
+        return MixSink(reduction, t, h, device)
+    if isinstance(reduction, StateMean):
+        return MeanSink(s, t, h, device)
+    raise TypeError(f"unknown music reduction {reduction!r}")
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer layers of a HuBERT-shaped encoder (transformers' HuBERT, MERT's code)."""
+    layers = getattr(getattr(model, "encoder", None), "layers", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        raise ValueError(f"{type(model).__name__} has no `encoder.layers`: not a HuBERT-shaped "
+                         "MERT")
+    return layers
+
+
+@contextmanager
+def layer_inputs(model: nn.Module, emit: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
+    """While active, every forward of `model` calls `emit(i, input of layer i)` for each layer."""
+    handles = []
+    for i, layer in enumerate(encoder_layers(model)):
+        def hook(_module, args, kwargs, i=i):
+            emit(i, args[0] if args else kwargs["hidden_states"])
+        handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+__all__ = ["FrameMix", "MixedAudio", "StateMean", "Reduction", "StackSink", "MixSink", "MeanSink",
+           "make_sink", "encoder_layers", "layer_inputs"]

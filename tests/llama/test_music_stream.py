@@ -1,0 +1,152 @@
+"""MERT states in the published order, streamed window by window into bounded per-clip outputs.
+
+The reference stacks in published_reference/mert_stack/ were computed by transformers 4.35.2 (the
+published M2UGen pin, whose HuBERT classes MERT's own code builds on) exactly as the published
+`encode_audio` stacks them (see published_reference/README.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llama.bridges import MusicBridge
+from llama.config import get_preset
+from llama.encoders import EncodedAudio, load_music_encoder
+from llama.music_stream import FrameMix, MixedAudio, StateMean
+
+REF = Path(__file__).parent / "published_reference"
+STACK = REF / "mert_stack"
+SR = 24000
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_file(str(STACK / "reference.safetensors"))
+
+
+def _clips(reference) -> dict[str, np.ndarray]:
+    return {"clip0": np.load(REF / "media.npz")["audio"].astype(np.float32),
+            "clip1": reference["clip1.audio"].numpy()}
+
+
+def _encoder(variant: str):
+    cfg = get_preset("tiny").mert
+    cfg = dataclasses.replace(cfg, path=str(STACK / variant), hidden_size=24, num_hidden_states=3)
+    return load_music_encoder(cfg)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("variant", ["stable", "group"])
+def test_states_equal_the_published_stack(reference, variant):
+    """Every state, the last included, as the published code computed it; alone and batched."""
+    enc = _encoder(variant)
+    assert enc.model.config.do_stable_layer_norm == (variant == "stable")
+    clips = _clips(reference)
+    together = enc.encode_items(list(clips.values()))
+    for (name, clip), batched in zip(clips.items(), together):
+        want = reference[f"{variant}.{name}.states"]
+        (alone,) = enc.encode_items([clip])
+        assert alone.shape == want.shape
+        assert _rel(alone, want) < 1e-5, (name, _rel(alone, want))
+        assert _rel(batched, want) < 1e-5
+
+
+def test_last_state_is_after_the_final_layer_norm(reference):
+    """transformers 5 returns the last layer's output before a stable-norm MERT's final layer
+    norm; the published stack (and ours) holds it after: the layer norm of theirs."""
+    enc = _encoder("stable")
+    clip = _clips(reference)["clip1"]
+    ours = enc.encode_items([clip])[0]
+    values = enc.processor(clip, sampling_rate=SR, return_tensors="pt")["input_values"]
+    with torch.no_grad():
+        out = enc.model(values, output_hidden_states=True)
+    hf = torch.stack(out.hidden_states)[:, 0]
+    assert torch.allclose(ours[:-1], hf[:-1], atol=1e-6)  # states 0..L-1: the same
+    assert _rel(ours[-1], hf[-1]) > 0.1  # the last one is not transformers 5's
+    with torch.no_grad():
+        normed = enc.model.encoder.layer_norm(hf[-1])
+    assert torch.allclose(ours[-1], normed, atol=1e-6)
+    assert torch.allclose(ours[-1], out.last_hidden_state[0], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_mert():
+    return load_music_encoder(get_preset("tiny").mert)
+
+
+@pytest.mark.parametrize("pooling", ["rnn-attention", "mean"])
+def test_reduced_windows_give_the_bridge_output_of_the_whole_stack(tiny_mert, pooling):
+    cfg = get_preset("tiny").mert
+    torch.manual_seed(0)
+    bridge = MusicBridge(cfg.hidden_size, cfg.num_hidden_states, 32, pooling=pooling)
+    with torch.no_grad():  # zero_biases() leaves the mix bias 0: give it one
+        bridge.agg.bias.fill_(0.3)
+    rng = np.random.default_rng(0)
+    clips = [(rng.standard_normal(int(s * SR)) * 0.1).astype(np.float32) for s in (23.0, 1.5)]
+    full = tiny_mert.collate(tiny_mert.encode_items(clips))  # 23 s: three 10 s windows
+    with torch.no_grad():
+        reduction = bridge.reduction()
+        reduced = tiny_mert.collate(tiny_mert.encode_items(clips, reduction=reduction))
+        want = bridge(*full)
+        got = bridge(*reduced, mixed=isinstance(reduced, MixedAudio))
+    if pooling == "mean":
+        assert isinstance(reduction, StateMean) and isinstance(reduced, EncodedAudio)
+        assert reduced.hidden_states.shape[2] == 1  # one mean per state
+    else:
+        assert isinstance(reduction, FrameMix) and isinstance(reduced, MixedAudio)
+        assert reduced.frames.shape == (2, full.hidden_states.shape[2], cfg.hidden_size)
+        assert torch.equal(reduced.mask, full.mask)
+    assert _rel(got, want) < 1e-5
+
+
+def test_no_reduction_while_the_mix_is_trained():
+    bridge = MusicBridge(8, 3, 16)
+    assert bridge.reduction() is None  # grad on, mix trainable: it needs every state
+    with torch.no_grad():
+        assert isinstance(bridge.reduction(), FrameMix)
+    bridge.agg.requires_grad_(False)
+    assert isinstance(bridge.reduction(), FrameMix)
+
+
+def test_long_clips_are_encoded_one_window_per_forward(tiny_mert):
+    """Memory per forward is bounded by one window: a long clip's windows never share one."""
+    w = tiny_mert.window
+    lengths = [w] * 4 + [w // 2, w // 2, w // 3, w // 3, w // 3]
+    groups = tiny_mert._micro_batches(list(range(len(lengths))), lengths)
+    assert groups[:4] == [[0], [1], [2], [3]]
+    for g in groups:
+        assert len(g) * max(lengths[j] for j in g) <= w and len(g) <= tiny_mert.max_batch
+    assert [4, 5] in groups and [6, 7, 8] in groups
+    calls = []
+    handle = tiny_mert.model.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape))
+    try:
+        tiny_mert.encode_items([np.zeros(int(3.5 * w), np.float32)])
+    finally:
+        handle.remove()
+    assert [tuple(c) for c in calls] == [(1, w)] * 3 + [(1, w // 2)]
+
+
+def test_model_encodes_raw_music_reduced_at_inference():
+    """The composed model hands raw music to the encoder with its bridge's reduction when not
+    training, and the full stack when the mix trains; both give the same vector."""
+    from llama.m2ugen import M2UGen
+
+    model = M2UGen.from_pretrained(None, preset="tiny", load_decoder=False)
+    clip = (np.random.default_rng(1).standard_normal(int(12.5 * SR)) * 0.1).astype(np.float32)
+    with torch.no_grad():
+        reduced = model.encode_media("audio", [clip])
+        v_reduced = model.bridge("audio", reduced)
+    model.set_stage(1)  # bridges train
+    full = model.encode_media("audio", [clip])
+    assert isinstance(reduced, MixedAudio) and isinstance(full, EncodedAudio)
+    v_full = model.bridge("audio", full)
+    assert _rel(v_reduced, v_full.detach()) < 1e-5
