@@ -1,6 +1,7 @@
 """MERT hidden states, window by window, into per-clip outputs of bounded size.
 
-Facts: docs/MODEL.md section 3 (which state each of the 25 positions holds), docs/MEMORY.md (long music).
+Facts: docs/MODEL.md section 3 (which state each of the 25 positions holds), docs/MEMORY.md
+(long music).
 
 Two jobs, both for `llama.encoders.MusicEncoder`:
 
