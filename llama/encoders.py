@@ -32,7 +32,14 @@ import torch
 from torch import nn
 
 from llama.config import EncoderConfig
-from llama.music_stream import MixedAudio, Reduction, encoder_layers, layer_inputs, make_sink
+from llama.music_stream import (
+    MixedAudio,
+    Reduction,
+    chunk_front_end,
+    encoder_layers,
+    layer_inputs,
+    make_sink,
+)
 from util.hashing import module_fingerprint, sha256_json
 from util.seed import seeded
 
@@ -237,6 +244,8 @@ class MusicEncoder(FrozenEncoder):
         self.min_tail = max(self.min_samples, int(round(min_tail_seconds * cfg.sample_rate)))
         self.pad_with_mask = getattr(mc, "feat_extract_norm", "group") == "layer"
         encoder_layers(model)  # a HuBERT-shaped encoder, or a clear error now
+        # the convolutional front end in 2 s pieces (docs/MEMORY.md, long music)
+        self.front_end_chunked = chunk_front_end(model, int(2 * cfg.sample_rate))
         self._identity = self._make_identity({
             # v2: the published state order (the last state after a stable-norm MERT's final
             # layer norm); features cached before it are never served again

@@ -13,6 +13,11 @@ Two jobs, both for `llama.encoders.MusicEncoder`:
   last layer's output BEFORE that norm as `hidden_states[-1]`; reading the layer inputs with
   hooks gives the published order whatever the transformers version, and holds one state at a
   time instead of all S.
+- `chunk_front_end` runs the convolutional front end of a layer-norm MERT (MERT-v1-330M) on
+  pieces of 2 s: its 512-channel activations at the first convolution's 4.8 kHz rate
+  take ~1 GB per 30 s of window otherwise, more than the transformer layers after it. Each output
+  frame depends only on its own receptive field (convolutions without padding, a layer norm over
+  channels per position), so the pieces give the frames of the whole window.
 - A sink per clip receives each state of each window as soon as it exists and keeps only what
   its consumer needs: `StackSink` the whole (S, T, H) stack (what the feature cache stores),
   `MixSink` the bridge's 1x1-conv mix of the S states per frame (T, H), `MeanSink` the per-state
@@ -132,5 +137,40 @@ def layer_inputs(model: nn.Module, emit: Callable[[int, torch.Tensor], None]) ->
             h.remove()
 
 
+def _receptive_field_and_hop(config) -> tuple[int, int]:
+    r, hop = 1, 1
+    for k, s in reversed(list(zip(config.conv_kernel, config.conv_stride))):
+        r = (r - 1) * s + k
+    for s in config.conv_stride:
+        hop *= s
+    return r, hop
+
+
+def chunk_front_end(model: nn.Module, chunk_samples: int) -> bool:
+    """Make `model.feature_extractor` run on pieces of about `chunk_samples` input samples (the
+    module's own forward per piece, frames concatenated). Only for the per-position layer-norm
+    front end: a group-norm one normalises over time, so it is left whole (returns False)."""
+    config = model.config
+    front = getattr(model, "feature_extractor", None)
+    if (getattr(config, "feat_extract_norm", None) != "layer" or front is None
+            or getattr(config, "feature_extractor_cqt", False)):
+        return False
+    field, hop = _receptive_field_and_hop(config)
+    chunk_frames = max(1, chunk_samples // hop)
+    whole = front.forward
+    span = chunk_frames * hop + field - hop  # samples of one piece of chunk_frames frames
+
+    def forward(input_values: torch.Tensor) -> torch.Tensor:
+        n = input_values.shape[-1]
+        if n <= span:
+            return whole(input_values)
+        pieces = [whole(input_values[..., s: s + span])
+                  for s in range(0, n - field + 1, chunk_frames * hop)]
+        return torch.cat(pieces, dim=-1)
+
+    front.forward = forward
+    return True
+
+
 __all__ = ["FrameMix", "MixedAudio", "StateMean", "Reduction", "StackSink", "MixSink", "MeanSink",
-           "make_sink", "encoder_layers", "layer_inputs"]
+           "make_sink", "encoder_layers", "layer_inputs", "chunk_front_end"]

@@ -150,3 +150,24 @@ def test_model_encodes_raw_music_reduced_at_inference():
     assert isinstance(reduced, MixedAudio) and isinstance(full, EncodedAudio)
     v_full = model.bridge("audio", full)
     assert _rel(v_reduced, v_full.detach()) < 1e-5
+
+
+def test_front_end_in_pieces_gives_the_frames_of_the_whole_window(tiny_mert):
+    """The layer-norm front end runs in 2 s pieces; a 10 s window's frames equal the whole
+    front end's (the module's unpatched forward, from its class)."""
+    assert tiny_mert.front_end_chunked
+    front = tiny_mert.model.feature_extractor
+    rng = np.random.default_rng(2)
+    for n in (int(9.9 * SR), 2 * SR + 399, 2 * SR + 400, 2 * 2 * SR + 80):
+        x = torch.from_numpy(rng.standard_normal((2, n)).astype(np.float32))
+        with torch.no_grad():
+            pieces, whole = front(x), type(front).forward(front, x)
+        assert pieces.shape == whole.shape
+        assert torch.allclose(pieces, whole, atol=1e-5), (n, (pieces - whole).abs().max())
+
+
+def test_group_norm_front_end_stays_whole():
+    cfg = get_preset("tiny").mert
+    enc = load_music_encoder(dataclasses.replace(cfg, tiny_config={
+        **cfg.tiny_config, "feat_extract_norm": "group", "do_stable_layer_norm": False}))
+    assert not enc.front_end_chunked and "forward" not in vars(enc.model.feature_extractor)
