@@ -41,7 +41,8 @@ from llama.m2ugen import M2UGen, apply_path_overrides, config_from_dict
 from util.seed import seed_everything
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "int8": torch.bfloat16}  # int8: the backbone's projections int8 (llama/quantize.py)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -347,7 +348,8 @@ def train(args: argparse.Namespace, accelerator: Any) -> int:
         cfg = config_from_dict(ckpt.read_config(resume_dir)["m2ugen"])
     else:
         cfg = build_config(args)
-    model = M2UGen(cfg, device=accelerator.device, dtype=DTYPES[args.dtype])
+    model = M2UGen(cfg, device=accelerator.device, dtype=DTYPES[args.dtype],
+                   quantize="int8" if args.dtype == "int8" else "none")
     if args.init_from and not resume_dir:
         src = ckpt.resolve_checkpoint(args.init_from)
         ckpt.load_tuned_weights(model, ckpt.read_weights(src), source=str(src))

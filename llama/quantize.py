@@ -157,6 +157,29 @@ def _row_scales(w32: torch.Tensor) -> torch.Tensor:
     return stored
 
 
+class _Int8MatmulFn(torch.autograd.Function):
+    """x @ (qweight * scales).T by the int8 kernel, differentiable in x only.
+
+    The backward dequantizes this one matrix in the gradient's dtype, uses it, and drops it, so
+    training never holds more than one layer's float weight beside the int8 model (the weight is
+    frozen: it gets no gradient).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, qweight: torch.Tensor,
+                scales: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(qweight, scales)
+        return torch._weight_int8pack_mm(x, qweight, scales)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        qweight, scales = ctx.saved_tensors
+        weight = qweight.to(grad.dtype) * scales.to(grad.dtype)[:, None]
+        return grad @ weight, None, None
+
+
 class Int8Linear(nn.Module):
     """y = (x @ dequant(qweight).T) + bias with int8 weights and per-channel scales.
 
@@ -196,10 +219,19 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
-        scales = self.scales if self.scales.dtype == KERNEL_DTYPE else self.scales.to(KERNEL_DTYPE)
-        y = torch._weight_int8pack_mm(x2, self.qweight, scales)
-        y = y.view(*lead, self.out_features).to(x.dtype)
+        if torch.is_grad_enabled():
+            # Training through the frozen int8 weight: the kernel at the input's own precision
+            # (float32 in: exactly the dequantized float32 weight's product), and the gradient
+            # reaches the input through this layer's weight, dequantized only in its backward.
+            x2 = x.reshape(-1, self.in_features).contiguous()
+            y = _Int8MatmulFn.apply(x2, self.qweight, self.scales.to(x.dtype))
+            y = y.view(*lead, self.out_features)
+        else:
+            x2 = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).contiguous()
+            scales = (self.scales if self.scales.dtype == KERNEL_DTYPE
+                      else self.scales.to(KERNEL_DTYPE))
+            y = torch._weight_int8pack_mm(x2, self.qweight, scales)
+            y = y.view(*lead, self.out_features).to(x.dtype)
         if self.bias is None:
             return y
         # A tuned bias kept float32 beside half-precision activations must not promote them.
