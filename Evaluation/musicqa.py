@@ -235,7 +235,7 @@ def _score_main(args: argparse.Namespace) -> int:
             clap_text = ClapText(args.clap_text_model)
         report = score(args.references, args.predictions, bert=bert,
                        allow_missing=args.allow_missing, seed=args.seed, clap_text=clap_text)
-    except (EvalInputError, OSError) as exc:  # incl. a missing file, an uncached hub id
+    except (OSError, ValueError) as exc:  # bad inputs (EvalInputError), files, model folders
         return fail(str(exc))
     print_json(report)
     return 0

@@ -103,3 +103,15 @@ def test_wrapper_and_torch_checkpoints_load_and_bad_ones_are_named(tmp_path, tin
         PS.load_passt(tmp_path / "absent.pt")
     with pytest.raises(ValueError, match="heads"):
         PS.load_passt(WEIGHTS, heads=5)
+
+
+def test_unreadable_or_unsafe_files_are_refused_with_their_name(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt: not a readable PaSST state dict"):
+        PS.read_state_dict(tmp_path / "junk.pt")
+    torch.save({"weights": PS.read_state_dict(WEIGHTS), "run": object()}, tmp_path / "pickle.pt")
+    with pytest.raises(ValueError, match="pickle.pt: not a readable"):  # weights_only refuses
+        PS.read_state_dict(tmp_path / "pickle.pt")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        PS.read_state_dict(tmp_path / "bad.safetensors")
