@@ -17,11 +17,14 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from Evaluation._common import EvalInputError, conversation, fail, print_json, read_json
+
+if TYPE_CHECKING:
+    from Evaluation.metrics.clap_text import ClapText
 
 # The four fixed captioning prompts every MusicQA track was asked (MU-LLaMA's dataset builder);
 # every other question is a free-form QA pair.
@@ -124,7 +127,7 @@ def chance_candidates(rows: Sequence[QARow], seed: int) -> tuple[list[str], int]
 
 
 def _summaries(cands: list[str], refs: list[str], kinds: list[str],
-               bert: Optional[BertSpec], clap_text=None) -> dict:
+               bert: Optional[BertSpec], clap_text: Optional["ClapText"] = None) -> dict:
     """published + standard over all rows and per kind, from one pass of per-row scores."""
     from Evaluation.metrics import text as T
 
@@ -180,7 +183,8 @@ DEFINITIONS = {
 
 
 def score(references: str | Path, predictions: str | Path, *, bert: Optional[BertSpec] = None,
-          allow_missing: bool = False, seed: int = 0, clap_text=None) -> dict:
+          allow_missing: bool = False, seed: int = 0,
+          clap_text: Optional["ClapText"] = None) -> dict:
     """The JSON report of `score` (see DEFINITIONS); raises EvalInputError on missing rows."""
     rows = load_references(references)
     scored, cands, missing = align(rows, load_predictions(predictions))
