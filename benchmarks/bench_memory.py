@@ -1,7 +1,7 @@
 """Peak memory of one real training step of the 7B configuration (CPU, random weights).
 
     python benchmarks/bench_memory.py [--stages 1 3] [--seq 128] [--frozen_dtype bfloat16]
-                                      [--audio_frames 750] [--json OUT.json]
+                                      [--audio_frames 750] [--json OUT.json] [--int8]
 
 Each measurement runs in a fresh subprocess: the LLaMA-2 7B backbone is built on the meta device,
 cast to the frozen dtype, its PEFT parameters returned to float32, then materialised on the CPU
@@ -16,6 +16,12 @@ Printed per stage: peak RSS (the child's ru_maxrss) split into frozen weights, t
 rest (activations, temporaries, the Python/torch runtime). A float32-frozen row is measured when
 the machine has the memory for it, otherwise derived by arithmetic (peak + 2 bytes per frozen
 bf16 backbone weight) and marked so.
+
+`--int8` adds the rows of `train_m2ugen.py --dtype int8`: the backbone's seven projections per
+layer and its LM head int8 with per-channel scales (`llama.quantize`), quantized layer by layer
+as they are materialised (the bf16 model never exists whole), the other frozen weights bfloat16;
+the forward runs the int8 kernel and the backward dequantizes one layer's weight at a time.
+`--frozen_dtype int8` measures only those.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from llama.backbone import (  # noqa: E402
 from llama.bridges import build_bridges  # noqa: E402
 from llama.config import AUD_TOKENS, MODALITIES, get_preset  # noqa: E402
 from llama.projector import OutputProjector  # noqa: E402
+from llama.quantize import Int8Linear, quantize_head_, quantize_layer_  # noqa: E402
 
 GiB = 2**30
 DEFAULT_PRESET = "m2ugen-musicgen-small"
@@ -62,14 +69,29 @@ def materialise(model: torch.nn.Module) -> None:
                 chunk.normal_(0.0, 0.02, generator=gen)
 
 
-def build(preset: str, frozen_dtype: torch.dtype):
+def build(preset: str, frozen: str):
+    """The 7B backbone with random weights in the frozen dtype ("int8": bf16, projections int8,
+    quantized one layer at a time as they are materialised), bridges and projector float32."""
     cfg = get_preset(preset)
     with torch.device("meta"):
         backbone = Transformer(cfg.llama)
-    backbone.to(frozen_dtype)
+    backbone.to(torch.bfloat16 if frozen == "int8" else getattr(torch, frozen))
     keep_peft_float32(backbone)
-    backbone.to_empty(device="cpu")
-    materialise(backbone)
+    if frozen == "int8":
+        for layer in backbone.layers:
+            layer.to_empty(device="cpu")
+            materialise(layer)
+            quantize_layer_(layer)
+        for name, child in backbone.named_children():
+            if name != "layers":
+                child.to_empty(device="cpu")
+                materialise(child)
+        for name, buf in list(backbone.named_buffers(recurse=False)):
+            setattr(backbone, name, torch.empty_like(buf, device="cpu"))
+        quantize_head_(backbone)
+    else:
+        backbone.to_empty(device="cpu")
+        materialise(backbone)
     backbone.add_tokens(len(AUD_TOKENS))
     keep_peft_float32(backbone)
     torch.manual_seed(0)
@@ -79,7 +101,7 @@ def build(preset: str, frozen_dtype: torch.dtype):
                                      "projector": projector})
 
 
-def step(preset: str, stage: int, frozen_dtype: torch.dtype, seq: int, frames: int) -> dict:
+def step(preset: str, stage: int, frozen_dtype: str, seq: int, frames: int) -> dict:
     """Build, run one forward/backward/AdamW step, and account for the memory."""
     cfg, model = build(preset, frozen_dtype)
     backbone, bridges = model["backbone"], model["bridges"]
@@ -109,12 +131,16 @@ def step(preset: str, stage: int, frozen_dtype: torch.dtype, seq: int, frames: i
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     optim = nbytes(t for s in optimizer.state.values() for t in s.values()
                    if isinstance(t, torch.Tensor) and t.dim() > 0)
-    # Frozen = the base LLaMA weights (no encoder/decoder is resident); tuned = the rest.
-    frozen = frozen_backbone = nbytes(p for n, p in backbone.named_parameters()
-                                      if parameter_group(n) is None)
-    tuned = nbytes(model.parameters()) - frozen
+    # Frozen = the base LLaMA weights (no encoder/decoder is resident), int8 buffers included;
+    # tuned = every other parameter.
+    frozen_params = nbytes(p for n, p in backbone.named_parameters()
+                           if parameter_group(n) is None)
+    int8 = nbytes(b for m in backbone.modules() if isinstance(m, Int8Linear)
+                  for b in (m.qweight, m.scales))
+    frozen = frozen_backbone = frozen_params + int8
+    tuned = nbytes(model.parameters()) - frozen_params
     return {
-        "stage": stage, "frozen_dtype": str(frozen_dtype).replace("torch.", ""), "seq": seq,
+        "stage": stage, "frozen_dtype": frozen_dtype, "seq": seq,
         "loss": float(loss), "peak": peak, "built": rss_built, "frozen": frozen,
         "frozen_backbone": frozen_backbone, "tuned": tuned,
         "trained": nbytes(trained), "grads": grads, "optimizer": optim,
@@ -167,18 +193,23 @@ def main() -> None:
     p.add_argument("--stages", type=int, nargs="+", default=[1, 3])
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--audio_frames", type=int, default=750, help="MERT frames (75/s: 10 s)")
-    p.add_argument("--frozen_dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    p.add_argument("--frozen_dtype", default="bfloat16", choices=("bfloat16", "float32", "int8"))
+    p.add_argument("--int8", action="store_true", help="also measure --dtype int8 training")
     p.add_argument("--json", default=None)
     p.add_argument("--preset", default=DEFAULT_PRESET, help="shapes (tiny: a quick smoke run)")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     if args.child is not None:
-        print(json.dumps(step(args.preset, args.child, getattr(torch, args.frozen_dtype),
-                              args.seq, args.audio_frames)))
+        print(json.dumps(step(args.preset, args.child, args.frozen_dtype, args.seq,
+                              args.audio_frames)))
         return
     rows = []
     for stage in args.stages:
+        if args.frozen_dtype == "int8" or args.int8:
+            rows.append(run_child(args.preset, stage, "int8", args.seq, args.audio_frames))
+        if args.frozen_dtype == "int8":
+            continue
         bf16 = run_child(args.preset, stage, "bfloat16", args.seq, args.audio_frames)
         rows.append(bf16)
         need = bf16["peak"] + bf16["frozen_backbone"] + 2 * GiB

@@ -42,6 +42,8 @@ __all__ = [
     "load_quantized",
     "prepare_for_inference",
     "quantize_backbone_",
+    "quantize_head_",
+    "quantize_layer_",
     "quantize_weight",
     "resolve_dtype",
     "save_quantized",
@@ -286,6 +288,29 @@ def _swap(parent: nn.Module, name: str, new: nn.Module) -> None:
     for key, value in list(vars(parent).items()):
         if isinstance(value, tuple) and value and value[0] is old:
             setattr(parent, key, (new, *value[1:]))
+
+
+@torch.no_grad()
+def quantize_layer_(layer: nn.Module) -> int:
+    """Quantize one transformer block's seven projections in place (e.g. while a large model is
+    materialised layer by layer, so its full-precision copy never exists); returns how many."""
+    n = 0
+    for sub, name in _LAYER_LINEARS:
+        parent = getattr(layer, sub)
+        module = getattr(parent, name)
+        if not isinstance(module, Int8Linear):
+            _swap(parent, name, Int8Linear.from_linear(module))
+            n += 1
+    return n
+
+
+@torch.no_grad()
+def quantize_head_(backbone: nn.Module) -> int:
+    """Quantize the LM head (`output`) in place, as `quantize_backbone_` does; returns 0 or 1."""
+    if isinstance(backbone.output, Int8Linear):
+        return 0
+    _swap(backbone, "output", Int8Linear.from_linear(backbone.output))
+    return 1
 
 
 @torch.no_grad()

@@ -64,6 +64,17 @@ def write_json(dst: str | os.PathLike, obj: Any) -> None:
     write_text(dst, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def append_line(dst: str | os.PathLike, line: str) -> None:
+    """Append one line to a log-like file and fsync it. The one write that is not a replace:
+    a crash can leave at most a torn last line (no line end), which readers must drop."""
+    if "\n" in line:
+        raise ValueError("append_line writes exactly one line (no newline inside)")
+    with open(dst, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def old_copy(folder: str | os.PathLike) -> Path:
     """Where `swap_in_dir` keeps the previous complete version of `folder` during a swap."""
     folder = Path(folder)
