@@ -38,10 +38,8 @@ from engine_train import (
 from llama import checkpoint as ckpt
 from llama.config import RECIPES, TRAIN_DEFAULTS, DecoderConfig, TrainRecipe, get_preset, get_recipe
 from llama.m2ugen import M2UGen, apply_path_overrides, config_from_dict
+from util.dtypes import DTYPE_NAMES, resolve_dtype
 from util.seed import seed_everything
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -95,7 +93,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no",
                    help="autocast the forward in bf16/fp16 (fp16 adds a gradient scaler; steps "
                         "with non-finite gradients are skipped and counted)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                    help="dtype of the frozen weights (backbone, encoders, decoder); trained "
                         "parameters and optimizer state stay float32")
     p.add_argument("--on_error", choices=("raise", "skip"), default="raise",
@@ -347,7 +345,7 @@ def train(args: argparse.Namespace, accelerator: Any) -> int:
         cfg = config_from_dict(ckpt.read_config(resume_dir)["m2ugen"])
     else:
         cfg = build_config(args)
-    model = M2UGen(cfg, device=accelerator.device, dtype=DTYPES[args.dtype])
+    model = M2UGen(cfg, device=accelerator.device, dtype=resolve_dtype(args.dtype))
     if args.init_from and not resume_dir:
         src = ckpt.resolve_checkpoint(args.init_from)
         ckpt.load_tuned_weights(model, ckpt.read_weights(src), source=str(src))

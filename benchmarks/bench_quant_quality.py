@@ -112,7 +112,7 @@ def held_out_prompts(engine, data_root: Path, n: int) -> list[tuple[list[int], d
 
 @torch.no_grad()
 def tiny_model(checkpoint: str, data_root: Path, n_prompts: int, new_tokens: int) -> None:
-    from app.session import ModelChoice, load_model
+    from app.loading import ModelChoice, load_model
     from llama.generation import generate
 
     engine = load_model(ModelChoice(checkpoint, preset="tiny", device="cpu", dtype="float32"))
