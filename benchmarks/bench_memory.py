@@ -33,9 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine_train import MixedPrecision, param_groups  # noqa: E402
-from llama.backbone import (  # noqa: E402
-    Transformer, keep_peft_float32, parameter_group, set_trainable,
-)
+from llama.backbone import Transformer  # noqa: E402
+from llama.lora import keep_peft_float32, parameter_group, set_trainable  # noqa: E402
 from llama.bridges import build_bridges  # noqa: E402
 from llama.config import AUD_TOKENS, MODALITIES, get_preset  # noqa: E402
 from llama.projector import OutputProjector  # noqa: E402

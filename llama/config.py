@@ -34,14 +34,23 @@ class LlamaConfig:
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     max_seq_len: int = 1024
-    # Parameter-efficient tuning.
+    # Parameter-efficient tuning (llama/lora.py). LoRA adds (alpha / rank) * B(A(x)); the
+    # published model has rank 16 and no scaling, which alpha None (= rank, scale 1.0) keeps.
     lora_rank: int = 16
+    lora_alpha: Optional[float] = None
     adapter_layers_per_modality: int = 6  # the last 3 * this many layers take adapters
     modalities: tuple[str, ...] = MODALITIES
     # The adapter token goes through wv: False = the plain frozen wv, as the released models do
     # (the default: measured no worse on the tiny recipe, docs/SYNTHETIC.md); True = wv plus its
     # LoRA.
     adapter_uses_lora: bool = False
+
+    @property
+    def lora_scale(self) -> float:
+        """alpha / rank (1.0 when alpha is None: the published, unscaled LoRA)."""
+        if self.lora_alpha is None or self.lora_rank <= 0:
+            return 1.0
+        return float(self.lora_alpha) / self.lora_rank
 
     @property
     def kv_heads(self) -> int:
@@ -76,6 +85,11 @@ class LlamaConfig:
             raise ValueError(
                 f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.kv_heads}"
             )
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0 (or None: equal to lora_rank), got "
+                             f"{self.lora_alpha}")
         if self.n_adapter_layers > self.n_layers:
             raise ValueError(
                 f"{self.n_adapter_layers} adapter layers requested but the model has "
