@@ -64,15 +64,24 @@ def write_json(dst: str | os.PathLike, obj: Any) -> None:
     write_text(dst, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def append_line(dst: str | os.PathLike, line: str) -> None:
-    """Append one line to a log-like file and fsync it. The one write that is not a replace:
-    a crash can leave at most a torn last line (no line end), which readers must drop."""
-    if "\n" in line:
-        raise ValueError("append_line writes exactly one line (no newline inside)")
-    with open(dst, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+def append_jsonl(dst: str | os.PathLike, obj: Any) -> None:
+    """Append one JSON line to a log (train_log.jsonl, ...), whole or not at all.
+
+    The line goes out in one `os.write` on an O_APPEND descriptor, then fsync: concurrent
+    appenders never interleave inside a line, and a crash can leave at most a torn last line (a
+    reader of the log skips a line that does not parse), never a rewritten earlier one.
+    """
+    data = (json.dumps(obj) + "\n").encode("utf-8")
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(dst, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"{dst}: short append ({written} of {len(data)} bytes)")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def old_copy(folder: str | os.PathLike) -> Path:

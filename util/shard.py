@@ -178,8 +178,7 @@ class RowParts:
     def add(self, index: int, row: Any) -> None:
         """Record item `index`'s finished row (one fsynced line)."""
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        atomic.append_line(self.path, json.dumps({"index": index, "row": row},
-                                                 ensure_ascii=False))
+        atomic.append_jsonl(self.path, {"index": index, "row": row})
         self.handled += 1
 
     def merge(self, n: int, render: Callable[[Any], str]) -> None:
