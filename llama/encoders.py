@@ -36,6 +36,7 @@ from llama.music_stream import (
     MixedAudio,
     Reduction,
     chunk_front_end,
+    receptive_field_and_hop,
     encoder_layers,
     layer_inputs,
     make_sink,
@@ -195,14 +196,6 @@ class FrozenEncoder(nn.Module):
 # Music: MERT (HuBERT-shaped)
 
 
-def _conv_receptive_field(config: Any) -> int:
-    """Samples needed for one output frame of the convolutional feature extractor (MERT: 400)."""
-    r = 1
-    for k, s in reversed(list(zip(config.conv_kernel, config.conv_stride))):
-        r = (r - 1) * s + k
-    return r
-
-
 class MusicEncoder(FrozenEncoder):
     """MERT: 1-D waveforms at `cfg.sample_rate` -> all hidden states of every frame.
 
@@ -246,7 +239,7 @@ class MusicEncoder(FrozenEncoder):
             raise EncoderLoadError(self.modality, f"{cfg.path!r}: the feature extractor expects "
                                    f"{processor.sampling_rate} Hz but cfg.sample_rate is "
                                    f"{cfg.sample_rate}")
-        self.min_samples = _conv_receptive_field(mc)
+        self.min_samples = receptive_field_and_hop(mc)[0]  # MERT: 400 samples per frame
         self.window = int(round(cfg.window_seconds * cfg.sample_rate))
         if self.window < self.min_samples:
             raise EncoderLoadError(self.modality, f"window_seconds {cfg.window_seconds} is shorter "

@@ -137,7 +137,8 @@ def layer_inputs(model: nn.Module, emit: Callable[[int, torch.Tensor], None]) ->
             h.remove()
 
 
-def _receptive_field_and_hop(config) -> tuple[int, int]:
+def receptive_field_and_hop(config) -> tuple[int, int]:
+    """Samples one output frame sees (MERT: 400) and samples between frames (320)."""
     r, hop = 1, 1
     for k, s in reversed(list(zip(config.conv_kernel, config.conv_stride))):
         r = (r - 1) * s + k
@@ -155,7 +156,7 @@ def chunk_front_end(model: nn.Module, chunk_samples: int) -> bool:
     if (getattr(config, "feat_extract_norm", None) != "layer" or front is None
             or getattr(config, "feature_extractor_cqt", False)):
         return False
-    field, hop = _receptive_field_and_hop(config)
+    field, hop = receptive_field_and_hop(config)
     chunk_frames = max(1, chunk_samples // hop)
     whole = front.forward
     span = chunk_frames * hop + field - hop  # samples of one piece of chunk_frames frames
@@ -173,4 +174,5 @@ def chunk_front_end(model: nn.Module, chunk_samples: int) -> bool:
 
 
 __all__ = ["FrameMix", "MixedAudio", "StateMean", "Reduction", "StackSink", "MixSink", "MeanSink",
-           "make_sink", "encoder_layers", "layer_inputs", "chunk_front_end"]
+           "make_sink", "encoder_layers", "layer_inputs", "chunk_front_end",
+           "receptive_field_and_hop"]
