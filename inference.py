@@ -43,6 +43,7 @@ from app.errors import InputError, bad_input_errors, fail
 from app.loading import choose_model, load_model, random_weights_notice
 from app.logs import setup_logging
 from app.settings import make_settings
+from util.shard import Group, Launch, ShardError
 
 PROG = "inference.py"
 EXIT_BATCH_FAILURES = 1
@@ -130,11 +131,15 @@ def run_single(args: argparse.Namespace, engine: LoadedModel) -> int:
     return 0
 
 
-def run_batch(args: argparse.Namespace, engine: LoadedModel) -> int:
-    """Every request gets a result line; failures are recorded per id and the rest still run."""
+def run_batch(args: argparse.Namespace, engine: LoadedModel, launch: Launch) -> int:
+    """Every request gets a result line; failures are recorded per id and the rest still run.
+    Under torchrun each process runs its share (docs/SHARDING.md)."""
     run = BatchRun(engine, args.out_dir, defaults=app_args.settings_values(args), music=args.music,
                    progress=lambda line: print(line, file=sys.stderr))
-    summary = run.run(args.batch_file)
+    with Group(launch) as group:
+        summary = run.run(args.batch_file, group=group)
+    if not launch.is_main:
+        return EXIT_BATCH_FAILURES if summary.failed else 0
     print(f"{summary.ok} ok, {summary.failed} failed -> {summary.results}", file=sys.stderr)
     if args.json:
         print(json.dumps({"results": str(summary.results), "ok": summary.ok,
@@ -147,8 +152,11 @@ def main(argv: Optional[Sequence[str]] = None, *, model_cache: Optional[dict] = 
     args = build_parser().parse_args(argv)
     try:
         validate_request_args(args)
+        launch = Launch.from_env()
+        if launch.sharded:
+            args.device = launch.device(args.device)  # with CUDA: this process's own GPU
         choice = choose_model(args)
-    except InputError as err:
+    except (InputError, ShardError) as err:
         return fail(PROG, err)
     setup_logging(args.verbose)
     try:
@@ -158,7 +166,7 @@ def main(argv: Optional[Sequence[str]] = None, *, model_cache: Optional[dict] = 
         engine = load_model(choice, model_cache)
         engine.max_media_seconds = args.max_media_seconds
         if args.batch_file is not None:
-            return run_batch(args, engine)
+            return run_batch(args, engine, launch)
         return run_single(args, engine)
     except bad_input_errors() as err:
         if args.verbose:  # the full story, for debugging what looked like bad input

@@ -8,6 +8,13 @@ file name; ids that sanitise to the same name (e.g. "a/b" and "a_b") get "-2", "
 so no file is ever overwritten by another request (compared case-insensitively, as some file
 systems are). `results.jsonl` is rewritten atomically (util.atomic) after every request, so a
 reader or an interrupted run always finds whole lines for the requests done so far.
+
+Under torchrun every process plans every line (ids, errors, WAV names: cheap, no model), runs
+its share (util.shard) into a part file, and rank 0 writes `results.jsonl` in input order; an
+interrupted sharded run resumes from the part files. A request without a seed is seeded per
+request id (`item_seed`: text sampling and music synthesis), so the results do not depend on the
+number of processes or the order of the requests. Every run
+writes `run.json` (world size, requests per process) beside `results.jsonl`.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from app.args import MUSIC_MODES
 from app.engine import LoadedModel, reply_record, write_music
 from app.errors import InputError, bad_input_errors, one_line
 from util.atomic import write_text
+from util.hashing import stable_int
+from util.shard import Group, Launch, RowParts, write_run_record
 
 if TYPE_CHECKING:
     from llama.m2ugen import GenerationSettings
@@ -142,8 +151,30 @@ class BatchSummary:
     results: Path
 
 
+@dataclasses.dataclass
+class PlannedLine:
+    """One non-empty line, decided before any model runs: a request (with its WAV name) or the
+    error that rejects it. Every process of a sharded run plans every line the same way."""
+
+    lineno: int
+    id: Any
+    request: Optional[BatchRequest] = None
+    wav: Optional[str] = None
+    error: Optional[str] = None
+
+
+def item_seed(settings: "GenerationSettings", request_id: Any) -> "GenerationSettings":
+    """A request without a seed gets one derived from its id (for text sampling and music
+    synthesis): its answer then depends on the request alone, not on which process ran it or
+    what ran before it."""
+    if settings.seed is not None:
+        return settings
+    return dataclasses.replace(settings, seed=stable_int(f"batch-item:{request_id}", bits=31))
+
+
 class BatchRun:
-    """Runs the requests of one batch file into `out_dir`."""
+    """Runs the requests of one batch file into `out_dir` (sharded under torchrun:
+    docs/SHARDING.md)."""
 
     def __init__(self, engine: LoadedModel, out_dir: str | Path, *,
                  defaults: dict[str, Any], music: str = "auto",
@@ -153,29 +184,57 @@ class BatchRun:
         self.names = OutputNames()
         self.first_line: dict[str, int] = {}  # id -> line it was first used on
 
-    def run(self, batch_file: str | Path) -> BatchSummary:
+    def run(self, batch_file: str | Path, group: Optional[Group] = None) -> BatchSummary:
         batch_file = Path(batch_file)
         lines = batch_file.read_text(encoding="utf-8").splitlines()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        plans = [self.plan(line, lineno, batch_file.parent)
+                 for lineno, line in enumerate(lines, start=1) if line.strip()]
+        if group is not None and group.launch.sharded:
+            return self._run_sharded(plans, len(lines), group)
         results_path = self.out_dir / "results.jsonl"
         written: list[str] = []
         ok = failed = 0
         write_text(results_path, "")
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            result = self.one(line, lineno, batch_file.parent)
+        for p in plans:
+            result = self.execute(p)
             ok, failed = (ok + 1, failed) if result["error"] is None else (ok, failed + 1)
             written.append(json.dumps(result, ensure_ascii=False) + "\n")
             write_text(results_path, "".join(written))
-            status = "ok" if result["error"] is None else f"error: {result['error']}"
-            self.progress(f"[{lineno}/{len(lines)}] {result['id']}: {status}")
+            self._report(p, result, len(lines))
+        write_run_record(self.out_dir, Launch(), [len(plans)], items=len(plans))
         return BatchSummary(ok, failed, results_path)
 
-    def one(self, line: str, lineno: int, base: Path) -> dict[str, Any]:
-        """The result line of one request; its failure never stops the batch."""
-        result: dict[str, Any] = {"id": _peek_id(line), "text": None, "token_ids": None,
-                                  "audio": None, "error": None}
+    def _run_sharded(self, plans: list[PlannedLine], n_lines: int, group: Group) -> BatchSummary:
+        """This process's share into its part file; rank 0 merges after all are done."""
+        launch = group.launch
+        results_path = self.out_dir / "results.jsonl"
+        parts = RowParts(results_path, launch)
+        done = parts.done()  # an interrupted earlier run's finished requests
+        for k in launch.share(len(plans)):
+            if k not in done:
+                result = self.execute(plans[k])
+                parts.add(k, result)
+                self._report(plans[k], result, n_lines)
+        group.barrier()
+        counts = group.gather(parts.handled)
+        if launch.is_main:
+            parts.merge(len(plans), lambda r: json.dumps(r, ensure_ascii=False) + "\n")
+            write_run_record(self.out_dir, launch, counts, items=len(plans),
+                             resumed=len(done))
+        group.barrier()
+        rows = [json.loads(x) for x in results_path.read_text(encoding="utf-8").splitlines()]
+        failed = sum(r["error"] is not None for r in rows)
+        return BatchSummary(len(rows) - failed, failed, results_path)
+
+    def _report(self, p: PlannedLine, result: dict[str, Any], n_lines: int) -> None:
+        status = "ok" if result["error"] is None else f"error: {result['error']}"
+        self.progress(f"[{p.lineno}/{n_lines}] {result['id']}: {status}")
+
+    def plan(self, line: str, lineno: int, base: Path) -> PlannedLine:
+        """Parse and check one line; claim its WAV name (in input order, whether or not it
+        produces music, so a name never depends on another request's reply)."""
+        p = PlannedLine(lineno, _peek_id(line))
         try:
             req = parse_line(line, lineno, base, self.engine, self.defaults, self.music)
             key = str(req.id)
@@ -183,17 +242,33 @@ class BatchRun:
                 raise InputError(f"line {lineno}: duplicate id {req.id!r} (first used on line "
                                  f"{self.first_line[key]})")
             self.first_line[key] = lineno
-            reply = self.engine.run_turn(req.prompt, history=req.history, media=req.media,
-                                         settings=req.settings, music=req.music)
-            audio = None
-            if reply.music is not None:
-                audio = write_music(self.out_dir / self.names.claim(req.id), reply)
-            result.update(reply_record(reply, audio))
+            req.settings = item_seed(req.settings, req.id)
+            p.request, p.wav = req, self.names.claim(req.id)
         except bad_input_errors() as err:
-            result["error"] = one_line(err)
+            p.error = one_line(err)
         except Exception as err:  # noqa: BLE001 - one broken request must not stop the batch
             log.exception("request on line %d failed", lineno)
-            result["error"] = f"internal error: {type(err).__name__}: {one_line(err)}"
+            p.error = f"internal error: {type(err).__name__}: {one_line(err)}"
+        return p
+
+    def execute(self, p: PlannedLine) -> dict[str, Any]:
+        """The result line of one planned request; its failure never stops the batch."""
+        result: dict[str, Any] = {"id": p.id, "text": None, "token_ids": None,
+                                  "audio": None, "error": p.error}
+        req = p.request
+        if req is not None:
+            try:
+                reply = self.engine.run_turn(req.prompt, history=req.history, media=req.media,
+                                             settings=req.settings, music=req.music)
+                audio = None
+                if reply.music is not None:
+                    audio = write_music(self.out_dir / str(p.wav), reply)
+                result.update(reply_record(reply, audio))
+            except bad_input_errors() as err:
+                result["error"] = one_line(err)
+            except Exception as err:  # noqa: BLE001 - one broken request must not stop the batch
+                log.exception("request on line %d failed", p.lineno)
+                result["error"] = f"internal error: {type(err).__name__}: {one_line(err)}"
         if result["id"] is None:
-            result["line"] = lineno
+            result["line"] = p.lineno
         return result
