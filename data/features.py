@@ -28,7 +28,10 @@ CLI: precompute the features of every media file of a dataset laid out as docs/D
 
 prints computed / reused / failed counts per modality; a file that cannot be used is reported by
 name with its reason and makes the exit code non-zero, unless `--skip_bad` is given (then it is
-counted as skipped and reported).
+counted as skipped and reported). Under `torchrun --nproc_per_node N -m data.features ...` each
+process encodes whole batches of the sorted file list round robin into the shared cache (entries
+are written atomically; existing ones are reused, so an interrupted run resumes); rank 0 prints the
+totals. Every run writes `<cache_dir>/run.json` (world size, files per process; docs/SHARDING.md).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from safetensors.torch import save_file
 from util.atomic import atomic_path
 from util.dtypes import resolve_dtype
 from util.hashing import sha256_file, sha256_json, stable_json
+from util.shard import Group, Launch, ShardError, write_run_record
 
 if TYPE_CHECKING:  # decoding libraries are imported when a file is first loaded
     from data.media import VideoSampling
@@ -372,10 +376,13 @@ def load_encoder(cfg: Any, modality: str, device: str) -> Any:
 
 def precompute(cache: FeatureCache, files: Sequence[Path], encoder: Any,
                loader: Callable[[str], Any], params: Mapping[str, Any], modality: str,
-               batch_size: int = 8, progress: bool = True) -> Report:
+               batch_size: int = 8, progress: bool = True,
+               blocks: Optional[Sequence[int]] = None) -> Report:
     """Fill the cache for `files`; unusable files are recorded (name + reason), never dropped
     silently. Only errors that mean "this file cannot be used" are caught: the media loader's
-    `MediaError`, an unreadable file (OSError) and the encoder's input checks (ValueError)."""
+    `MediaError`, an unreadable file (OSError) and the encoder's input checks (ValueError).
+    `blocks[i]`: the batch of the whole file list that files[i] belongs to; no encoder batch
+    spans two, so a process of a sharded run batches its files exactly as one process would."""
     from tqdm import tqdm
 
     from data.media import MediaError
@@ -405,7 +412,10 @@ def precompute(cache: FeatureCache, files: Sequence[Path], encoder: Any,
             rep.computed += 1
         pending.clear()
 
-    for path in tqdm(files, desc=f"{modality} features", unit="file", disable=not progress):
+    for i, path in enumerate(tqdm(files, desc=f"{modality} features", unit="file",
+                                  disable=not progress)):
+        if blocks is not None and i and blocks[i] != blocks[i - 1]:
+            flush()
         try:
             if cache.store.contains(cache.key(path, encoder.identity, params)):
                 rep.reused += 1
@@ -449,23 +459,43 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ap.error(f"--modalities: unknown {unknown}; choose from {', '.join(MEDIA_DIRS)}")
     if args.batch_size < 1:
         ap.error("--batch_size must be >= 1")
+    try:
+        launch = Launch.from_env()
+    except ShardError as err:
+        ap.error(str(err))
     cfg = get_preset(args.preset)
     cache = FeatureCache(args.cache_dir, dtype=args.dtype)
-
-    reports = []
-    for modality in modalities:
-        files = discover_media(root, modality)
-        if not files:
-            print(f"{modality}: no media files under {root}/*/{MEDIA_DIRS[modality]}/")
-            reports.append(Report(modality))
-            continue
-        encoder = load_encoder(cfg, modality, args.device)
-        loader, params = media_loader_for(cfg, modality)
-        reports.append(precompute(cache, files, encoder, loader, params, modality,
-                                  args.batch_size, progress=not args.no_progress))
+    device = launch.device(args.device) if launch.sharded else args.device
+    with Group(launch) as group:
+        reports, handled = [], 0
+        for modality in modalities:
+            files = discover_media(root, modality)
+            # whole encoder batches round robin: every batch is the one a single process makes
+            mine = [i for i in range(len(files))
+                    if (i // args.batch_size) % launch.world_size == launch.rank]
+            handled += len(mine)
+            if not mine:
+                reports.append(Report(modality))
+                continue
+            encoder = load_encoder(cfg, modality, device)
+            loader, params = media_loader_for(cfg, modality)
+            reports.append(precompute(cache, [files[i] for i in mine], encoder, loader, params,
+                                      modality, args.batch_size,
+                                      progress=not args.no_progress and launch.is_main,
+                                      blocks=[i // args.batch_size for i in mine]))
+        group.barrier()
+        everyone = group.gather((reports, handled))
+    if not launch.is_main:
+        return 1 if any(r.failed for rs, _ in everyone for r in rs) and not args.skip_bad else 0
+    reports = [_sum_reports([rs[k] for rs, _ in everyone]) for k in range(len(modalities))]
+    write_run_record(args.cache_dir, launch, [n for _, n in everyone],
+                     files={r.modality: r.total for r in reports})
 
     n_failed = 0
     for r in reports:
+        if not r.total:
+            print(f"{r.modality}: no media files under {root}/*/{MEDIA_DIRS[r.modality]}/")
+            continue
         word = "skipped" if args.skip_bad else "failed"
         print(f"{r.modality}: {r.total} files, {r.computed} computed, {r.reused} reused, "
               f"{len(r.failed)} {word}")
@@ -477,6 +507,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _sum_reports(parts: Sequence[Report]) -> Report:
+    """One modality's report over the processes of a sharded run (failures in file order)."""
+    out = Report(parts[0].modality)
+    for r in parts:
+        out.total += r.total
+        out.computed += r.computed
+        out.reused += r.reused
+        out.failed += r.failed
+    out.failed.sort()
+    return out
 
 
 if __name__ == "__main__":
