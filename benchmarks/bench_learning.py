@@ -1,6 +1,7 @@
 """How well, and how fast, does the documented command learn? Per data seed, then mean and min.
 
     python benchmarks/bench_learning.py --work DIR [--seeds 7 11 23] [--n N] [--reuse]
+                                        [--train_args="--dtype int8"]
 
 For each seed: `python -m data.synthetic --out DIR/seedS/data --seed S` (the defaults), then
 `bash train.sh --preset tiny --data_root ... --output_dir DIR/seedS/out` (timed: wall clock and
@@ -71,7 +72,8 @@ def _stage3_complete(out: Path) -> bool:
         return False
 
 
-def one_seed(work: Path, seed: int, n: Optional[int], reuse: bool) -> dict[str, Any]:
+def one_seed(work: Path, seed: int, n: Optional[int], reuse: bool,
+             train_args: Sequence[str] = ()) -> dict[str, Any]:
     base = work / f"seed{seed}"
     base.mkdir(parents=True, exist_ok=True)
     data, out, result_file = base / "data", base / "out", base / "metrics.json"
@@ -85,7 +87,7 @@ def one_seed(work: Path, seed: int, n: Optional[int], reuse: bool) -> dict[str, 
     if not (reuse and _stage3_complete(out)):
         load0 = os.getloadavg()[0]
         wall, cpu = _run(["bash", "train.sh", "--preset", "tiny", "--data_root", str(data),
-                          "--output_dir", str(out)], base / "train.log")
+                          "--output_dir", str(out), *train_args], base / "train.log")
         timing = {"train_wall_min": wall / 60, "train_cpu_min": cpu / 60,
                   "load_at_start": load0, "load_at_end": os.getloadavg()[0]}
     wall, _ = _run([py, "-m", "Evaluation.synthetic", "--model", str(out / "stage3"),
@@ -133,13 +135,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[7, 11, 23])
     p.add_argument("--n", type=int, default=None, help="data size (default: data.synthetic's)")
     p.add_argument("--reuse", action="store_true", help="keep finished data/training/metrics")
+    p.add_argument("--train_args", default="",
+                   help="extra train.sh flags, e.g. --train_args='--dtype int8'")
     args = p.parse_args(argv)
     work = Path(args.work).resolve()
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", flush=True)
     results = []
     for seed in args.seeds:
-        results.append(one_seed(work, seed, args.n, args.reuse))
+        results.append(one_seed(work, seed, args.n, args.reuse, args.train_args.split()))
         print(table(results[-1:]).splitlines()[-3], flush=True)
     print(table(results))
     return 0
