@@ -32,15 +32,9 @@ import torch
 from torch import nn
 
 from llama.config import EncoderConfig
-from llama.music_stream import (
-    MixedAudio,
-    Reduction,
-    chunk_front_end,
-    receptive_field_and_hop,
-    encoder_layers,
-    layer_inputs,
-    make_sink,
-)
+from llama.music_stream import (MixedAudio, Reduction, chunk_front_end, encoder_layers,
+                                exact_weight_norm, layer_inputs, make_sink,
+                                receptive_field_and_hop)
 from util.hashing import module_fingerprint, sha256_json
 from util.seed import seeded
 
@@ -224,6 +218,7 @@ class MusicEncoder(FrozenEncoder):
     def __init__(self, cfg: EncoderConfig, model: nn.Module, processor: Any,
                  dtype: torch.dtype = torch.float32, max_batch: int = 8,
                  min_tail_seconds: float = 1.0) -> None:
+        exact_weight_norm(model)  # features independent of the thread count (music_stream)
         super().__init__(cfg, model, processor, dtype, max_batch)
         mc = model.config
         if mc.num_hidden_layers + 1 != cfg.num_hidden_states:

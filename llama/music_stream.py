@@ -137,6 +137,30 @@ def layer_inputs(model: nn.Module, emit: Callable[[int, torch.Tensor], None]) ->
             h.remove()
 
 
+def exact_weight_norm(model: nn.Module) -> int:
+    """Compute every weight norm (HuBERT's positional convolution) in float64. The norm is a
+    reduction whose float32 result depends on the number of threads, which made the features of
+    one process differ in the last bits from those of a torchrun process with another thread
+    count; in float64 the rounded float32 weight is the same. Parameter names are unchanged.
+    Returns how many weight norms were changed."""
+    from torch.nn.utils import parametrize
+
+    n = 0
+    for module in model.modules():
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        for p in module.parametrizations.weight:
+            if hasattr(p, "dim") and type(p).__name__ == "_WeightNorm":
+                def forward(weight_g: torch.Tensor, weight_v: torch.Tensor,
+                            dim: int = p.dim) -> torch.Tensor:
+                    w = torch._weight_norm(weight_v.double(), weight_g.double(), dim)
+                    return w.to(weight_v.dtype)
+
+                p.forward = forward
+                n += 1
+    return n
+
+
 def receptive_field_and_hop(config) -> tuple[int, int]:
     """Samples one output frame sees (MERT: 400) and samples between frames (320)."""
     r, hop = 1, 1
@@ -175,4 +199,4 @@ def chunk_front_end(model: nn.Module, chunk_samples: int) -> bool:
 
 __all__ = ["FrameMix", "MixedAudio", "StateMean", "Reduction", "StackSink", "MixSink", "MeanSink",
            "make_sink", "encoder_layers", "layer_inputs", "chunk_front_end",
-           "receptive_field_and_hop"]
+           "receptive_field_and_hop", "exact_weight_norm"]

@@ -44,8 +44,8 @@ def _entries(cache: Path) -> dict[str, tuple[dict, np.ndarray]]:
     return out
 
 
-def _run(cmd: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+def _run(cmd: list[str], threads: str = "1") -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -57,7 +57,9 @@ def test_two_processes_fill_the_cache_one_process_fills(tmp_path):
     args = ["-m", "data.features", "--data_root", str(data), "--preset", "tiny",
             "--batch_size", "2", "--no_progress"]
     one, two = tmp_path / "one", tmp_path / "two"
-    single = _run([sys.executable, *args, "--cache_dir", str(one)])
+    # one process with 2 threads (torch's default here), two with 1 each (torchrun's default):
+    # the features must not depend on the thread count
+    single = _run([sys.executable, *args, "--cache_dir", str(one)], threads="2")
     sharded = _run([*TORCHRUN, *args, "--cache_dir", str(two)])
 
     a, b = _entries(one), _entries(two)

@@ -171,3 +171,19 @@ def test_group_norm_front_end_stays_whole():
     enc = load_music_encoder(dataclasses.replace(cfg, tiny_config={
         **cfg.tiny_config, "feat_extract_norm": "group", "do_stable_layer_norm": False}))
     assert not enc.front_end_chunked and "forward" not in vars(enc.model.feature_extractor)
+
+
+def test_features_do_not_depend_on_the_thread_count(tiny_mert):
+    """The weight norm runs in float64 (`exact_weight_norm`): one process with 2 threads and a
+    torchrun process with 1 compute the same bits (the sharded feature cache relies on it)."""
+    rng = np.random.default_rng(4)
+    clips = [rng.standard_normal(int(s * SR)).astype(np.float32) for s in (3.0, 1.7)]
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(tiny_mert.encode_items(clips))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
