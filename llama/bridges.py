@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llama.config import BridgeConfig, M2UGenConfig
-from llama.music_stream import FrameMix, StateMean
+from llama.music_stream import FrameMix, FramePool, StateMean
 
 Knn = Callable[[torch.Tensor], torch.Tensor]  # (B, H) unit vectors -> (B, H) unit vectors
 NormKind = Literal["rms", "layer"]
@@ -133,20 +133,28 @@ class MusicBridge(_Head):
             self.attention = nn.Linear(hidden_size, 1)
         self.zero_biases()
 
-    def reduction(self) -> FrameMix | StateMean | None:
+    def reduction(self) -> FramePool | StateMean | None:
         """What the encoder may reduce each window to before this bridge sees it (long music in
-        bounded memory, docs/MEMORY.md): the state mix of every frame (rnn-attention), or each
-        state's mean over frames (mean). None while the mix is being trained (it needs every
-        state for its gradient)."""
-        if torch.is_grad_enabled() and self.agg.weight.requires_grad:
+        bounded memory, docs/MEMORY.md): the whole pooling up to the head (rnn-attention), or each
+        state's mean over frames (mean). None while the bridge is being trained (its gradient
+        needs every state)."""
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
             return None
         if self.pooling == "mean":
             return StateMean()
-        return FrameMix(self.agg.weight.detach().reshape(-1), float(self.agg.bias.detach()))
+        mix = FrameMix(self.agg.weight.detach().reshape(-1), float(self.agg.bias.detach()))
+        return FramePool(mix, self.rnn, self.attention, unit_frames=self.l2 == "frames")
 
     def forward(self, hidden_states: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                knn: Optional[Knn] = None, mixed: bool = False) -> torch.Tensor:
-        """(B, S, T, H) states, or with `mixed` the (B, T, H) frames `reduction()` produced."""
+                knn: Optional[Knn] = None, mixed: bool = False,
+                pooled: bool = False) -> torch.Tensor:
+        """(B, S, T, H) states; with `mixed` (B, T, H) state-mixed frames (`FrameMix`); with
+        `pooled` the (B, H) vectors the encoder pooled window by window (`FramePool`)."""
+        if pooled:
+            if self.pooling != "rnn-attention" or hidden_states.shape[1:] != (self.hidden_size,):
+                raise ValueError(f"pooled music features must be (B, {self.hidden_size}) for "
+                                 f"rnn-attention pooling, got {tuple(hidden_states.shape)}")
+            return self.head(hidden_states.to(self._dtype()), knn, normalize=self.l2 == "pooled")
         if mixed:
             if self.pooling != "rnn-attention" or hidden_states.dim() != 3:
                 raise ValueError(f"mixed music frames must be (B, T, H) for rnn-attention "

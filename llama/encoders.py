@@ -25,14 +25,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from llama.config import EncoderConfig
-from llama.music_stream import (MixedAudio, Reduction, chunk_front_end, encoder_layers,
+from llama.music_stream import (EncodedAudio, FramePool, MixedAudio, PooledAudio, Reduction,
+                                chunk_front_end, collate_music, encoder_layers,
                                 exact_weight_norm, layer_inputs, make_sink,
                                 receptive_field_and_hop)
 from util.hashing import module_fingerprint, sha256_json
@@ -46,13 +47,6 @@ log = logging.getLogger(__name__)
 
 # Config keys that do not change what a model computes (left out of the identity hash).
 _CONFIG_KEYS_IGNORED = {"transformers_version", "architectures", "auto_map", "dtype", "torch_dtype"}
-
-
-class EncodedAudio(NamedTuple):
-    """MERT output for a batch: every hidden state of every frame, and which frames are real."""
-
-    hidden_states: torch.Tensor  # (B, S, T, H) float32, S = num_hidden_layers + 1
-    mask: torch.Tensor  # (B, T) bool, True = a real frame (clips differ in length)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +290,10 @@ class MusicEncoder(FrozenEncoder):
             sinks.append(make_sink(reduction, mc.num_hidden_layers + 1, int(sum(frames)),
                                    mc.hidden_size, self.device))
         order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][2]))
-        for group in self._micro_batches(order, [len(j[2]) for j in jobs]):
+        if isinstance(reduction, FramePool):  # its RNN needs each clip's windows in time order
+            order = list(range(len(jobs)))
+        for group in self._micro_batches(order, [len(j[2]) for j in jobs],
+                                         [j[0] for j in jobs]):
             self._encode_windows([jobs[j][2] for j in group],
                                  [(sinks[jobs[j][0]], jobs[j][1]) for j in group])
         return [s.result() for s in sinks]
@@ -305,15 +302,17 @@ class MusicEncoder(FrozenEncoder):
         return [int(f) for f in self.model._get_feat_extract_output_lengths(
             torch.tensor(list(lengths))).tolist()]
 
-    def _micro_batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
-        """Longest first; at most `max_batch` windows and one window's worth of (padded) samples
-        per micro-batch, so the encoder's activations are bounded by one window whatever the
-        clip lengths."""
+    def _micro_batches(self, order: list[int], lengths: list[int],
+                       clips: list[int]) -> list[list[int]]:
+        """At most `max_batch` windows, one window's worth of padded samples and one window per
+        clip per micro-batch, so the encoder's activations are bounded by one window whatever
+        the clip lengths."""
         groups: list[list[int]] = []
         for j in order:
             g = groups[-1] if groups else None
             if (g is None or len(g) >= self.max_batch
-                    or (len(g) + 1) * lengths[g[0]] > self.window
+                    or (len(g) + 1) * max(lengths[j], *(lengths[i] for i in g)) > self.window
+                    or any(clips[i] == clips[j] for i in g)
                     or (not self.pad_with_mask and lengths[g[0]] != lengths[j])):
                 groups.append([j])
             else:
@@ -340,24 +339,9 @@ class MusicEncoder(FrozenEncoder):
             last = self.model(values, **kwargs).last_hidden_state
         emit(self.model.config.num_hidden_layers, last)
 
-    def collate(self, items: Sequence[torch.Tensor]) -> EncodedAudio | MixedAudio:
-        """Right-pad per-clip (S, T_i, H) features to (B, S, T, H) with a (B, T) frame mask;
-        (T_i, H) mixed frames (`FrameMix`) likewise to `MixedAudio` (B, T, H)."""
-        if not items:
-            raise ValueError("collate needs at least one item")
-        mixed = items[0].dim() == 2
-        lead = () if mixed else (items[0].shape[0],)
-        h = items[0].shape[-1]
-        t = max(x.shape[-2] for x in items)
-        states = items[0].new_zeros(len(items), *lead, t, h)
-        mask = torch.zeros(len(items), t, dtype=torch.bool, device=items[0].device)
-        for i, x in enumerate(items):
-            if x.shape[:-2] != lead or x.shape[-1] != h:
-                want = "(T, H)" if mixed else f"(S={lead[0]}, T, H={h})"
-                raise ValueError(f"audio feature {i} has shape {tuple(x.shape)}, expected {want}")
-            states[i, ..., : x.shape[-2], :] = x
-            mask[i, : x.shape[-2]] = True
-        return MixedAudio(states, mask) if mixed else EncodedAudio(states, mask)
+    def collate(self, items: Sequence[torch.Tensor]) -> EncodedAudio | MixedAudio | PooledAudio:
+        """Per-clip features back into a batch (`llama.music_stream.collate_music`)."""
+        return collate_music(items)
 
 
 def _load_mert_model(cfg: EncoderConfig) -> nn.Module:

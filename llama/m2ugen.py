@@ -26,7 +26,7 @@ from llama.backbone import Transformer
 from llama.lora import keep_peft_float32, peft_parameter_names, set_trainable
 from llama.bridges import build_bridges
 from llama.config import AUD_TOKENS, MODALITIES, M2UGenConfig, get_preset
-from llama.music_stream import MixedAudio
+from llama.music_stream import PooledAudio
 from llama.projector import OutputProjector
 from llama.tokenizer import Tokenizer, load_tokenizer
 from llama.prompt import IGNORE_INDEX, encode_prompt
@@ -312,7 +312,7 @@ class M2UGen(nn.Module):
         if modality == "audio":
             states, mask = features
             return self.bridges["audio"](states.to(self.device_), mask.to(self.device_),
-                                         knn=self._knn, mixed=isinstance(features, MixedAudio))
+                                         knn=self._knn, pooled=isinstance(features, PooledAudio))
         return self.bridges[modality](features.to(self.device_))
 
     def modality_features(

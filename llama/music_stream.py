@@ -21,17 +21,28 @@ Two jobs, both for `llama.encoders.MusicEncoder`:
 - A sink per clip receives each state of each window as soon as it exists and keeps only what
   its consumer needs: `StackSink` the whole (S, T, H) stack (what the feature cache stores),
   `MixSink` the bridge's 1x1-conv mix of the S states per frame (T, H), `MeanSink` the per-state
-  mean over frames (S, 1, H). So a clip's peak memory is its output plus one window's
-  activations, never all states of all frames of the clip.
+  mean over frames (S, 1, H), `PoolSink` the bridge's whole rnn-attention pooling (H,): the RNN
+  runs window after window with its hidden state carried over, and the attention softmax over
+  all frames is folded in as a running maximum, denominator and weighted sum. So a clip's peak
+  memory is its output plus one window's activations, never all states of all frames of the
+  clip; with `PoolSink` (what the model uses at inference) the output does not grow at all.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class EncodedAudio(NamedTuple):
+    """MERT output for a batch: every hidden state of every frame, and which frames are real."""
+
+    hidden_states: torch.Tensor  # (B, S, T, H) float32, S = num_hidden_layers + 1
+    mask: torch.Tensor  # (B, T) bool, True = a real frame (clips differ in length)
 
 
 class FrameMix(NamedTuple):
@@ -53,7 +64,24 @@ class StateMean(NamedTuple):
     """Reduce each state to its mean over the clip's frames."""
 
 
-Reduction = FrameMix | StateMean | None
+class FramePool(NamedTuple):
+    """The music bridge's rnn-attention pooling before its head: state mix, optional unit
+    frames, RNN over time, attention softmax over all frames, weighted sum."""
+
+    mix: FrameMix
+    rnn: nn.RNN
+    attention: nn.Linear
+    unit_frames: bool  # the newer release's L2 normalisation of every mixed frame
+
+
+class PooledAudio(NamedTuple):
+    """A batch of MERT output already pooled by the music bridge (`FramePool`)."""
+
+    vectors: torch.Tensor  # (B, H) float32
+    mask: torch.Tensor  # (B, 1) bool, all True (one vector per clip)
+
+
+Reduction = FrameMix | StateMean | FramePool | None
 
 
 class StackSink:
@@ -97,7 +125,49 @@ class MeanSink:
         return self.sums / self.frames
 
 
-Sink = StackSink | MixSink | MeanSink
+class PoolSink:
+    """`FramePool` window by window, in time order: (H,) float32 per clip."""
+
+    def __init__(self, pool: FramePool, s: int, h: int, device: torch.device) -> None:
+        self.pool, self.s = pool, s
+        self.weight = pool.mix.weight.detach().float().cpu().tolist()
+        self.window: Optional[torch.Tensor] = None  # the mix of the window being received
+        self.next_start = 0
+        self.hidden: Optional[torch.Tensor] = None  # the RNN's state after the last window
+        self.top = torch.tensor(float("-inf"), device=device)  # running max score
+        self.denominator = torch.zeros((), device=device)
+        self.weighted = torch.zeros(h, device=device)
+
+    def add(self, state: int, start: int, x: torch.Tensor) -> None:
+        if state == 0:
+            if start != self.next_start:
+                raise RuntimeError("PoolSink: the windows of a clip must arrive in time order")
+            self.window = torch.full(x.shape, float(self.pool.mix.bias), dtype=torch.float32,
+                                     device=x.device)
+        assert self.window is not None
+        self.window.add_(x.float(), alpha=self.weight[state])
+        if state == self.s - 1:
+            self._fold(self.window)
+            self.next_start, self.window = start + x.shape[0], None
+
+    def _fold(self, frames: torch.Tensor) -> None:
+        if self.pool.unit_frames:
+            frames = F.normalize(frames, dim=-1)
+        rnn = self.pool.rnn
+        out, self.hidden = rnn(frames[None].to(rnn.weight_ih_l0.dtype), self.hidden)
+        out = out[0].float()
+        scores = self.pool.attention(out.to(self.pool.attention.weight.dtype)).squeeze(-1)
+        top = torch.maximum(self.top, scores.float().max())
+        decay, w = torch.exp(self.top - top), torch.exp(scores.float() - top)
+        self.weighted = self.weighted * decay + w @ out
+        self.denominator = self.denominator * decay + w.sum()
+        self.top = top
+
+    def result(self) -> torch.Tensor:
+        return self.weighted / self.denominator
+
+
+Sink = StackSink | MixSink | MeanSink | PoolSink
 
 
 def make_sink(reduction: Reduction, s: int, t: int, h: int, device: torch.device) -> Sink:
@@ -110,7 +180,37 @@ def make_sink(reduction: Reduction, s: int, t: int, h: int, device: torch.device
         return MixSink(reduction, t, h, device)
     if isinstance(reduction, StateMean):
         return MeanSink(s, t, h, device)
+    if isinstance(reduction, FramePool):
+        if reduction.mix.weight.numel() != s:
+            raise ValueError(f"the state mix has {reduction.mix.weight.numel()} weights, the "
+                             f"encoder yields {s} states")
+        return PoolSink(reduction, s, h, device)
     raise TypeError(f"unknown music reduction {reduction!r}")
+
+
+def collate_music(items: Sequence[torch.Tensor]) -> "EncodedAudio | MixedAudio | PooledAudio":
+    """Right-pad per-clip (S, T_i, H) features to (B, S, T, H) with a (B, T) frame mask;
+    (T_i, H) mixed frames (`FrameMix`) likewise to `MixedAudio` (B, T, H); pooled (H,) vectors
+    (`FramePool`) stacked into `PooledAudio`."""
+    if not items:
+        raise ValueError("collate needs at least one item")
+    if items[0].dim() == 1:
+        vectors = torch.stack(list(items))
+        return PooledAudio(vectors, torch.ones(len(items), 1, dtype=torch.bool,
+                                               device=vectors.device))
+    mixed = items[0].dim() == 2
+    lead = () if mixed else (items[0].shape[0],)
+    h = items[0].shape[-1]
+    t = max(x.shape[-2] for x in items)
+    states = items[0].new_zeros(len(items), *lead, t, h)
+    mask = torch.zeros(len(items), t, dtype=torch.bool, device=items[0].device)
+    for i, x in enumerate(items):
+        if x.shape[:-2] != lead or x.shape[-1] != h:
+            want = "(T, H)" if mixed else f"(S={lead[0]}, T, H={h})"
+            raise ValueError(f"audio feature {i} has shape {tuple(x.shape)}, expected {want}")
+        states[i, ..., : x.shape[-2], :] = x
+        mask[i, : x.shape[-2]] = True
+    return MixedAudio(states, mask) if mixed else EncodedAudio(states, mask)
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -197,6 +297,7 @@ def chunk_front_end(model: nn.Module, chunk_samples: int) -> bool:
     return True
 
 
-__all__ = ["FrameMix", "MixedAudio", "StateMean", "Reduction", "StackSink", "MixSink", "MeanSink",
-           "make_sink", "encoder_layers", "layer_inputs", "chunk_front_end",
-           "receptive_field_and_hop", "exact_weight_norm"]
+__all__ = ["EncodedAudio", "collate_music", "FrameMix", "FramePool", "MixedAudio", "PooledAudio",
+           "PoolSink", "StateMean", "Reduction", "StackSink", "MixSink", "MeanSink", "make_sink",
+           "encoder_layers", "layer_inputs", "chunk_front_end", "receptive_field_and_hop",
+           "exact_weight_norm"]

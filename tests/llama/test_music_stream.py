@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from llama.bridges import MusicBridge
 from llama.config import get_preset
 from llama.encoders import EncodedAudio, load_music_encoder
-from llama.music_stream import FrameMix, MixedAudio, StateMean
+from llama.music_stream import FrameMix, FramePool, MixedAudio, PooledAudio, StateMean
 
 REF = Path(__file__).parent / "published_reference"
 STACK = REF / "mert_stack"
@@ -83,11 +83,12 @@ def tiny_mert():
     return load_music_encoder(get_preset("tiny").mert)
 
 
-@pytest.mark.parametrize("pooling", ["rnn-attention", "mean"])
-def test_reduced_windows_give_the_bridge_output_of_the_whole_stack(tiny_mert, pooling):
+@pytest.mark.parametrize("pooling, l2", [("rnn-attention", "pooled"), ("rnn-attention", "frames"),
+                                         ("mean", "pooled")])
+def test_reduced_windows_give_the_bridge_output_of_the_whole_stack(tiny_mert, pooling, l2):
     cfg = get_preset("tiny").mert
     torch.manual_seed(0)
-    bridge = MusicBridge(cfg.hidden_size, cfg.num_hidden_states, 32, pooling=pooling)
+    bridge = MusicBridge(cfg.hidden_size, cfg.num_hidden_states, 32, pooling=pooling, l2=l2)
     with torch.no_grad():  # zero_biases() leaves the mix bias 0: give it one
         bridge.agg.bias.fill_(0.3)
     rng = np.random.default_rng(0)
@@ -97,31 +98,48 @@ def test_reduced_windows_give_the_bridge_output_of_the_whole_stack(tiny_mert, po
         reduction = bridge.reduction()
         reduced = tiny_mert.collate(tiny_mert.encode_items(clips, reduction=reduction))
         want = bridge(*full)
-        got = bridge(*reduced, mixed=isinstance(reduced, MixedAudio))
+        got = bridge(*reduced, pooled=isinstance(reduced, PooledAudio))
     if pooling == "mean":
         assert isinstance(reduction, StateMean) and isinstance(reduced, EncodedAudio)
         assert reduced.hidden_states.shape[2] == 1  # one mean per state
-    else:
-        assert isinstance(reduction, FrameMix) and isinstance(reduced, MixedAudio)
-        assert reduced.frames.shape == (2, full.hidden_states.shape[2], cfg.hidden_size)
-        assert torch.equal(reduced.mask, full.mask)
+    else:  # the RNN ran window after window, the softmax was folded in: one vector per clip
+        assert isinstance(reduction, FramePool) and isinstance(reduced, PooledAudio)
+        assert reduced.vectors.shape == (2, cfg.hidden_size)
     assert _rel(got, want) < 1e-5
 
 
-def test_no_reduction_while_the_mix_is_trained():
-    bridge = MusicBridge(8, 3, 16)
-    assert bridge.reduction() is None  # grad on, mix trainable: it needs every state
+def test_state_mix_alone_gives_the_bridge_output(tiny_mert):
+    cfg = get_preset("tiny").mert
+    torch.manual_seed(1)
+    bridge = MusicBridge(cfg.hidden_size, cfg.num_hidden_states, 32)
+    clips = [(np.random.default_rng(5).standard_normal(int(s * SR)) * 0.1).astype(np.float32)
+             for s in (12.0, 2.5)]
+    full = tiny_mert.collate(tiny_mert.encode_items(clips))
     with torch.no_grad():
-        assert isinstance(bridge.reduction(), FrameMix)
-    bridge.agg.requires_grad_(False)
-    assert isinstance(bridge.reduction(), FrameMix)
+        mix = bridge.reduction().mix
+        reduced = tiny_mert.collate(tiny_mert.encode_items(clips, reduction=mix))
+        got, want = bridge(*reduced, mixed=True), bridge(*full)
+    assert isinstance(mix, FrameMix) and isinstance(reduced, MixedAudio)
+    assert reduced.frames.shape == (2, full.hidden_states.shape[2], cfg.hidden_size)
+    assert torch.equal(reduced.mask, full.mask)
+    assert _rel(got, want) < 1e-5
+
+
+def test_no_reduction_while_the_bridge_trains():
+    bridge = MusicBridge(8, 3, 16)
+    assert bridge.reduction() is None  # grad on, bridge trainable: it needs every state
+    with torch.no_grad():
+        assert isinstance(bridge.reduction(), FramePool)
+    bridge.requires_grad_(False)
+    assert isinstance(bridge.reduction(), FramePool)
 
 
 def test_long_clips_are_encoded_one_window_per_forward(tiny_mert):
     """Memory per forward is bounded by one window: a long clip's windows never share one."""
     w = tiny_mert.window
     lengths = [w] * 4 + [w // 2, w // 2, w // 3, w // 3, w // 3]
-    groups = tiny_mert._micro_batches(list(range(len(lengths))), lengths)
+    groups = tiny_mert._micro_batches(list(range(len(lengths))), lengths,
+                                      list(range(len(lengths))))  # every window its own clip
     assert groups[:4] == [[0], [1], [2], [3]]
     for g in groups:
         assert len(g) * max(lengths[j] for j in g) <= w and len(g) <= tiny_mert.max_batch
@@ -147,7 +165,7 @@ def test_model_encodes_raw_music_reduced_at_inference():
         v_reduced = model.bridge("audio", reduced)
     model.set_stage(1)  # bridges train
     full = model.encode_media("audio", [clip])
-    assert isinstance(reduced, MixedAudio) and isinstance(full, EncodedAudio)
+    assert isinstance(reduced, PooledAudio) and isinstance(full, EncodedAudio)
     v_full = model.bridge("audio", full)
     assert _rel(v_reduced, v_full.detach()) < 1e-5
 
