@@ -232,7 +232,7 @@ def load_model(choice: ModelChoice, cache: Optional[dict] = None) -> "LoadedMode
             model = _load_release(choice, device, dtype)
             prepare_precision(model, choice.quantize)
         elif _imported_release(choice.checkpoint):
-            from llama.published import load_imported  # decoder loaded on first music
+            from llama.release.load import load_imported  # decoder loaded on first music
 
             model = load_imported(choice.checkpoint, overrides=choice.overrides, device=device,
                                   dtype=dtype)
@@ -277,17 +277,18 @@ def prepare_precision(model: "M2UGen", quantize: str) -> None:
 
 
 def _load_release(choice: ModelChoice, device: str, dtype: "torch.dtype") -> "M2UGen":
-    """A released checkpoint.pth (llama.published): its LLaMA comes from the file, --llama_dir
+    """A released checkpoint.pth (llama.release): its LLaMA comes from the file, --llama_dir
     supplies the tokenizer; encoder flags pointing at weights replace the file's copies."""
-    from llama.published import load_published_model
+    from llama.release.load import load_release
 
     o = choice.overrides
     tok = o.get("tokenizer_path") or choice.llama_dir
-    return load_published_model(
+    return load_release(
         choice.checkpoint, llama_dir=tok, mert_path=o.get("mert_path"),
         vit_path=o.get("vit_path"), vivit_path=o.get("vivit_path"),
         music_decoder=choice.music_decoder, music_decoder_path=o.get("music_decoder_path"),
-        knn_dir=choice.knn_dir, allow_partial=choice.allow_partial, device=device, dtype=dtype)
+        knn_dir=choice.knn_dir, allow_partial=choice.allow_partial, device=device,
+        dtype=dtype).model
 
 
 def _imported_release(checkpoint: Optional[str]) -> bool:
@@ -297,27 +298,17 @@ def _imported_release(checkpoint: Optional[str]) -> bool:
     from llama import checkpoint as ckpt
 
     try:
-        return "published" in ckpt.read_config(checkpoint)
+        return "release" in ckpt.read_config(checkpoint)
     except (OSError, ValueError):
         return False  # from_pretrained reports the unreadable folder with its reason
 
 
 def _finish_loaded(model: "M2UGen", choice: ModelChoice) -> None:
-    """Checkpoint-recorded compatibility values (imported releases) and --knn_dir."""
-    if choice.checkpoint is not None:
-        from llama import checkpoint as ckpt
-        from llama.published import restore_compat
-
-        restore_compat(model, ckpt.read_config(choice.checkpoint))
+    """--knn_dir (a checkpoint's own values, chat style included, come with its config)."""
     if choice.knn_dir:
-        from llama.published import attach_knn
+        from llama.knn import attach_knn
 
         attach_knn(model, choice.knn_dir)
-
-
-def is_published(model: Any) -> bool:
-    """A released checkpoint (loaded or imported): it runs with the published generation."""
-    return getattr(model, "published", None) is not None
 
 
 def _decoder_load_error() -> tuple[type[BaseException], ...]:
@@ -329,7 +320,7 @@ def _decoder_load_error() -> tuple[type[BaseException], ...]:
 
 # Which component a failure came from, by the model-package module that raised it.
 _COMPONENT_MODULES = (
-    ("llama.checkpoint", "checkpoint"), ("llama.published", "checkpoint"),
+    ("llama.checkpoint", "checkpoint"), ("llama.release", "checkpoint"),
     ("llama.decoders", "decoder"), ("llama.tokenizer", "tokenizer"),
     ("llama.weights", "llama"), ("llama.hf_meta", "llama"), ("llama.convert", "llama"),
 )
@@ -441,10 +432,11 @@ class LoadedModel:
         """Validated settings for this model's decoder (None values = defaults)."""
         from app.settings import make_settings
 
-        if is_published(self.model) and (values or {}).get("music_conditioning") is None:
-            # The releases' projector never trained (docs/MODEL.md section 7.1): music comes
-            # from the answer text, as the published demo made it.
-            values = {**(values or {}), "music_conditioning": "text"}
+        if (values or {}).get("music_conditioning") is None:
+            # Unset: the model's chat style says (releases: from the answer text, as the
+            # published demo made it; their projector never trained, docs/MODEL.md 7.1).
+            values = {**(values or {}),
+                      "music_conditioning": self.model.cfg.chat_style.music_route}
         return make_settings(values, decoder=self.model.cfg.decoder)
 
     def encoder(self, modality: str) -> Any:
@@ -503,12 +495,15 @@ class LoadedModel:
     def _turn(self, prompt: str, history: Sequence[tuple[str, str]],
               media: Optional[Mapping[str, Any]], settings: "GenerationSettings",
               music: str) -> Iterator[Any]:
+        from llama.chat_style import UnsupportedModalityError
         from llama.m2ugen import ChatReply
 
         model = self.model
-        if is_published(model):
-            yield from self._published_turn(prompt, history, media, settings, music)
-            return
+        given = [m for m, v in (media or {}).items() if v is not None]
+        try:  # media the model's chat style refuses (MuMu-LLaMA: video), before decoding them
+            model.cfg.chat_style.check_modalities(given)
+        except UnsupportedModalityError as err:
+            raise InputError(str(err)) from None
         media_in = self.media_input(media)
         reply: Optional[ChatReply] = None
         for item in model.stream_chat(prompt, history=history, media=media_in, settings=settings,
@@ -524,31 +519,8 @@ class LoadedModel:
             feats = model.media_vector(media_in)
             reply.music, reply.sample_rate = model.synthesize(
                 ids + list(reply.token_ids), feats, reply.text, settings)
-            reply.generated_ids = list(reply.token_ids) + list(model.tokenizer.aud_ids)
-        yield reply
-
-    def _published_turn(self, prompt: str, history: Sequence[tuple[str, str]],
-                        media: Optional[Mapping[str, Any]], settings: "GenerationSettings",
-                        music: str) -> Iterator[Any]:
-        """A released checkpoint's turn with the published generation (llama.published)."""
-        from llama.published import published_chat
-
-        info = self.model.published
-        for modality, item in (media or {}).items():
-            if item is not None and modality in info.unsupported_modalities:
-                raise InputError(f"{modality} input is not supported by the {info.release} "
-                                 f"release (its published {modality} path could not run, so "
-                                 f"its weights were never trained for it)")
-        media_in = self.media_input(media)
-        reply = published_chat(self.model, prompt, history=history, media=media_in,
-                               settings=settings, want_music=music != "never")
-        if reply.text:
-            yield reply.text
-        if music == "always" and reply.music is None:
-            ids, _ = self.model.build_prompt(prompt, history, settings.max_new_tokens)
-            reply.music, reply.sample_rate = self.model.synthesize(
-                ids + list(reply.token_ids), self.model.media_vector(media_in), reply.text,
-                settings)
+            if model.cfg.chat_style.stop.aud == "first":  # the ids as our layout holds them
+                reply.generated_ids = list(reply.token_ids) + list(model.tokenizer.aud_ids)
         yield reply
 
     def run_turn(self, prompt: str, **kwargs: Any) -> "ChatReply":
