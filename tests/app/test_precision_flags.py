@@ -83,7 +83,7 @@ def test_released_checkpoint_is_quantized_after_loading():
         "--vivit_path", str(COMP / "vivit"), "--device", "cpu", "--quantize", "int8",
         "--prompt", "hi"])
     engine = app_session.load_model(app_session.choose_model(args))
-    assert app_session.is_published(engine.model)
+    assert engine.model.cfg.chat_style.name == "published-m2ugen"
     assert _int8_layers(engine.model) == 7 * engine.model.backbone.config.n_layers + 1
     settings = engine.settings({"max_new_tokens": 3, "temperature": 0.0})
     assert len(engine.run_turn("hi", settings=settings, music="never").token_ids) >= 1
