@@ -168,12 +168,10 @@ class ChatStyle:
         return dataclasses.replace(self, name=f"{self.name}+trained", stop=StopRule(),
                                    music_route="projector", modalities=ALL_MODALITIES)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ChatStyle":
-        """The style stored in a config.json (`to_dict` output; JSON lists become tuples)."""
+        """The style stored in a config.json (`dataclasses.asdict` output; JSON lists become
+        tuples)."""
         if not isinstance(d, Mapping):
             raise ChatStyleError(f"chat_style must be an object, got {type(d).__name__}")
         _check_keys("chat_style", d, cls)

@@ -10,6 +10,7 @@ back in their canonical names (`keymap.LEGACY` applied).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import pickle
 import zipfile
@@ -19,7 +20,9 @@ from typing import Any, Mapping
 import torch
 
 from llama.checkpoint import CheckpointError
-from llama.release.keymap import canonical_key
+from llama.release.keymap import FILE_ENTRIES, canonical_key
+
+log = logging.getLogger(__name__)
 
 ALLOWED_GLOBALS = (argparse.Namespace,)
 
@@ -62,5 +65,8 @@ def read_release(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         if not isinstance(value, torch.Tensor):
             raise ReleaseFileError(f"{path}: model[{key!r}] is not a tensor")
         state[canonical_key(key)] = value
+    other = sorted(set(blob) - set(FILE_ENTRIES) - {"model"})
+    if other:
+        log.info("%s: entries not read: %s (not in keymap.FILE_ENTRIES)", path, other)
     args = blob.get("args")
     return state, (vars(args) if isinstance(args, argparse.Namespace) else {})

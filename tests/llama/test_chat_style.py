@@ -42,7 +42,7 @@ def test_the_pinned_first_style_is_the_alpaca_template():
 def test_round_trip_through_json():
     for style in (chat_style.M2UGEN, chat_style.PUBLISHED_M2UGEN,
                   chat_style.PUBLISHED_MUMU_LLAMA, CHANGED):
-        assert ChatStyle.from_dict(json.loads(json.dumps(style.to_dict()))) == style
+        assert ChatStyle.from_dict(json.loads(json.dumps(dataclasses.asdict(style)))) == style
 
 
 @pytest.mark.parametrize("edit, field", [
@@ -53,7 +53,7 @@ def test_round_trip_through_json():
     (lambda d: d.pop("next_turn"), "next_turn"),
 ])
 def test_a_malformed_stored_style_names_the_field(edit, field):
-    d = chat_style.M2UGEN.to_dict()
+    d = dataclasses.asdict(chat_style.M2UGEN)
     edit(d)
     with pytest.raises(ChatStyleError, match=field):
         ChatStyle.from_dict(d)
