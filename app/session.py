@@ -298,7 +298,8 @@ def _imported_release(checkpoint: Optional[str]) -> bool:
     from llama import checkpoint as ckpt
 
     try:
-        return "release" in ckpt.read_config(checkpoint)
+        saved = ckpt.read_config(checkpoint)
+        return "release" in saved or "published" in saved  # "published": an older import
     except (OSError, ValueError):
         return False  # from_pretrained reports the unreadable folder with its reason
 

@@ -36,6 +36,7 @@ __all__ = [
     "M2UGEN",
     "PUBLISHED_M2UGEN",
     "PUBLISHED_MUMU_LLAMA",
+    "PUBLISHED_STYLES",
     "StopRule",
     "UnsupportedModalityError",
 ]
@@ -219,3 +220,6 @@ PUBLISHED_M2UGEN = ChatStyle("published-m2ugen", ALPACA_FIRST_TURN, ALPACA_NEXT_
 PUBLISHED_MUMU_LLAMA = ChatStyle("published-mumu-llama", ALPACA_FIRST_TURN, ALPACA_NEXT_TURN,
                                  StopRule(**_PUBLISHED_STOP, aud="after_run"),
                                  music_route="text", modalities=("audio", "image"))
+# By release name, for folders imported before styles were stored (their config.json says only
+# {"published": {"release": ...}}).
+PUBLISHED_STYLES = {"m2ugen": PUBLISHED_M2UGEN, "mumu-llama": PUBLISHED_MUMU_LLAMA}

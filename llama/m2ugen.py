@@ -28,7 +28,7 @@ from llama import checkpoint as ckpt
 from llama.backbone import Transformer, keep_peft_float32, peft_parameter_names, set_trainable
 from llama.bridges import build_bridges
 from llama.chat import ChatReply, GenerationSettings, MediaInput, PromptTooLong
-from llama.chat_style import FIRST_STYLE, ChatStyle
+from llama.chat_style import FIRST_STYLE, PUBLISHED_STYLES, ChatStyle
 from llama.config import AUD_TOKENS, MODALITIES, M2UGenConfig, get_preset
 from llama.projector import OutputProjector
 from llama.prompt import IGNORE_INDEX
@@ -134,6 +134,9 @@ class M2UGen(nn.Module):
         if model is not None:
             saved = ckpt.read_config(model)
             cfg = config_from_dict(saved["m2ugen"])
+            legacy = saved.get("published", {}).get("release")  # imported before styles were
+            if "chat_style" not in saved["m2ugen"] and legacy in PUBLISHED_STYLES:  # stored
+                cfg.chat_style = PUBLISHED_STYLES[legacy]
         else:
             cfg = get_preset(preset)
         cfg = apply_path_overrides(cfg, overrides or {})
@@ -332,10 +335,19 @@ class M2UGen(nn.Module):
         feats = {m: ([0], self.encode_media(m, [item])) for m, item in present.items()}
         return self.modality_features(feats, 1)
 
-    def stream_chat(self, prompt: str, **kwargs: Any) -> Iterator[Any]:
-        """Text deltas as they are produced, then the ChatReply (`llama.chat.stream_chat`:
-        history, media, settings, want_music)."""
-        return chat.stream_chat(self, prompt, **kwargs)
+    def stream_chat(
+        self,
+        prompt: str,
+        *,
+        history: Sequence[tuple[str, str]] = (),
+        media: Optional[MediaInput] = None,
+        settings: Optional[GenerationSettings] = None,
+        want_music: bool = True,
+    ) -> Iterator[Any]:
+        """Text deltas as they are produced, then the ChatReply (`llama.chat.stream_chat`; the
+        chat style in `cfg.chat_style` decides the prompt and where the answer ends)."""
+        return chat.stream_chat(self, prompt, history=history, media=media, settings=settings,
+                                want_music=want_music)
 
     def chat(self, prompt: str, **kwargs: Any) -> ChatReply:
         """Blocking form of `stream_chat`."""

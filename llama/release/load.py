@@ -203,13 +203,15 @@ def load_imported(folder: str | os.PathLike, *, overrides: Optional[dict[str, st
                   device: str = "cpu", dtype: torch.dtype = torch.float32,
                   load_decoder: bool = False) -> Any:
     """A folder written by `python -m llama.import_published`: our checkpoint loader (its
-    config.json carries the release's chat style and compatibility values), the decoder loaded
+    config.json carries the release's chat style and compatibility values; a folder imported
+    before chat styles were stored says `published` instead of `release`), the decoder loaded
     on first use, and the release's closed-gate warning repeated."""
     from llama import checkpoint as ckpt
     from llama.m2ugen import M2UGen
 
     model = M2UGen.from_pretrained(str(folder), overrides=overrides, device=device, dtype=dtype,
                                    load_decoder=load_decoder)
-    if ckpt.read_config(folder).get("release", {}).get("gates_all_zero"):
+    saved = ckpt.read_config(folder)
+    if (saved.get("release") or saved.get("published") or {}).get("gates_all_zero"):
         warn_closed_gates(str(folder))
     return model

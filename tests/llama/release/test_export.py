@@ -37,3 +37,21 @@ def test_the_generic_loader_runs_an_imported_release_as_published(tmp_path, monk
     assert model.cfg.llama.adapter_uses_lora is False
     ref = json.loads((REF / "mumu" / "reference.json").read_text())
     assert answer_ids(model, ref["prompt_ids"], None, 24) == ref["kinds"]["text"]["greedy_ids"]
+
+
+def test_a_folder_imported_before_styles_were_stored_keeps_the_published_decoding(tmp_path):
+    """Older imports wrote {"published": {"release": ...}} and no chat style: they still decode
+    as published (the style that was current for them), not with our default."""
+    from llama.release.load import load_imported
+
+    dst = import_release(REF / "m2ugen" / "checkpoint.pth", tmp_path / "imported",
+                         llama_dir=str(COMP), mert_path=str(COMP / "mert"),
+                         vit_path=str(COMP / "vit"), vivit_path=str(COMP / "vivit"))
+    saved = json.loads((dst / "config.json").read_text())
+    del saved["m2ugen"]["chat_style"]
+    saved["published"] = {"release": saved.pop("release")["layout"], "gates_all_zero": False}
+    (dst / "config.json").write_text(json.dumps(saved))
+    model = load_imported(dst)
+    assert model.cfg.chat_style == chat_style.PUBLISHED_M2UGEN
+    ref = json.loads((REF / "m2ugen" / "reference.json").read_text())
+    assert answer_ids(model, ref["prompt_ids"], None, 24) == ref["kinds"]["text"]["greedy_ids"]
