@@ -26,13 +26,14 @@ import torch
 
 from llama.config import EncoderConfig
 from llama.release.infer import count_indexed
+from llama.release.keymap import COMPONENTS
 from llama.release.read import ReleaseFileError
 
 HEAD_DIM = 64
 MERT_STRIDES = (5, 2, 2, 2, 2, 2, 2)
 VIVIT_IMAGE_SIZE = 224
-PREFIX = {"audio": "mert_model.", "image": "vit_model.", "video": "vivit_model."}  # keymap
 PART = {"audio": "mert", "image": "vit", "video": "vivit"}  # M2UGenConfig field
+PREFIX = {m: prefix for prefix, m in COMPONENTS.items() if m in PART}  # e.g. audio: mert_model.
 
 
 def has_weights(path: str) -> bool:

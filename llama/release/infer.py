@@ -25,7 +25,7 @@ from llama.config import (
     M2UGenConfig,
     ProjectorConfig,
 )
-from llama.release.keymap import LAYOUTS, Layout
+from llama.release.keymap import BRIDGES, LAYOUTS, Layout
 from llama.release.read import ReleaseFileError
 
 # Published defaults (gradio_app.py) when the file's args do not name a decoder.
@@ -115,18 +115,21 @@ def release_config(state: Mapping[str, torch.Tensor], args: Mapping[str, Any], l
     dec_path = (paths.get("music_decoder") or args.get("music_decoder_path")
                 or PUBLISHED_DECODER_PATH[kind])
 
-    def encoder(part: str, agg: str, pos_key: str) -> EncoderConfig:
-        width = state[f"{agg}_proj.weight"].shape[1]
-        n = state[f"{agg}_agg.weight"].shape[1]
+    bridge = {modality: prefix for prefix, modality in BRIDGES.items()}  # audio: mu_mert, ...
+
+    def encoder(part: str, modality: str, count: str) -> EncoderConfig:
+        """Width from the bridge's projection, hidden states / tokens from its 1x1 mixing."""
+        width = state[f"{bridge[modality]}_proj.weight"].shape[1]
+        n = state[f"{bridge[modality]}_agg.weight"].shape[1]
         return EncoderConfig(path=paths.get(part) or PUBLISHED_ENCODER_PATH[part],
-                             hidden_size=width, **{pos_key: n})
+                             hidden_size=width, **{count: n})
 
     return M2UGenConfig(
         name=f"published-{layout.name}", llama=backbone_config(state, norm_eps=norm_eps),
         llama_path="tiny", tokenizer_path=tokenizer_path(llama_dir, path),
-        mert=encoder("mert", "mu_mert", "num_hidden_states"),
-        vit=encoder("vit", "iu_vit", "num_tokens"),
-        vivit=encoder("vivit", "iu_vivit", "num_tokens"),
+        mert=encoder("mert", "audio", "num_hidden_states"),
+        vit=encoder("vit", "image", "num_tokens"),
+        vivit=encoder("vivit", "video", "num_tokens"),
         bridges=bridge_config(state, layout), knn=KnnConfig(), projector=proj,
         decoder=DecoderConfig(kind=kind, path=dec_path, max_text_tokens=proj.n_output_tokens),
         chat_style=layout.style,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -24,12 +25,13 @@ import torch
 from llama.decoders.musicgen import has_tokenizer_files
 from llama.release.components import fill_component
 from llama.release.infer import count_indexed
+from llama.release.keymap import COMPONENTS
 from llama.release.read import ReleaseFileError
 
 log = logging.getLogger(__name__)
 
-PREFIX = "generation_model."  # keymap.COMPONENTS
-_DECODER_LAYER = r"^generation_model\.decoder\.model\.decoder\.layers\.(\d+)\."
+PREFIX = next(p for p, part in COMPONENTS.items() if part == "musicgen")  # generation_model.
+_DECODER_LAYER = "^" + re.escape(PREFIX) + r"decoder\.model\.decoder\.layers\.(\d+)\."
 _EMBED = PREFIX + "decoder.model.decoder.embed_tokens.0.weight"
 # (decoder width, layers) -> (published size, attention heads): the MusicGen conversion's table.
 PUBLISHED_SIZES: dict[tuple[int, int], tuple[str, int]] = {
