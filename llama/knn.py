@@ -32,6 +32,10 @@ from util.atomic import atomic_path
 log = logging.getLogger(__name__)
 
 
+class KnnIndexError(ValueError):
+    """An index file that is not a usable faiss index (a missing file is FileNotFoundError)."""
+
+
 def _as_matrix(vectors: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(vectors, torch.Tensor):
         vectors = vectors.detach().float().cpu().numpy()
@@ -87,7 +91,7 @@ class KnnIndex:
         try:
             index = faiss.read_index(str(p))
         except RuntimeError as e:  # faiss reports unreadable files as RuntimeError
-            raise ValueError(f"kNN index {str(p)!r} is not a readable faiss index: {e}") from e
+            raise KnnIndexError(f"kNN index {str(p)!r} is not a readable faiss index: {e}") from e
         return cls(index)
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,8 +150,8 @@ def attach_knn(model: Any, knn_dir: str | os.PathLike) -> list[str]:
               "video": model.cfg.vivit.hidden_size}
     covered = [m for m, w in widths.items() if w == index.dim]
     if not covered:
-        raise ValueError(f"{path}: the index holds {index.dim}-wide vectors; no encoder feature "
-                         f"has that width ({widths})")
+        raise KnnIndexError(f"{path}: the index holds {index.dim}-wide vectors; no encoder "
+                            f"feature has that width ({widths})")
     for modality in covered:
         if modality == "audio":
             model._knn = mixer  # M2UGen.bridge hands it to the music bridge

@@ -25,7 +25,8 @@ from torch import nn
 
 from llama import chat
 from llama import checkpoint as ckpt
-from llama.backbone import Transformer, keep_peft_float32, peft_parameter_names, set_trainable
+from llama.backbone import Transformer
+from llama.lora import keep_peft_float32, peft_parameter_names, set_trainable
 from llama.bridges import build_bridges
 from llama.chat import ChatReply, GenerationSettings, MediaInput, PromptTooLong
 from llama.chat_style import FIRST_STYLE, PUBLISHED_STYLES, ChatStyle
@@ -411,6 +412,7 @@ def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device,
 
     overrides = dict(
         lora_rank=cfg.llama.lora_rank,
+        lora_alpha=cfg.llama.lora_alpha,
         adapter_layers_per_modality=cfg.llama.adapter_layers_per_modality,
         max_seq_len=cfg.llama.max_seq_len,
         adapter_uses_lora=cfg.llama.adapter_uses_lora,
