@@ -1,4 +1,4 @@
-"""One chat turn: the model's chat style alone decides the prompt, where the answer ends and
+"""llama/chat.py, one chat turn: the model's chat style alone decides the prompt, where the answer ends and
 what the reply holds; the same loop serves our style and the published ones."""
 
 from __future__ import annotations
