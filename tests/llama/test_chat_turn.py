@@ -1,5 +1,5 @@
-"""llama/chat.py, one chat turn: the model's chat style alone decides the prompt, where the answer ends and
-what the reply holds; the same loop serves our style and the published ones."""
+"""One chat turn (llama/chat.py): the model's chat style alone decides the prompt, where the
+answer ends and what the reply holds; the same loop serves our style and the published ones."""
 
 from __future__ import annotations
 
