@@ -215,7 +215,7 @@ def stream_chat(
     settings = settings or GenerationSettings(music_conditioning=style.music_route)
     settings.validate()
     style.check_modalities((media.present() if media is not None else {}).keys())
-    ids, dropped = build_prompt(model, prompt, history, settings.max_new_tokens)
+    ids, dropped = model.build_prompt(prompt, history, settings.max_new_tokens)
     feats = model.media_vector(media)
     generator = None
     if settings.seed is not None:
