@@ -300,7 +300,7 @@ def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
             picks = torch.randperm(len(pool), generator=g)[:k].tolist()
             samples = samples + [pool[i] for i in sorted(picks)]
     return M2UGenDataset(samples, model.tokenizer, max_words=args.max_words, media_loader=loader,
-                         policy=policy, stage=args.stage)
+                         policy=policy, stage=args.stage, style=model.cfg.chat_style)
 
 
 def refit_projector(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
