@@ -1,5 +1,6 @@
 """The `generate` verb of the evaluation CLIs: flags and model loading through the serving layer
-(`app.args`, `app.session`), and the MusicQA answer loop.
+(`app.args`, `app.session`), and the resumable prediction files. Each task's row loop lives in
+its own module (`Evaluation.musicqa`, `Evaluation.music_tasks`, ...).
 
 Every task loads its model the way `inference.py` does (same flags, same loader, same notices),
 so a reviewer's checkpoint runs identically in the demo and in the tables. Generation settings
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from Evaluation._common import EvalInputError, fail
+from Evaluation._common import EvalInputError
 
 if TYPE_CHECKING:
     from app.session import LoadedModel
@@ -101,44 +102,3 @@ def read_previous(path: Path, what: str) -> Any:
     except json.JSONDecodeError as exc:
         raise EvalInputError(f"{what} {path} exists but is not valid JSON ({exc}); move it "
                              "away to start over") from exc
-
-
-def run_musicqa_generation(args: argparse.Namespace) -> int:
-    """Answer every EvalMusicQA row; writes {audio_name: {question: answer}}."""
-    from tqdm.auto import tqdm
-
-    from app.errors import bad_input_errors, one_line
-    from Evaluation.musicqa import load_references
-
-    try:
-        rows = load_references(args.references)
-        out = Path(args.out)
-        preds: dict[str, dict[str, str]] = read_previous(out, "predictions") or {}
-    except EvalInputError as exc:
-        return fail(str(exc))
-    todo = [r for r in rows if r.question not in preds.get(r.audio, {})]
-    media = Path(args.media_dir)
-    absent = [r.audio for r in todo if not (media / r.audio).is_file()]
-    if absent:
-        return fail(f"{len(absent)} audio files named in {args.references} are missing from "
-                    f"{media} (first: {', '.join(sorted(set(absent))[:5])})")
-    try:
-        engine = load_engine(args)
-        settings = settings_for(engine, args)
-    except bad_input_errors() as exc:
-        return fail(one_line(exc))
-    done = 0
-    for r in tqdm(todo, desc="musicqa", unit="row", initial=len(rows) - len(todo), total=len(rows)):
-        try:
-            reply = engine.run_turn(r.question, media={"audio": str(media / r.audio)},
-                                    settings=settings, music="never")
-        except bad_input_errors() as exc:
-            save_json(out, preds)
-            return fail(f"{media / r.audio}: {one_line(exc)}")
-        preds.setdefault(r.audio, {})[r.question] = reply.text
-        done += 1
-        if done % args.batch_size == 0:
-            save_json(out, preds)
-    save_json(out, preds)
-    print(f"wrote {out}: {done} new rows, {len(rows) - len(todo)} already present")
-    return 0

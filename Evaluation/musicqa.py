@@ -251,9 +251,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _generate_main(args: argparse.Namespace) -> int:
-    from Evaluation._generation import run_musicqa_generation
+    """Answer every EvalMusicQA row; writes {audio_name: {question: answer}}."""
+    from tqdm.auto import tqdm
 
-    return run_musicqa_generation(args)
+    from app.errors import bad_input_errors, one_line
+    from Evaluation._generation import load_engine, read_previous, save_json, settings_for
+
+    try:
+        rows = load_references(args.references)
+        out = Path(args.out)
+        preds: dict[str, dict[str, str]] = read_previous(out, "predictions") or {}
+    except EvalInputError as exc:
+        return fail(str(exc))
+    todo = [r for r in rows if r.question not in preds.get(r.audio, {})]
+    media = Path(args.media_dir)
+    absent = [r.audio for r in todo if not (media / r.audio).is_file()]
+    if absent:
+        return fail(f"{len(absent)} audio files named in {args.references} are missing from "
+                    f"{media} (first: {', '.join(sorted(set(absent))[:5])})")
+    try:
+        engine = load_engine(args)
+        settings = settings_for(engine, args)
+    except bad_input_errors() as exc:
+        return fail(one_line(exc))
+    done = 0
+    for r in tqdm(todo, desc="musicqa", unit="row", initial=len(rows) - len(todo), total=len(rows)):
+        try:
+            reply = engine.run_turn(r.question, media={"audio": str(media / r.audio)},
+                                    settings=settings, music="never")
+        except bad_input_errors() as exc:
+            save_json(out, preds)
+            return fail(f"{media / r.audio}: {one_line(exc)}")
+        preds.setdefault(r.audio, {})[r.question] = reply.text
+        done += 1
+        if done % args.batch_size == 0:
+            save_json(out, preds)
+    save_json(out, preds)
+    print(f"wrote {out}: {done} new rows, {len(rows) - len(todo)} already present")
+    return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
