@@ -20,6 +20,7 @@ from Evaluation._common import EvalInputError
 
 if TYPE_CHECKING:
     from app.session import LoadedModel
+    from Evaluation.media_control import MediaControl
 
 # The published generate_*.py scripts sampled with these values (MU-LLaMA / M2UGen).
 PUBLISHED_SETTINGS = {"max_new_tokens": 512, "temperature": 0.6, "top_p": 0.8, "seed": 0}
@@ -28,9 +29,10 @@ PUBLISHED_SETTINGS = {"max_new_tokens": 512, "temperature": 0.6, "top_p": 0.8, "
 _MODEL_CACHE: dict = {}
 
 
-def add_generate_parser(sub, run: Callable, media_help: str, *,
-                        music: bool = False) -> argparse.ArgumentParser:
-    """The `generate` sub-command: app's model and generation flags + the evaluation's own."""
+def add_generate_parser(sub, run: Callable, media_help: str, *, music: bool = False,
+                        media_control: bool = False) -> argparse.ArgumentParser:
+    """The `generate` sub-command: app's model and generation flags + the evaluation's own
+    (`media_control`: the task's model reads media, so --media_control applies)."""
     from app.args import add_generation_arguments, add_model_arguments
 
     g = sub.add_parser("generate", help="run a model over the references, write predictions")
@@ -48,6 +50,10 @@ def add_generate_parser(sub, run: Callable, media_help: str, *,
     e.add_argument("--references", required=True)
     e.add_argument("--media_dir", required=True, help=media_help)
     e.add_argument("--out", required=True, help="prediction file (resumed if it exists)")
+    if media_control:
+        from Evaluation.media_control import add_media_control_argument
+
+        add_media_control_argument(e)
     if not music:
         e.add_argument("--batch_size", type=int, default=10,
                        help="rows between atomic saves of --out (one prompt per model call)")
@@ -77,6 +83,16 @@ def load_engine(args: argparse.Namespace) -> "LoadedModel":
     if notice:
         print(notice, file=sys.stderr)
     return load_model(choice, cache=_MODEL_CACHE)
+
+
+def media_control_for(args: argparse.Namespace, engine: "LoadedModel",
+                      rows_media: list[dict[str, Any]]) -> "MediaControl":
+    """The --media_control of this run over every row's media ({modality: path} per row), seeded
+    by --seed, decoding with the engine's model loaders."""
+    from Evaluation.media_control import MediaControl, model_decoder
+
+    return MediaControl(getattr(args, "media_control", "none"), args.seed, rows_media,
+                        model_decoder(engine.model))
 
 
 def settings_for(engine: "LoadedModel", args: argparse.Namespace, **overrides: Any):

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from Evaluation._common import EvalInputError, fail
 from Evaluation.music_rows import SHOW, MusicRow, TaskSpec, audio_dir_for
+
+if TYPE_CHECKING:
+    from Evaluation.media_control import MediaControl
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,7 +48,10 @@ def _previous_manifest(out: Path, header: dict) -> dict:
     old = read_previous(out, "predictions")
     if old is None:
         return {**header, "items": {}}
-    mismatch = [k for k in ("task", "system", "flags") if old.get(k) != header[k]]
+    # manifests written before media controls existed were made with the real media
+    old.setdefault("media_control", "none")
+    mismatch = [k for k in ("task", "system", "flags", "media_control")
+                if old.get(k) != header[k]]
     if mismatch:
         raise EvalInputError(f"{out} was written with another {', '.join(mismatch)} "
                              f"({[old.get(k) for k in mismatch]}); use another --out")
@@ -56,7 +62,7 @@ def run_music_generation(spec: TaskSpec, args: argparse.Namespace) -> int:
     """Generate every row's music, resuming rows already in --out; one manifest save per row."""
     from app.args import settings_values
     from app.errors import bad_input_errors, one_line
-    from Evaluation._generation import load_engine
+    from Evaluation._generation import load_engine, media_control_for
 
     out = Path(args.out)
     media_dir = Path(args.media_dir)
@@ -69,20 +75,25 @@ def run_music_generation(spec: TaskSpec, args: argparse.Namespace) -> int:
         if target_dir is not None and args.audio_seconds is None:
             _check_files(rows, target_dir, "target", "reference music files", args.references)
         engine = load_engine(args)
+        rows_media = [{} if spec.modality is None else
+                      {spec.modality: str(media_dir / r.media)} for r in rows]
+        control = media_control_for(args, engine, rows_media)
     except (EvalInputError, *bad_input_errors()) as exc:
         return fail(one_line(exc))
     flags = settings_values(args)
     header = {"task": spec.name, "references": str(args.references),
-              "system": engine.description, "flags": flags, "music": args.music}
+              "system": engine.description, "flags": flags, "music": args.music,
+              "media_control": control.control}
     try:
         manifest = _previous_manifest(out, header)
     except EvalInputError as exc:
         return fail(str(exc))
-    return _generate_rows(spec, args, engine, rows, manifest, target_dir, flags)
+    return _generate_rows(spec, args, engine, rows, manifest, target_dir, flags, control)
 
 
 def _generate_rows(spec: TaskSpec, args: argparse.Namespace, engine: Any, rows: list[MusicRow],
-                   manifest: dict, target_dir: Optional[Path], flags: dict) -> int:
+                   manifest: dict, target_dir: Optional[Path], flags: dict,
+                   control: "MediaControl") -> int:
     from tqdm.auto import tqdm
 
     from app.errors import bad_input_errors, one_line
@@ -105,9 +116,9 @@ def _generate_rows(spec: TaskSpec, args: argparse.Namespace, engine: Any, rows: 
     for r in tqdm(todo, desc=spec.name, unit="clip", initial=len(rows) - len(todo),
                   total=len(rows)):
         media = None
-        if spec.modality is not None:
-            media = {spec.modality: str(Path(args.media_dir) / r.media)}
         try:
+            if spec.modality is not None:
+                media = control.apply(r.key, {spec.modality: str(Path(args.media_dir) / r.media)})
             seconds = flags["audio_seconds"]
             if seconds is None and target_dir is not None:
                 seconds = _duration(target_dir / r.target)
@@ -155,7 +166,8 @@ def build_parser(spec: TaskSpec, doc: str) -> argparse.ArgumentParser:
     ap = OneLineParser(prog=f"python -m Evaluation.{spec.name}", description=doc,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="verb", required=True)
-    add_generate_parser(sub, lambda a: run_music_generation(spec, a), spec.media_help, music=True)
+    add_generate_parser(sub, lambda a: run_music_generation(spec, a), spec.media_help, music=True,
+                        media_control=spec.modality is not None)
     add_score_parser(sub, spec)
     return ap
 

@@ -22,6 +22,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from Evaluation._common import EvalInputError, conversation, fail, print_json, read_json
+from Evaluation.media_effect import DEFINITION as MEDIA_EFFECT_DEFINITION
+from Evaluation.media_effect import parse_control_predictions
 
 # The four fixed captioning prompts every MusicQA track was asked (MU-LLaMA's dataset builder);
 # every other question is a free-form QA pair.
@@ -158,6 +160,40 @@ def _summaries(cands: list[str], refs: list[str], kinds: list[str],
     return out
 
 
+def published_rows(cands: list[str], refs: list[str],
+                   bert: Optional[BertSpec]) -> dict[str, np.ndarray]:
+    """Per-row values of the published metrics (BERTScore recall only when `bert` is given)."""
+    from Evaluation.metrics import text as T
+
+    rs = T.row_scores(cands, refs)
+    out = {"bleu": rs.bleu, "bleu4": rs.bleu4, "meteor": rs.meteor, "rouge_l": rs.rouge_l_recall}
+    if bert is not None:
+        out["bert_score"] = np.asarray(
+            T.bert_scores(cands, refs, bert.model, bert.num_layers, bert.batch_size)[1])
+    return out
+
+
+def media_effect(scored: Sequence[QARow], cands: list[str], controls: dict[str, Path],
+                 bert: Optional[BertSpec], seed: int) -> dict:
+    """`media_effect` of the report: each control's answers to the rows scored, against ours."""
+    from Evaluation.media_effect import control_effect
+    from Evaluation.metrics.text import published_mean
+
+    refs = [r.answer for r in scored]
+    main = published_rows(cands, refs, bert)
+    out = {}
+    for name, path in controls.items():
+        got, control_cands, absent = align(scored, load_predictions(path))
+        if absent:
+            first = "; ".join(f"{r.audio} / {r.question!r}" for r in absent[:SHOW_MISSING])
+            raise EvalInputError(f"control {name}: {len(absent)} of the {len(scored)} rows scored "
+                                 f"have no prediction in {path} (first: {first})")
+        out[name] = control_effect(cands, control_cands, main,
+                                   published_rows(control_cands, refs, bert), seed,
+                                   published_mean)
+    return out
+
+
 DEFINITIONS = {
     "published.bleu": "mean over rows of nltk sentence_bleu([ref], cand) on raw strings "
                       "(character n-grams), weights 0.25x4, no smoothing",
@@ -172,12 +208,15 @@ DEFINITIONS = {
     "standard.bert_score_f1": "mean of bert_score F1 with the same model and layer",
     "chance": "published metrics when each row is answered with another track's reference "
               "for the same question (seeded)",
+    "media_effect": MEDIA_EFFECT_DEFINITION,
 }
 
 
 def score(references: str | Path, predictions: str | Path, *, bert: Optional[BertSpec] = None,
-          allow_missing: bool = False, seed: int = 0) -> dict:
-    """The JSON report of `score` (see DEFINITIONS); raises EvalInputError on missing rows."""
+          allow_missing: bool = False, seed: int = 0,
+          controls: Optional[dict[str, Path]] = None) -> dict:
+    """The JSON report of `score` (see DEFINITIONS); raises EvalInputError on missing rows.
+    `controls` ({name: predictions made under a media control}) adds `media_effect`."""
     rows = load_references(references)
     scored, cands, missing = align(rows, load_predictions(predictions))
     if missing and not allow_missing:
@@ -209,6 +248,8 @@ def score(references: str | Path, predictions: str | Path, *, bert: Optional[Ber
             "bert_score": bert is not None and Path(bert.model).name == "roberta-large"
             and bert.num_layers == 17,
         },
+        "media_effect": None if not controls else media_effect(scored, cands, controls, bert,
+                                                               seed),
         "definitions": DEFINITIONS,
     }
 
@@ -218,8 +259,11 @@ def _score_main(args: argparse.Namespace) -> int:
     if args.bertscore_model:
         bert = BertSpec(args.bertscore_model, args.bertscore_layers, args.bertscore_batch_size)
     try:
+        controls = None
+        if args.control_predictions:
+            controls = parse_control_predictions(args.control_predictions)
         report = score(args.references, args.predictions, bert=bert,
-                       allow_missing=args.allow_missing, seed=args.seed)
+                       allow_missing=args.allow_missing, seed=args.seed, controls=controls)
     except (EvalInputError, FileNotFoundError) as exc:
         return fail(str(exc))
     print_json(report)
@@ -242,11 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bertscore_batch_size", type=int, default=64)
     s.add_argument("--allow_missing", action="store_true",
                    help="score the rows that have predictions instead of failing")
-    s.add_argument("--seed", type=int, default=0, help="seed of the chance baseline")
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of the chance baseline and of the media-effect bootstrap")
+    s.add_argument("--control_predictions", default=None, metavar="NAME=FILE[,NAME=FILE...]",
+                   help="predictions of the same rows made with generate --media_control "
+                        "(e.g. silence=s.json,noise=n.json,shuffled=x.json): adds media_effect")
     s.set_defaults(run=_score_main)
     from Evaluation._generation import add_generate_parser
 
-    add_generate_parser(sub, _generate_main, media_help="folder holding the audio_name files")
+    add_generate_parser(sub, _generate_main, media_help="folder holding the audio_name files",
+                        media_control=True)
     return ap
 
 
@@ -255,7 +304,8 @@ def _generate_main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from app.errors import bad_input_errors, one_line
-    from Evaluation._generation import load_engine, read_previous, save_json, settings_for
+    from Evaluation._generation import (load_engine, media_control_for, read_previous, save_json,
+                                        settings_for)
 
     try:
         rows = load_references(args.references)
@@ -272,13 +322,14 @@ def _generate_main(args: argparse.Namespace) -> int:
     try:
         engine = load_engine(args)
         settings = settings_for(engine, args)
-    except bad_input_errors() as exc:
+        control = media_control_for(args, engine, [{"audio": str(media / r.audio)} for r in rows])
+    except (EvalInputError, *bad_input_errors()) as exc:
         return fail(one_line(exc))
     done = 0
     for r in tqdm(todo, desc="musicqa", unit="row", initial=len(rows) - len(todo), total=len(rows)):
         try:
-            reply = engine.run_turn(r.question, media={"audio": str(media / r.audio)},
-                                    settings=settings, music="never")
+            row_media = control.apply(f"{r.audio}\0{r.question}", {"audio": str(media / r.audio)})
+            reply = engine.run_turn(r.question, media=row_media, settings=settings, music="never")
         except bad_input_errors() as exc:
             save_json(out, preds)
             return fail(f"{media / r.audio}: {one_line(exc)}")
@@ -287,7 +338,8 @@ def _generate_main(args: argparse.Namespace) -> int:
         if done % args.batch_size == 0:
             save_json(out, preds)
     save_json(out, preds)
-    print(f"wrote {out}: {done} new rows, {len(rows) - len(todo)} already present")
+    print(f"wrote {out}: {done} new rows, {len(rows) - len(todo)} already present"
+          + ("" if args.media_control == "none" else f" (media control: {args.media_control})"))
     return 0
 
 
