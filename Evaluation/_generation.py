@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from Evaluation._common import EvalInputError
 
@@ -30,9 +30,12 @@ _MODEL_CACHE: dict = {}
 
 
 def add_generate_parser(sub, run: Callable, media_help: str, *, music: bool = False,
-                        media_control: bool = False) -> argparse.ArgumentParser:
+                        media_control: bool = False,
+                        inputs: Optional[Callable[[Any], None]] = None
+                        ) -> argparse.ArgumentParser:
     """The `generate` sub-command: app's model and generation flags + the evaluation's own
-    (`media_control`: the task's model reads media, so --media_control applies)."""
+    (`media_control`: the task's model reads media, so --media_control applies; `inputs` adds
+    a task's own input flags instead of --references/--media_dir)."""
     from app.args import add_generation_arguments, add_model_arguments
 
     g = sub.add_parser("generate", help="run a model over the references, write predictions")
@@ -47,8 +50,11 @@ def add_generate_parser(sub, run: Callable, media_help: str, *, music: bool = Fa
                            "at the decoder's maximum), as published, when the reference music "
                            "is available, else {default}")
     e = g.add_argument_group("evaluation")
-    e.add_argument("--references", required=True)
-    e.add_argument("--media_dir", required=True, help=media_help)
+    if inputs is None:
+        e.add_argument("--references", required=True)
+        e.add_argument("--media_dir", required=True, help=media_help)
+    else:
+        inputs(e)
     e.add_argument("--out", required=True, help="prediction file (resumed if it exists)")
     if media_control:
         from Evaluation.media_control import add_media_control_argument
