@@ -201,8 +201,9 @@ def _music_extras(entries: Sequence[Entry]) -> list[str]:
 
 
 def _controls_table(task: str, entries: Sequence[Entry]) -> list[str]:
-    keys = [k for k, _ in (QA_METRICS if task == "musicqa" else MC_METRICS)]
-    titles = dict(QA_METRICS if task == "musicqa" else MC_METRICS)
+    metrics = QA_METRICS + (("clap_text", "CLAPText"),) if task == "musicqa" else MC_METRICS
+    keys = [k for k, _ in metrics]
+    titles = dict(metrics)
     present = [k for k in keys if any(k in c for e in entries for c in controls(e).values())]
     header = ["model", "control", "identical answers"]
     if task == "muchomusic":
