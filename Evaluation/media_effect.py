@@ -72,7 +72,7 @@ def control_effect(main_answers: Sequence[str], control_answers: Sequence[str],
     if len(main_answers) != len(control_answers):
         raise ValueError("main and control answers must cover the same rows")
     same = sum(a == b for a, b in zip(main_answers, control_answers))
-    out: dict = {"identical_answers": same / len(main_answers), "rows": len(main_answers)}
+    out: dict = {"identical_answers": same / len(main_answers)}
     for metric, rows in main_scores.items():
         out[metric] = metric_effect(rows, control_scores[metric], seed, aggregate)
     return out

@@ -44,8 +44,8 @@ DEFINITIONS = {
     "by_genre": "accuracy over the rows of that genre (rows without a genre are in no genre)",
     "chance": "expected accuracy of a uniform random choice (1 / number of options, averaged)",
     "choice_counts": "how often each letter was extracted (a position bias shows here)",
-    "media_effect": MEDIA_EFFECT_DEFINITION + "; metric: accuracy (per row 1 = correct); "
-                    "identical_choices = share of rows whose extracted choice is unchanged",
+    "media_effect": MEDIA_EFFECT_DEFINITION + "; metric: accuracy (per row 1 = correct)",
+    "identical_choices": "per control: share of rows whose extracted option is unchanged",
 }
 
 
@@ -208,8 +208,10 @@ def _aligned(rows: list[dict], preds: dict[str, str], path: Any,
 
 
 def _media_effect(rows: list[dict], outputs: list[str], main: dict,
-                  controls: dict[str, Path], seed: int) -> dict:
-    out = {}
+                  controls: dict[str, Path], seed: int) -> tuple[dict, dict]:
+    """(media_effect, identical_choices): per control its block, and the share of rows whose
+    extracted option is unchanged (kept apart so every media_effect entry is a metric)."""
+    out, choices = {}, {}
     for name, path in controls.items():
         preds = load_predictions(path)
         absent = [_key(r["question_id"]) for r in rows if _key(r["question_id"]) not in preds]
@@ -224,8 +226,9 @@ def _media_effect(rows: list[dict], outputs: list[str], main: dict,
                                {"accuracy": [float(x) for x in ctrl["_correct"]]}, seed,
                                lambda v: sum(v) / len(v))
         same = sum(a == b for a, b in zip(main["_choices"], ctrl["_choices"]))
-        out[name] = {**block, "identical_choices": same / len(rows)}
-    return out
+        out[name] = block
+        choices[name] = same / len(rows)
+    return out, choices
 
 
 def score(data: str | Path, predictions: str | Path, *, allow_missing: bool = False,
@@ -235,7 +238,8 @@ def score(data: str | Path, predictions: str | Path, *, allow_missing: bool = Fa
     scored, outputs, missing = _aligned(rows, load_predictions(predictions), predictions,
                                         allow_missing)
     result = score_rows(scored, outputs)
-    effect = _media_effect(scored, outputs, result, controls, seed) if controls else None
+    effect, choices = _media_effect(scored, outputs, result, controls, seed) if controls \
+        else (None, None)
     result.pop("_choices"), result.pop("_correct")
     options = sorted({len(r["answers"]) for r in scored})
     return {
@@ -245,6 +249,7 @@ def score(data: str | Path, predictions: str | Path, *, allow_missing: bool = Fa
         "rows_missing": missing,
         "options_per_row": options[0] if len(options) == 1 else options,
         "media_effect": effect,
+        "identical_choices": choices,
         "comparable_with_paper": {
             "accuracy": options == [4] and missing == 0,
             "ifr": options == [4] and missing == 0,

@@ -214,7 +214,7 @@ def _controls_table(task: str, entries: Sequence[Entry]) -> list[str]:
         for name, block in controls(e).items():
             cells = [e.system, name, fmt(block.get("identical_answers"), 3)]
             if task == "muchomusic":
-                cells.append(fmt(block.get("identical_choices"), 3))
+                cells.append(fmt((e.result.get("identical_choices") or {}).get(name), 3))
             for k in present:
                 m = block.get(k)
                 cells.append("n/a" if not m else

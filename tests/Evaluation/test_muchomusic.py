@@ -168,11 +168,13 @@ def test_score_media_effect_on_accuracy(tmp_path, audio_dir, capsys):
     capsys.readouterr()
     assert MC.main(["score", "--data", str(data), "--predictions", str(main),
                     "--control_predictions", f"silence={same},noise={half}"]) == 0
-    effect = json.loads(capsys.readouterr().out)["media_effect"]
+    report = json.loads(capsys.readouterr().out)
+    effect = report["media_effect"]
+    assert set(effect["silence"]) == {"identical_answers", "accuracy"}
     assert effect["silence"]["identical_answers"] == 1.0
     assert effect["silence"]["accuracy"] == {"delta": 0.0, "ci95": [0.0, 0.0]}
     assert effect["noise"]["identical_answers"] == 0.5
-    assert effect["noise"]["identical_choices"] == 0.5
+    assert report["identical_choices"] == {"silence": 1.0, "noise": 0.5}
     assert effect["noise"]["accuracy"]["delta"] == 0.5
     lo, hi = effect["noise"]["accuracy"]["ci95"]
     assert 0.2 < lo < 0.5 < hi <= 0.8
