@@ -1,5 +1,5 @@
 """The `generate` verb of the evaluation CLIs: flags and model loading through the serving layer
-(`app.args`, `app.session`), and the resumable prediction files. Each task's row loop lives in
+(`app.args`, `app.loading`), and the resumable prediction files. Each task's row loop lives in
 its own module (`Evaluation.musicqa`, `Evaluation.music_tasks`, ...).
 
 Every task loads its model the way `inference.py` does (same flags, same loader, same notices),
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from Evaluation._common import EvalInputError
 
 if TYPE_CHECKING:
-    from app.session import LoadedModel
+    from app.engine import LoadedModel
     from Evaluation.media_control import MediaControl
 
 # The published generate_*.py scripts sampled with these values (MU-LLaMA / M2UGen).
 PUBLISHED_SETTINGS = {"max_new_tokens": 512, "temperature": 0.6, "top_p": 0.8, "seed": 0}
-# Models loaded in this process, keyed by app.session.ModelChoice.key: repeated CLI calls in one
+# Models loaded in this process, keyed by app.loading.ModelChoice.key: repeated CLI calls in one
 # process (tests, notebooks) load a checkpoint once.
 _MODEL_CACHE: dict = {}
 
@@ -36,11 +36,12 @@ def add_generate_parser(sub, run: Callable, media_help: str, *, music: bool = Fa
     """The `generate` sub-command: app's model and generation flags + the evaluation's own
     (`media_control`: the task's model reads media, so --media_control applies; `inputs` adds
     a task's own input flags instead of --references/--media_dir)."""
-    from app.args import add_generation_arguments, add_model_arguments
+    from app.args import add_generation_arguments, add_model_arguments, add_video_sampling_argument
 
     g = sub.add_parser("generate", help="run a model over the references, write predictions")
     add_model_arguments(g)
     add_generation_arguments(g, music_mode=False)
+    add_video_sampling_argument(g)
     g.set_defaults(**PUBLISHED_SETTINGS)
     for action in g._actions:  # help must show this CLI's defaults, not the library's
         if action.dest in PUBLISHED_SETTINGS:
@@ -79,10 +80,10 @@ def add_generate_parser(sub, run: Callable, media_help: str, *, music: bool = Fa
 
 
 def load_engine(args: argparse.Namespace) -> "LoadedModel":
-    """The model the flags choose, loaded by `app.session` (cached per process).
+    """The model the flags choose, loaded by `app.loading` (cached per process).
 
     Raises app.errors.InputError (bad flags, components that cannot be loaded)."""
-    from app.session import choose_model, load_model, random_weights_notice
+    from app.loading import choose_model, load_model, random_weights_notice
 
     choice = choose_model(args)
     notice = random_weights_notice(choice)
@@ -98,7 +99,7 @@ def media_control_for(args: argparse.Namespace, engine: "LoadedModel",
     from Evaluation.media_control import MediaControl, model_decoder
 
     return MediaControl(getattr(args, "media_control", "none"), args.seed, rows_media,
-                        model_decoder(engine.model))
+                        model_decoder(engine))
 
 
 def settings_for(engine: "LoadedModel", args: argparse.Namespace, **overrides: Any):

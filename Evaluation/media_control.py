@@ -12,8 +12,8 @@ replaced, so `score --control_predictions` can show whether the model's numbers 
   are permuted by a fixed derangement drawn from `--seed` (no file keeps its place), so every row
   is answered with a file that is not its own.
 
-Decoding uses the model's own loaders (`data.features.media_loader_for`), so a control changes
-only the content, never the preprocessing.
+Decoding uses the model's own loaders (`data.features.media_loader_for`, with the run's
+--video_sampling), so a control changes only the content, never the preprocessing.
 """
 
 from __future__ import annotations
@@ -122,15 +122,17 @@ class MediaControl:
         return out
 
 
-def model_decoder(model: Any) -> Callable[[str, str], np.ndarray]:
-    """`decode(modality, path)` with the loaders the model's feature front end uses."""
+def model_decoder(engine: Any) -> Callable[[str, str], np.ndarray]:
+    """`decode(modality, path)` with the loaders the engine's feature front end uses (the
+    model's sample rate and frame count, the run's --video_sampling)."""
     from data.features import media_loader_for
 
     loaders: dict[str, Callable[[str], Any]] = {}
+    video_sampling = getattr(engine.features, "video_sampling", None)
 
     def decode(modality: str, path: str) -> np.ndarray:
         if modality not in loaders:
-            loaders[modality] = media_loader_for(model.cfg, modality)[0]
+            loaders[modality] = media_loader_for(engine.model.cfg, modality, video_sampling)[0]
         return np.asarray(loaders[modality](path))
 
     return decode
