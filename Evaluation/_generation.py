@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from Evaluation._common import EvalInputError
 
@@ -84,7 +84,11 @@ def load_engine(args: argparse.Namespace) -> "LoadedModel":
 
     Raises app.errors.InputError (bad flags, components that cannot be loaded)."""
     from app.loading import choose_model, load_model, random_weights_notice
+    from util.shard import Launch
 
+    launch = Launch.from_env()
+    if launch.sharded:  # with CUDA: this process's own GPU (docs/SHARDING.md)
+        args.device = launch.device(args.device)
     choice = choose_model(args)
     notice = random_weights_notice(choice)
     if notice:
@@ -125,3 +129,42 @@ def read_previous(path: Path, what: str) -> Any:
     except json.JSONDecodeError as exc:
         raise EvalInputError(f"{what} {path} exists but is not valid JSON ({exc}); move it "
                              "away to start over") from exc
+
+
+def run_record_path(out: Path) -> Path:
+    """Where a generate run's `run.json` goes: beside --out, `<out stem>.run.json`."""
+    return out.with_name(f"{out.stem}.run.json")
+
+
+def shard_rows(out: Path, n_rows: int, pending: Sequence[int], work: Callable[[int], Any],
+               desc: str) -> Optional[dict[int, Any]]:
+    """Under torchrun (docs/SHARDING.md): `work(i)` for this process's share of the pending row
+    indices, each result appended to its part file of --out (rows an interrupted run finished
+    are skipped). After every process finished, rank 0 gets {row index: result} of this and any
+    interrupted run (to write --out in row order, then `RowParts.clear`); the others get None.
+    `<out stem>.run.json` records the world size and the rows per process."""
+    from tqdm.auto import tqdm
+
+    from util.shard import Group, Launch, RowParts, write_run_record
+
+    launch = Launch.from_env()
+    with Group(launch) as group:
+        parts = RowParts(out, launch)
+        done = parts.done()
+        wanted = set(pending)
+        mine = [i for i in launch.share(n_rows) if i in wanted and i not in done]
+        for i in tqdm(mine, desc=f"{desc} (rank {launch.rank})", unit="row",
+                      disable=not launch.is_main):
+            parts.add(i, work(i))
+        group.barrier()
+        counts = group.gather(parts.handled)
+    if not launch.is_main:
+        return None
+    write_run_record(out.parent, launch, counts, name=run_record_path(out).name, rows=n_rows)
+    return parts.done()
+
+
+def sharded() -> bool:
+    from util.shard import Launch
+
+    return Launch.from_env().sharded

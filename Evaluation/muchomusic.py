@@ -141,7 +141,9 @@ def _generate_main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from app.errors import bad_input_errors, one_line
-    from Evaluation._generation import load_engine, media_control_for, settings_for
+    from Evaluation._generation import (load_engine, media_control_for, run_record_path,
+                                        settings_for, shard_rows, sharded)
+    from util.shard import Launch, RowParts, write_run_record
 
     audio_dir = Path(args.audio_dir)
     out = Path(args.out)
@@ -164,6 +166,29 @@ def _generate_main(args: argparse.Namespace) -> int:
                                     [{"audio": str(audio_dir / r["audio_path"])} for r in rows])
     except (EvalInputError, *bad_input_errors()) as exc:
         return fail(one_line(exc))
+    if sharded():  # torchrun: this process's share, rank 0 writes --out (docs/SHARDING.md)
+        def answer(i: int) -> dict:
+            r = rows[i]
+            media = control.apply(_key(r["question_id"]),
+                                  {"audio": str(audio_dir / r["audio_path"])})
+            reply = engine.run_turn(r["prompt"], media=media, settings=settings, music="never")
+            return {"question_id": r["question_id"], "output": reply.text}
+
+        pending = [i for i, r in enumerate(rows) if _key(r["question_id"]) not in done]
+        try:
+            results = shard_rows(out, len(rows), pending, answer, "muchomusic")
+        except bad_input_errors() as exc:
+            return fail(one_line(exc))
+        if results is None:
+            return 0
+        fresh = {_key(results[i]["question_id"]): results[i] for i in results}
+        lines = [fresh.get(_key(r["question_id"])) or
+                 {"question_id": r["question_id"], "output": done[_key(r["question_id"])]}
+                 for r in rows]
+        _write_jsonl(out, lines)
+        RowParts(out, Launch.from_env()).clear()
+        print(f"wrote {out}: {len(results)} new rows, {len(rows) - len(todo)} already present")
+        return 0
     new = 0
     for r in tqdm(todo, desc="muchomusic", unit="row", initial=len(rows) - len(todo),
                   total=len(rows)):
@@ -179,6 +204,7 @@ def _generate_main(args: argparse.Namespace) -> int:
         if new % args.batch_size == 0:
             _write_jsonl(out, lines)
     _write_jsonl(out, lines)
+    write_run_record(out.parent, Launch(), [new], name=run_record_path(out).name, rows=len(rows))
     print(f"wrote {out}: {new} new rows, {len(rows) - len(todo)} already present"
           + ("" if args.media_control == "none" else f" (media control: {args.media_control})"))
     return 0

@@ -98,7 +98,8 @@ def _generate_rows(spec: TaskSpec, args: argparse.Namespace, engine: Any, rows: 
 
     from app.errors import bad_input_errors, one_line
     from app.engine import write_music
-    from Evaluation._generation import save_json
+    from Evaluation._generation import run_record_path, save_json, shard_rows, sharded
+    from util.shard import Launch, RowParts, write_run_record
 
     out = Path(args.out)
     audio_dir = audio_dir_for(out, args.audio_dir)
@@ -113,35 +114,60 @@ def _generate_rows(spec: TaskSpec, args: argparse.Namespace, engine: Any, rows: 
     todo = [r for r in rows if not done(r)]
     max_seconds = float(engine.model.cfg.decoder.max_seconds)
     capped = new = silent = 0
-    for r in tqdm(todo, desc=spec.name, unit="clip", initial=len(rows) - len(todo),
-                  total=len(rows)):
-        media = None
-        try:
-            if spec.modality is not None:
-                media = control.apply(r.key, {spec.modality: str(Path(args.media_dir) / r.media)})
-            seconds = flags["audio_seconds"]
-            if seconds is None and target_dir is not None:
-                seconds = _duration(target_dir / r.target)
-                capped += seconds > max_seconds
-                seconds = min(seconds, max_seconds)
-            settings = engine.settings({**flags, "audio_seconds": seconds})
-            reply = engine.run_turn(r.prompt, media=media, settings=settings, music=args.music)
-        except bad_input_errors() as exc:
-            save_json(out, manifest)
-            return fail(f"row {r.key} of {args.references}: {one_line(exc)}")
+
+    def generate(r: MusicRow) -> tuple[dict, bool]:
+        """The manifest item of one row, and whether its length was capped."""
+        media, clipped = None, False
+        if spec.modality is not None:
+            media = control.apply(r.key, {spec.modality: str(Path(args.media_dir) / r.media)})
+        seconds = flags["audio_seconds"]
+        if seconds is None and target_dir is not None:
+            seconds = _duration(target_dir / r.target)
+            clipped = seconds > max_seconds
+            seconds = min(seconds, max_seconds)
+        settings = engine.settings({**flags, "audio_seconds": seconds})
+        reply = engine.run_turn(r.prompt, media=media, settings=settings, music=args.music)
         wav = None
         if reply.music is not None:
             wav = write_music(audio_dir / f"{r.key}.wav", reply)
-        silent += wav is None
-        items[r.key] = {
+        return {
             "audio": None if wav is None else _relative(wav, out.parent),
             "sample_rate": reply.sample_rate if wav else None,
             "seconds": None if wav is None else round(len(reply.music) / reply.sample_rate, 3),
             "text": reply.text, "prompt": r.prompt, "reference": r.target,
-        }
+        }, clipped
+
+    if sharded():  # torchrun: this process's share, rank 0 writes --out (docs/SHARDING.md)
+        pending = [i for i, r in enumerate(rows) if not done(r)]
+        try:
+            results = shard_rows(out, len(rows), pending, lambda i: generate(rows[i]), spec.name)
+        except bad_input_errors() as exc:
+            return fail(f"{args.references}: {one_line(exc)}")
+        if results is None:
+            return 0
+        for i in sorted(results):
+            items[rows[i].key], clipped = results[i]
+            capped += clipped
+            silent += items[rows[i].key]["audio"] is None
+        new = len(results)
+        save_json(out, manifest)
+        RowParts(out, Launch.from_env()).clear()
+        todo = [r for r in rows if r.key not in items]
+    for r in tqdm(todo, desc=spec.name, unit="clip", initial=len(rows) - len(todo),
+                  total=len(rows)):
+        try:
+            items[r.key], clipped = generate(r)
+        except bad_input_errors() as exc:
+            save_json(out, manifest)
+            return fail(f"row {r.key} of {args.references}: {one_line(exc)}")
+        capped += clipped
+        silent += items[r.key]["audio"] is None
         new += 1
         save_json(out, manifest)
     save_json(out, manifest)
+    if not sharded():
+        write_run_record(out.parent, Launch(), [new], name=run_record_path(out).name,
+                         rows=len(rows))
     print(f"wrote {out}: {new} new clips ({silent} without music), {len(rows) - len(todo)} "
           f"already present, audio in {audio_dir}"
           + (f"; {capped} clips capped at the decoder's {max_seconds:g} s" if capped else ""))

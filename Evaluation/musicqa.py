@@ -331,8 +331,10 @@ def _generate_main(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from app.errors import bad_input_errors, one_line
-    from Evaluation._generation import (load_engine, media_control_for, read_previous, save_json,
-                                        settings_for)
+    from Evaluation._generation import (load_engine, media_control_for, read_previous,
+                                        run_record_path, save_json, settings_for, shard_rows,
+                                        sharded)
+    from util.shard import Launch, RowParts, write_run_record
 
     try:
         rows = load_references(args.references)
@@ -352,6 +354,26 @@ def _generate_main(args: argparse.Namespace) -> int:
         control = media_control_for(args, engine, [{"audio": str(media / r.audio)} for r in rows])
     except (EvalInputError, *bad_input_errors()) as exc:
         return fail(one_line(exc))
+    if sharded():  # torchrun: this process's share, rank 0 writes --out (docs/SHARDING.md)
+        def answer(i: int) -> str:
+            r = rows[i]
+            row_media = control.apply(f"{r.audio}\0{r.question}", {"audio": str(media / r.audio)})
+            return engine.run_turn(r.question, media=row_media, settings=settings,
+                                   music="never").text
+
+        pending = [i for i, r in enumerate(rows) if r.question not in preds.get(r.audio, {})]
+        try:
+            results = shard_rows(out, len(rows), pending, answer, "musicqa")
+        except bad_input_errors() as exc:
+            return fail(one_line(exc))
+        if results is None:
+            return 0
+        for i in sorted(results):
+            preds.setdefault(rows[i].audio, {})[rows[i].question] = results[i]
+        save_json(out, preds)
+        RowParts(out, Launch.from_env()).clear()
+        print(f"wrote {out}: {len(results)} new rows, {len(rows) - len(todo)} already present")
+        return 0
     done = 0
     for r in tqdm(todo, desc="musicqa", unit="row", initial=len(rows) - len(todo), total=len(rows)):
         try:
@@ -365,6 +387,8 @@ def _generate_main(args: argparse.Namespace) -> int:
         if done % args.batch_size == 0:
             save_json(out, preds)
     save_json(out, preds)
+    write_run_record(out.parent, Launch(), [done], name=run_record_path(out).name,
+                     rows=len(rows))
     print(f"wrote {out}: {done} new rows, {len(rows) - len(todo)} already present"
           + ("" if args.media_control == "none" else f" (media control: {args.media_control})"))
     return 0

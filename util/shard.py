@@ -181,6 +181,11 @@ class RowParts:
         atomic.append_jsonl(self.path, {"index": index, "row": row})
         self.handled += 1
 
+    def clear(self) -> None:
+        """Delete every part file (after the output that holds their rows was written)."""
+        for path in _part_files(self.output):
+            path.unlink()
+
     def merge(self, n: int, render: Callable[[Any], str]) -> None:
         """Rank 0, after every process finished: the output in input order, parts removed.
         Raises if an item has no row (a process failed before finishing its share)."""
@@ -190,14 +195,13 @@ class RowParts:
             raise RuntimeError(f"{self.output}: {len(missing)} of {n} items have no result "
                                f"(e.g. item {missing[0]}); rerun the same command to finish them")
         atomic.write_text(self.output, "".join(render(rows[i]) for i in range(n)))
-        for path in _part_files(self.output):
-            path.unlink()
+        self.clear()
 
 
 def write_run_record(folder: str | os.PathLike, launch: Launch, per_rank: Iterable[int],
-                     **extra: Any) -> Path:
-    """`run.json`: who did how much (world size, items per process) plus `extra` fields."""
-    path = Path(folder) / RUN_RECORD
+                     name: str = RUN_RECORD, **extra: Any) -> Path:
+    """`run.json` (or `name`): who did how much (world size, items per process) + `extra`."""
+    path = Path(folder) / name
     record = {"world_size": launch.world_size, "per_rank": [int(n) for n in per_rank], **extra}
     atomic.write_json(path, record)
     return path
