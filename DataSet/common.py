@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from data.media import MediaError
 from util.atomic import write_json
 from util.hashing import sha256_json
+from util.shard import Group, Launch, ShardError, write_run_record
 
 AUDIO_EXTS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".aif"})
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -65,8 +66,8 @@ class Progress:
         if self.path.exists():
             self._load()
 
-    def _load(self) -> None:
-        with open(self.path, encoding="utf-8") as fh:
+    def _load(self, path: Path | None = None) -> None:
+        with open(path or self.path, encoding="utf-8") as fh:
             for line in fh:
                 if not line.endswith("\n"):
                     self.torn_lines += 1  # crash mid-append: that item simply runs again
@@ -236,8 +237,11 @@ def run_items(
     """Run `worker` over the (key, item) pairs not finished yet, recording each outcome."""
     t0 = time.monotonic()
     report = StepReport(step=step, total=len(items))
+    shard = _Shard(progress) if _GROUP is not None and _GROUP.launch.sharded else None
     pending = [(k, it) for k, it in items if not progress.finished(k, retry_failed)]
     report.skipped_finished = len(items) - len(pending)
+    if shard is not None:  # torchrun: whole batches round robin (docs/SHARDING.md)
+        pending = shard.mine(pending, max(1, batch_size))
     bar = tqdm(total=len(pending), desc=step, unit="item", disable=not show_progress)
     try:
         for batch in batched(pending, max(1, batch_size)):
@@ -260,9 +264,61 @@ def run_items(
             bar.update(len(batch))
     finally:
         bar.close()
+    if shard is not None:
+        shard.gather(report)
     report.failures = {k: progress.failed[k] for k, _ in items if k in progress.failed}
     report.seconds = time.monotonic() - t0
     return report
+
+
+#: The process group of a sharded run (set by `run_cli` under torchrun), else None.
+_GROUP: Group | None = None
+
+
+class _Shard:
+    """A step's items under torchrun: each process runs whole batches of the pending items round
+    robin and appends its outcomes to its own progress file (`<step>.progress.rank<r>.jsonl`);
+    afterwards every process reads all of them, so each knows every outcome and writes the same
+    outputs, and rank 0 folds them into the step's progress file. An interrupted sharded run
+    leaves its rank files: they are read at the start, so finished items are not redone."""
+
+    def __init__(self, progress: Progress) -> None:
+        assert _GROUP is not None
+        self.group, self.progress = _GROUP, progress
+        self.main = progress.path
+        for path in self._rank_files():
+            progress._load(path)
+        launch = self.group.launch
+        progress.path = self.main.with_name(f"{self.main.stem}.rank{launch.rank}.jsonl")
+        self.group.barrier()  # every process read the same files before any writes its own
+
+    def _rank_files(self) -> list[Path]:
+        return sorted(self.main.parent.glob(f"{self.main.stem}.rank*.jsonl"))
+
+    def mine(self, pending: list, batch_size: int) -> list:
+        launch = self.group.launch
+        return [x for i, x in enumerate(pending)
+                if (i // batch_size) % launch.world_size == launch.rank]
+
+    def gather(self, report: StepReport) -> None:
+        self.group.barrier()
+        for path in self._rank_files():
+            self.progress._load(path)
+        counts = self.group.gather(report.done)
+        report.done = sum(counts)
+        self.group.barrier()  # every process has read every rank file
+        self.progress.path = self.main
+        if self.group.launch.is_main:
+            for path in self._rank_files():
+                with open(path, encoding="utf-8") as src, open(self.main, "a",
+                                                               encoding="utf-8") as dst:
+                    dst.writelines(line for line in src if line.endswith("\n"))
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                path.unlink()
+            write_run_record(self.main.parent, self.group.launch, counts,
+                             name=f"{self.main.stem.removesuffix('.progress')}.run.json")
+        self.group.barrier()
 
 
 def _one(worker: Worker, item: Any) -> Any:
@@ -316,18 +372,29 @@ def torch_dtype(name: str) -> Any:
 
 
 def finish(report: StepReport, out: Path | None = None) -> int:
-    """Print the report (and save it beside the outputs); exit code 1 when items failed."""
-    print(report.summary(), file=sys.stderr)
-    if out is not None:
-        write_json(out, dataclasses.asdict(report))
+    """Print the report (and save it beside the outputs); exit code 1 when items failed.
+    Under torchrun rank 0 alone reports (every process has the same totals)."""
+    if _GROUP is None or _GROUP.launch.is_main:
+        print(report.summary(), file=sys.stderr)
+        if out is not None:
+            write_json(out, dataclasses.asdict(report))
     return 1 if report.failures else 0
 
 
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse, run the chosen step's `func`; a StepError (bad input) is one line, exit 2."""
+    global _GROUP
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
-    except StepError as e:
+        launch = Launch.from_env()
+        if launch.sharded and hasattr(args, "device"):  # with CUDA: this process's own GPU
+            args.device = launch.device(args.device)
+        with Group(launch) as group:
+            _GROUP = group
+            try:
+                return args.func(args)
+            finally:
+                _GROUP = None
+    except (StepError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
