@@ -55,6 +55,17 @@ def make_media(folder: Path, n: int) -> Path:
     return folder / "data"
 
 
+def make_musicqa(folder: Path, n: int) -> tuple[Path, Path]:
+    """n EvalMusicQA-style rows over the clips make_media wrote."""
+    audios = folder / "data" / "set" / "audios"
+    rows = [{"audio_name": f"a{i % 8}.wav",
+             "conversation": [{"from": "human", "value": f"What is played in take {i}?"},
+                              {"from": "gpt", "value": "A piano."}]} for i in range(n)]
+    refs = folder / "musicqa.json"
+    refs.write_text(json.dumps(rows))
+    return refs, audios
+
+
 def timed(cmd: list[str], clean: Callable[[], None]) -> float:
     clean()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -72,11 +83,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--requests", type=int, default=24)
     ap.add_argument("--files", type=int, default=32)
+    ap.add_argument("--only", default=None, help="run only the commands containing this text")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         batch = make_requests(tmp, args.requests)
         data = make_media(tmp, args.files)
+        refs, audios = make_musicqa(tmp, args.requests)
         out = tmp / "out"
         cases = {
             f"inference.py --batch-file ({args.requests} requests)":
@@ -85,6 +98,14 @@ def main() -> None:
             f"python -m data.features ({args.files} x 5 s audio)":
                 ["-m", "data.features", "--data_root", str(data), "--preset", "tiny",
                  "--cache_dir", str(out), "--modalities", "audio", "--no_progress"],
+            f"python -m Evaluation.musicqa generate ({args.requests} rows)":
+                ["-m", "Evaluation.musicqa", "generate", "--preset", "tiny", "--references",
+                 str(refs), "--media_dir", str(audios), "--out", str(out / "pred.json"),
+                 "--max_new_tokens", "32"],
+            f"python -m DataSet.mucaps caption ({args.files} clips)":
+                ["-m", "DataSet.mucaps", "caption", "--audio_dir", str(audios), "--preset",
+                 "tiny", "--device", "cpu", "--out", str(out / "caps.json"),
+                 "--max_new_tokens", "32", "--no_progress"],
         }
 
         def clean() -> None:
@@ -93,6 +114,8 @@ def main() -> None:
         print(f"{'command':48s} {'1 process':>10s} {'2 processes':>12s} {'speed-up':>9s}",
               flush=True)
         for name, cmd in cases.items():
+            if args.only and args.only not in name:
+                continue
             one, two = [], []
             for _ in range(args.repeats):
                 one.append(timed([sys.executable, *cmd], clean))
