@@ -18,7 +18,7 @@ from llama import checkpoint as ckpt
 from llama.config import get_preset
 from llama.quantize import Int8Linear
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def _stage(data, tmp_path, stage: str, *extra: str):
