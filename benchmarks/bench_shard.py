@@ -4,7 +4,7 @@ Tiny preset, CPU, OMP_NUM_THREADS=1 in every process (so 2 processes use 2 cores
 Per command the same inputs run with one process and with two, alternately, `--repeats` times;
 the best wall time of each (model loading included) and their ratio are printed.
 
-    python benchmarks/bench_shard.py [--repeats 2] [--requests 24] [--files 32]
+    python benchmarks/bench_shard.py [--repeats 2] [--requests 96] [--files 96] [--tokens 64]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def make_requests(folder: Path, n: int) -> Path:
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
-        row = {"id": i, "prompt": f"Describe this music, take {i}", "max_new_tokens": 32}
+        row = {"id": i, "prompt": f"Describe this music, take {i}"}
         if i % 2 == 0:
             sf.write(folder / f"clip{i}.wav", (0.1 * rng.standard_normal(48000)).astype(np.float32),
                      24000)
@@ -50,7 +50,7 @@ def make_media(folder: Path, n: int) -> Path:
     audios = folder / "data" / "set" / "audios"
     audios.mkdir(parents=True)
     for i in range(n):
-        sf.write(audios / f"a{i}.wav", (0.1 * rng.standard_normal(5 * 24000)).astype(np.float32),
+        sf.write(audios / f"a{i}.wav", (0.1 * rng.standard_normal(10 * 24000)).astype(np.float32),
                  24000)
     return folder / "data"
 
@@ -58,7 +58,7 @@ def make_media(folder: Path, n: int) -> Path:
 def make_musicqa(folder: Path, n: int) -> tuple[Path, Path]:
     """n EvalMusicQA-style rows over the clips make_media wrote."""
     audios = folder / "data" / "set" / "audios"
-    rows = [{"audio_name": f"a{i % 8}.wav",
+    rows = [{"audio_name": f"a{i % 16}.wav",
              "conversation": [{"from": "human", "value": f"What is played in take {i}?"},
                               {"from": "gpt", "value": "A piano."}]} for i in range(n)]
     refs = folder / "musicqa.json"
@@ -81,8 +81,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--requests", type=int, default=24)
-    ap.add_argument("--files", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=96)
+    ap.add_argument("--files", type=int, default=96)
+    ap.add_argument("--tokens", type=int, default=64, help="new tokens per answer")
     ap.add_argument("--only", default=None, help="run only the commands containing this text")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,18 +95,18 @@ def main() -> None:
         cases = {
             f"inference.py --batch-file ({args.requests} requests)":
                 ["inference.py", "--preset", "tiny", "--batch-file", str(batch), "--out_dir",
-                 str(out)],
-            f"python -m data.features ({args.files} x 5 s audio)":
+                 str(out), "--max_new_tokens", str(args.tokens)],
+            f"python -m data.features ({args.files} x 10 s audio)":
                 ["-m", "data.features", "--data_root", str(data), "--preset", "tiny",
                  "--cache_dir", str(out), "--modalities", "audio", "--no_progress"],
             f"python -m Evaluation.musicqa generate ({args.requests} rows)":
                 ["-m", "Evaluation.musicqa", "generate", "--preset", "tiny", "--references",
                  str(refs), "--media_dir", str(audios), "--out", str(out / "pred.json"),
-                 "--max_new_tokens", "32"],
+                 "--max_new_tokens", str(args.tokens)],
             f"python -m DataSet.mucaps caption ({args.files} clips)":
                 ["-m", "DataSet.mucaps", "caption", "--audio_dir", str(audios), "--preset",
                  "tiny", "--device", "cpu", "--out", str(out / "caps.json"),
-                 "--max_new_tokens", "32", "--no_progress"],
+                 "--max_new_tokens", str(args.tokens), "--no_progress"],
         }
 
         def clean() -> None:
