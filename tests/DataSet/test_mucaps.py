@@ -66,18 +66,36 @@ def test_thresholds_are_flags(clips, tmp_path):
     assert d["speech.wav"]["keep"] and d["clipped.wav"]["keep"]
 
 
-def test_music_captions_batched_with_a_tiny_checkpoint(clips, decisions, tmp_path):
+def test_music_captions_refuse_random_weights(clips, decisions, tmp_path, capsys):
+    _, filt = decisions
+    out = tmp_path / "caps.json"
+    rc = mucaps.main(["caption", "--audio_dir", str(clips), "--filter", str(filt), "--out",
+                      str(out), "--preset", "tiny", "--device", "cpu", "--no_progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--allow_random_weights" in err[0]
+    assert "no --model" in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("temperature", ["0", "0.8"])
+def test_music_captions_batched_with_a_tiny_checkpoint(clips, decisions, tmp_path, temperature):
     _, filt = decisions
     outs = []
     for bs in ("1", "3"):
         out = tmp_path / f"caps{bs}.json"
         rc = mucaps.main(["caption", "--audio_dir", str(clips), "--filter", str(filt),
                           "--out", str(out), "--preset", "tiny", "--device", "cpu",
-                          "--batch_size", bs, "--max_new_tokens", "6", "--no_progress"])
+                          "--batch_size", bs, "--max_new_tokens", "6", "--temperature",
+                          temperature, "--allow_random_weights", "--no_progress"])
         assert rc == 0
         outs.append(json.loads(out.read_text()))
     assert set(outs[0]) == {"cantina.wav", "chord.flac"}  # only the kept clips
     assert all(isinstance(v, str) and v for v in outs[0].values())
-    assert outs[0] == outs[1]  # batching does not change greedy captions
+    assert outs[0] == outs[1]  # batching does not change the captions (greedy or sampled)
     man = json.loads((tmp_path / "caps1.manifest.json").read_text())
-    assert man["models"][0]["role"] == "music captioner" and man["settings"]["question"]
+    assert man["models"][0]["role"] == "music captioner"
+    assert man["models"][0]["revision"] == "random-tuned-weights"
+    s = man["settings"]
+    assert s["question"].startswith("Describe the music in detail")
+    assert s["random_weights"] == ["tuned weights (no --model: preset tiny)", "LLaMA", "MERT"]
+    assert (s["temperature"], s["max_new_tokens"]) == (float(temperature), 6)
+    assert "overridden" in s["source"]
