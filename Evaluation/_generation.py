@@ -30,11 +30,12 @@ _MODEL_CACHE: dict = {}
 def add_generate_parser(sub, run: Callable, media_help: str, *,
                         music: bool = False) -> argparse.ArgumentParser:
     """The `generate` sub-command: app's model and generation flags + the evaluation's own."""
-    from app.args import add_generation_arguments, add_model_arguments
+    from app.args import add_generation_arguments, add_model_arguments, add_video_sampling_argument
 
     g = sub.add_parser("generate", help="run a model over the references, write predictions")
     add_model_arguments(g)
     add_generation_arguments(g, music_mode=False)
+    add_video_sampling_argument(g)
     g.set_defaults(**PUBLISHED_SETTINGS)
     for action in g._actions:  # help must show this CLI's defaults, not the library's
         if action.dest in PUBLISHED_SETTINGS:

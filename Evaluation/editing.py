@@ -4,8 +4,8 @@
         --references MUEditEvalInstructions.json --media_dir MUEdit/audios --out pred.json
     python -m Evaluation.editing score --predictions pred.json [other systems ...] \
         --references MUEditEvalInstructions.json --target_dir MUEdit/audios \
-        --media_dir MUEdit/audios [--fad_weights vggish-10086976.pth] [--kl_model AST] \
-        [--clap_model CLAP]
+        --media_dir MUEdit/audios [--fad_weights vggish-10086976.pth] \
+        [--kl_model passt --kl_weights PASST.pt] [--clap_model CLAP]
 
 References: MUEdit-schema pairs (input_file = source music, output_file = target music, first
 human turn = the instruction, last gpt caption = the target's caption). The published repository

@@ -5,8 +5,9 @@
         [--target_dir MUImage/audios] --out pred.json
     python -m Evaluation.image2music score --predictions pred.json [other systems ...] \
         --references MUImageEvalInstructions.json --target_dir MUImage/audios \
-        --media_dir MUImage/images [--fad_weights vggish-10086976.pth] [--kl_model AST] \
-        [--clap_model CLAP] [--relevance_model imagebind --imagebind_weights imagebind_huge.pth]
+        --media_dir MUImage/images [--fad_weights vggish-10086976.pth] \
+        [--kl_model passt --kl_weights PASST.pt] [--clap_model CLAP] \
+        [--relevance_model imagebind --imagebind_weights imagebind_huge.pth]
 
 References: the published instruction list (input_file = image, output_file = reference music,
 first human turn = the prompt, last gpt caption = the target caption). Published metrics: FAD,

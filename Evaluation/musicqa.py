@@ -4,7 +4,7 @@
         --media_dir MusicQA/audios --out predictions.json
     python -m Evaluation.musicqa score --predictions predictions.json \
         --references EvalMusicQA.json \
-        [--bertscore_model DIR] [--allow_missing]
+        [--bertscore_model DIR] [--clap_text_model laion/clap-htsat-unfused] [--allow_missing]
 
 References: the published EvalMusicQA.json list of {"audio_name", "conversation": [{"from":
 "human", "value": Q}, {"from": "gpt", "value": A}]}. Predictions: the published
@@ -17,11 +17,14 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from Evaluation._common import EvalInputError, conversation, fail, print_json, read_json
+
+if TYPE_CHECKING:
+    from Evaluation.metrics.clap_text import ClapText
 
 # The four fixed captioning prompts every MusicQA track was asked (MU-LLaMA's dataset builder);
 # every other question is a free-form QA pair.
@@ -124,7 +127,7 @@ def chance_candidates(rows: Sequence[QARow], seed: int) -> tuple[list[str], int]
 
 
 def _summaries(cands: list[str], refs: list[str], kinds: list[str],
-               bert: Optional[BertSpec]) -> dict:
+               bert: Optional[BertSpec], clap_text: Optional["ClapText"] = None) -> dict:
     """published + standard over all rows and per kind, from one pass of per-row scores."""
     from Evaluation.metrics import text as T
 
@@ -132,6 +135,7 @@ def _summaries(cands: list[str], refs: list[str], kinds: list[str],
     bert_rows = None
     if bert is not None:
         bert_rows = T.bert_scores(cands, refs, bert.model, bert.num_layers, bert.batch_size)
+    clap_rows = None if clap_text is None else clap_text.rows(cands, refs)
 
     def summary(idx: list[int]) -> Optional[dict]:
         if not idx:
@@ -149,6 +153,7 @@ def _summaries(cands: list[str], refs: list[str], kinds: list[str],
             "rouge_l_f1": float(np.mean(pick(rs.rouge_l_f1))),
             "meteor": float(np.mean(pick(rs.meteor))),
             "bert_score_f1": None if bert_rows is None else float(np.mean(pick(bert_rows[2]))),
+            "clap_text": None if clap_rows is None else float(np.mean(pick(clap_rows))),
         }
         return {"published": published, "standard": standard, "rows": len(idx)}
 
@@ -170,13 +175,16 @@ DEFINITIONS = {
     "standard.rouge_l_f1": "mean of the same ROUGE-L F-measure",
     "standard.meteor": "same as published.meteor (nltk's METEOR is the standard one)",
     "standard.bert_score_f1": "mean of bert_score F1 with the same model and layer",
+    "standard.clap_text": "CLAPText (arXiv 2511.05550): mean over rows of the cosine between "
+                          "the CLAP text embeddings of answer and reference (models.clap_text)",
     "chance": "published metrics when each row is answered with another track's reference "
               "for the same question (seeded)",
 }
 
 
 def score(references: str | Path, predictions: str | Path, *, bert: Optional[BertSpec] = None,
-          allow_missing: bool = False, seed: int = 0) -> dict:
+          allow_missing: bool = False, seed: int = 0,
+          clap_text: Optional["ClapText"] = None) -> dict:
     """The JSON report of `score` (see DEFINITIONS); raises EvalInputError on missing rows."""
     rows = load_references(references)
     scored, cands, missing = align(rows, load_predictions(predictions))
@@ -189,9 +197,11 @@ def score(references: str | Path, predictions: str | Path, *, bert: Optional[Ber
         raise EvalInputError(f"no reference row of {references} has a prediction in {predictions}")
     refs = [r.answer for r in scored]
     kinds = [r.kind for r in scored]
-    report = _summaries(cands, refs, kinds, bert)
+    from Evaluation.metrics.text import bertscore_matches_paper
+
+    report = _summaries(cands, refs, kinds, bert, clap_text)
     chance_cands, fallbacks = chance_candidates(scored, seed)
-    chance = _summaries(chance_cands, refs, kinds, bert)
+    chance = _summaries(chance_cands, refs, kinds, bert, clap_text)
     return {
         "task": "musicqa",
         "published": report["published"],
@@ -201,13 +211,17 @@ def score(references: str | Path, predictions: str | Path, *, bert: Optional[Ber
         "rows_missing": len(missing),
         "chance": {"published": chance["published"],
                    "by_kind": {k: v and v["published"] for k, v in chance["by_kind"].items()},
+                   "clap_text": chance["standard"]["clap_text"],
                    "seed": seed, "rows_without_same_question": fallbacks},
         "models": {"bert_score": None if bert is None else
-                   {"model": bert.model, "num_layers": bert.num_layers}},
+                   {"model": bert.model, "num_layers": bert.num_layers,
+                    "prefix_space": "byte-level BPE tokenizers load with add_prefix_space=True"},
+                   "clap_text": None if clap_text is None else clap_text.identity},
         "comparable_with_paper": {
             "bleu": True, "bleu4": True, "meteor": True, "rouge_l": True,
-            "bert_score": bert is not None and Path(bert.model).name == "roberta-large"
-            and bert.num_layers == 17,
+            "bert_score": bert is not None and bertscore_matches_paper(bert.model,
+                                                                       bert.num_layers),
+            "clap_text": False,  # not in the paper: arXiv 2511.05550's metric
         },
         "definitions": DEFINITIONS,
     }
@@ -218,9 +232,14 @@ def _score_main(args: argparse.Namespace) -> int:
     if args.bertscore_model:
         bert = BertSpec(args.bertscore_model, args.bertscore_layers, args.bertscore_batch_size)
     try:
+        clap_text = None
+        if args.clap_text_model:
+            from Evaluation.metrics.clap_text import ClapText
+
+            clap_text = ClapText(args.clap_text_model)
         report = score(args.references, args.predictions, bert=bert,
-                       allow_missing=args.allow_missing, seed=args.seed)
-    except (EvalInputError, FileNotFoundError) as exc:
+                       allow_missing=args.allow_missing, seed=args.seed, clap_text=clap_text)
+    except (OSError, ValueError) as exc:  # bad inputs (EvalInputError), files, model folders
         return fail(str(exc))
     print_json(report)
     return 0
@@ -240,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bertscore_layers", type=int, default=17,
                    help="hidden layer BERTScore reads (17 = bert_score's roberta-large default)")
     s.add_argument("--bertscore_batch_size", type=int, default=64)
+    s.add_argument("--clap_text_model", default=None,
+                   help="CLAPText's text tower: ClapModel folder or hub id (laion/clap-htsat-"
+                        "unfused); omitted: standard.clap_text null")
     s.add_argument("--allow_missing", action="store_true",
                    help="score the rows that have predictions instead of failing")
     s.add_argument("--seed", type=int, default=0, help="seed of the chance baseline")

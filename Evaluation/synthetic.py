@@ -355,9 +355,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ev = Evaluator(engine.model, root, args.batch_size, args.max_new_tokens, media=engine.features)
     result = ev.run()
     if args.predictions:
-        with open(args.predictions, "w") as fh:
-            for row in ev.predictions:
-                fh.write(json.dumps(row) + "\n")
+        write_text(args.predictions, "".join(json.dumps(row) + "\n" for row in ev.predictions))
     text = json.dumps(result, indent=2)
     if args.output:
         write_text(args.output, text + "\n")

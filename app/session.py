@@ -55,12 +55,15 @@ class ModelChoice:
     llama_dir: Optional[str] = None  # as given: a release file takes only its tokenizer
     allow_partial: bool = False  # release files: load despite missing/unknown tensors
     quantize: str = "none"  # --quantize: "int8" = int8 weight-only backbone (llama.quantize)
+    video_sampling: str = "uniform"  # --video_sampling (data.media.VideoSampling)
+    video_seed: Optional[int] = None  # window only: its start drawn from --seed (None: centred)
 
     @property
     def key(self) -> tuple:
         return (self.checkpoint, self.preset, tuple(sorted(self.overrides.items())),
                 self.device, self.dtype, self.music_decoder, self.feature_cache, self.knn_dir,
-                self.llama_dir, self.allow_partial, self.quantize)
+                self.llama_dir, self.allow_partial, self.quantize, self.video_sampling,
+                self.video_seed)
 
     @property
     def release_file(self) -> bool:
@@ -146,11 +149,14 @@ def choose_model(args: argparse.Namespace) -> ModelChoice:
         raise InputError(f"--knn_dir {knn_dir}: no such file or folder")
     quantize = getattr(args, "quantize", "none")
     precheck_quantize(quantize, args.device)
+    sampling = getattr(args, "video_sampling", "uniform")
     return ModelChoice(checkpoint, preset, model_overrides(args), args.device, args.dtype,
                        music_decoder=args.music_decoder,
                        feature_cache=getattr(args, "feature_cache", None), knn_dir=knn_dir,
                        llama_dir=args.llama_dir, quantize=quantize,
-                       allow_partial=bool(getattr(args, "allow_partial", False)))
+                       allow_partial=bool(getattr(args, "allow_partial", False)),
+                       video_sampling=sampling,
+                       video_seed=getattr(args, "seed", None) if sampling == "window" else None)
 
 
 def resolve_hub_checkpoint(model: str) -> str:
@@ -250,7 +256,11 @@ def load_model(choice: ModelChoice, cache: Optional[dict] = None) -> "LoadedMode
     if choice.music_decoder is not None and kind != choice.music_decoder:
         raise InputError(f"--music_decoder {choice.music_decoder}: the checkpoint was trained "
                          f"with the {kind} decoder")
-    loaded = LoadedModel(model, MediaFeatures(model, choice.feature_cache), choice)
+    from data.media import VideoSampling
+
+    video = VideoSampling(choice.video_sampling, choice.video_seed)
+    loaded = LoadedModel(model, MediaFeatures(model, choice.feature_cache, video_sampling=video),
+                         choice)
     if cache is not None:
         cache[choice.key] = loaded
     return loaded

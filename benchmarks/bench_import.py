@@ -116,6 +116,8 @@ def write_release(path: Path) -> int:
     import numpy as np
     import torch
 
+    from util.atomic import atomic_path
+
     rng = np.random.default_rng(0)
     pools = {}
     for code in ("f2", "f4"):
@@ -133,7 +135,8 @@ def write_release(path: Path) -> int:
         state[name] = torch.from_numpy(arr)
         total += count * item
     args = _ap.Namespace(music_decoder="musicgen", music_decoder_path="facebook/musicgen-small")
-    torch.save({"model": state, "optimizer": {}, "epoch": 0, "scaler": {}, "args": args}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"model": state, "optimizer": {}, "epoch": 0, "scaler": {}, "args": args}, tmp)
     for pool in pools.values():
         pool.unlink()
     return total

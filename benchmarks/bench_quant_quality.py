@@ -62,7 +62,7 @@ def report(title: str, rows: dict[str, list[tuple[int, int, float, float]]]) -> 
 def as_served(fp32, dtype: str, quant: str):
     """What `M2UGen(dtype=..., quantize=...)` (the CLI path) runs: frozen weights in `dtype`,
     tuned parts (LoRA, biases, norms, gates, new rows) kept float32, then int8."""
-    from llama.backbone import keep_peft_float32
+    from llama.lora import keep_peft_float32
     from llama.quantize import quantize_backbone_, resolve_dtype
 
     model = copy.deepcopy(fp32).to(resolve_dtype(dtype))

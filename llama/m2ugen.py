@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from llama import checkpoint as ckpt
-from llama.backbone import Transformer, keep_peft_float32, peft_parameter_names, set_trainable
+from llama.backbone import Transformer
+from llama.lora import keep_peft_float32, peft_parameter_names, set_trainable
 from llama.bridges import build_bridges
 from llama.config import AUD_TOKENS, MODALITIES, M2UGenConfig, get_preset
 from llama.projector import OutputProjector
@@ -539,6 +540,7 @@ def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device,
 
     overrides = dict(
         lora_rank=cfg.llama.lora_rank,
+        lora_alpha=cfg.llama.lora_alpha,
         adapter_layers_per_modality=cfg.llama.adapter_layers_per_modality,
         max_seq_len=cfg.llama.max_seq_len,
         adapter_uses_lora=cfg.llama.adapter_uses_lora,

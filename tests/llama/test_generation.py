@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llama.backbone import Transformer, parameter_group
+from llama.backbone import Transformer
+from llama.lora import parameter_group
 from llama.config import llama_tiny
 from llama.generation import generate, select_next, stream_generate
 
