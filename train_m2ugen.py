@@ -42,10 +42,8 @@ from llama.m2ugen import M2UGen, apply_path_overrides, config_from_dict
 from training.step import loss_counts, make_step
 from training.targets import TargetProvider
 from util.atomic import append_jsonl
+from util.dtypes import DTYPE_NAMES, resolve_dtype
 from util.seed import seed_everything
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -81,7 +79,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "(reused across runs)")
     p.add_argument("--feature_memo_mb", type=int, default=1024,
                    help="RAM (MB) for frozen-encoder features reused across epochs")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                    help="dtype of the frozen weights (backbone, encoders, decoder); trained "
                         "parameters and optimizer state stay float32")
     p.add_argument("--on_error", choices=("raise", "skip"), default="raise",
@@ -357,7 +355,7 @@ def train(args: argparse.Namespace, accelerator: Any) -> int:
         cfg = config_from_dict(ckpt.read_config(resume_dir)["m2ugen"])
     else:
         cfg = build_config(args)
-    model = M2UGen(cfg, device=accelerator.device, dtype=DTYPES[args.dtype])
+    model = M2UGen(cfg, device=accelerator.device, dtype=resolve_dtype(args.dtype))
     if args.init_from and not resume_dir:
         src = ckpt.resolve_checkpoint(args.init_from)
         ckpt.load_tuned_weights(model, ckpt.read_weights(src), source=str(src))

@@ -107,7 +107,7 @@ class MusicCaptioner:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "MusicCaptioner":
-        from app.session import choose_model, load_model
+        from app.loading import choose_model, load_model
 
         apply_offline(args)
         if args.model is None:  # never fall back silently, not even to ckpts/<preset>/stage3

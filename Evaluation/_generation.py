@@ -1,5 +1,5 @@
 """The `generate` verb of the evaluation CLIs: flags and model loading through the serving layer
-(`app.args`, `app.session`), and the MusicQA answer loop.
+(`app.args`, `app.loading`), and the MusicQA answer loop.
 
 Every task loads its model the way `inference.py` does (same flags, same loader, same notices),
 so a reviewer's checkpoint runs identically in the demo and in the tables. Generation settings
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from Evaluation._common import EvalInputError, fail
 
 if TYPE_CHECKING:
-    from app.session import LoadedModel
+    from app.engine import LoadedModel
 
 # The published generate_*.py scripts sampled with these values (MU-LLaMA / M2UGen).
 PUBLISHED_SETTINGS = {"max_new_tokens": 512, "temperature": 0.6, "top_p": 0.8, "seed": 0}
-# Models loaded in this process, keyed by app.session.ModelChoice.key: repeated CLI calls in one
+# Models loaded in this process, keyed by app.loading.ModelChoice.key: repeated CLI calls in one
 # process (tests, notebooks) load a checkpoint once.
 _MODEL_CACHE: dict = {}
 
@@ -67,10 +67,10 @@ def add_generate_parser(sub, run: Callable, media_help: str, *,
 
 
 def load_engine(args: argparse.Namespace) -> "LoadedModel":
-    """The model the flags choose, loaded by `app.session` (cached per process).
+    """The model the flags choose, loaded by `app.loading` (cached per process).
 
     Raises app.errors.InputError (bad flags, components that cannot be loaded)."""
-    from app.session import choose_model, load_model, random_weights_notice
+    from app.loading import choose_model, load_model, random_weights_notice
 
     choice = choose_model(args)
     notice = random_weights_notice(choice)

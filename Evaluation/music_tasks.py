@@ -210,7 +210,7 @@ def _generate_rows(spec: TaskSpec, args: argparse.Namespace, engine: Any, rows: 
     from tqdm.auto import tqdm
 
     from app.errors import bad_input_errors, one_line
-    from app.session import write_music
+    from app.engine import write_music
     from Evaluation._generation import save_json
 
     out = Path(args.out)

@@ -23,8 +23,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from app import args as app_args
-from app import session as app_session
-from app.errors import bad_input_errors, fail
+from app.errors import InputError, bad_input_errors, fail
+from app.loading import choose_model, load_model
 
 PROG = "python -m Evaluation.sensitivity"
 MODALITIES = ("audio", "image", "video")
@@ -119,11 +119,11 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        choice = app_session.choose_model(args)
-        engine = app_session.load_model(choice)
+        choice = choose_model(args)
+        engine = load_model(choice)
         items = _items(args, engine)
         if not items:
-            raise app_session.InputError("no media: give --data_root or --audio/--image/--video")
+            raise InputError("no media: give --data_root or --audio/--image/--video")
         rows = measure(engine, items, args.prompt, args.max_new_tokens)
     except bad_input_errors() as err:
         return fail(PROG, err)

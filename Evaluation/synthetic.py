@@ -50,7 +50,8 @@ import numpy as np
 import torch
 
 from app.errors import InputError, bad_input_errors, fail
-from app.session import LoadedModel, ModelChoice, load_model
+from app.engine import LoadedModel
+from app.loading import ModelChoice, load_model
 from data.dataset import tokenize_sample
 from data.features import MediaFeatures
 from data.media import load_audio

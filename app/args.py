@@ -12,12 +12,13 @@ import argparse
 from typing import Any, Optional
 
 from app.errors import EXIT_BAD_INPUT
+from util import dtypes
 
 PRESET_NAMES = (
     "tiny", "tiny-audioldm2", "m2ugen-musicgen-small", "m2ugen-musicgen-medium", "m2ugen-audioldm2",
 )  # equal to llama.config.PRESETS (checked by a test); spelled out so --help needs no torch
 DECODER_KINDS = ("musicgen", "audioldm2")
-DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_NAMES = (dtypes.AUTO, *dtypes.DTYPE_NAMES)  # util.dtypes: the one list of precisions
 QUANTIZE_NAMES = ("none", "int8")  # equal to llama.quantize.QUANTIZE_MODES (checked by a test)
 MUSIC_MODES = ("auto", "always", "never")
 VIDEO_SAMPLINGS = ("uniform", "window")  # equal to data.media.SAMPLINGS (checked by a test)

@@ -47,6 +47,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from util.atomic import atomic_path
+from util.dtypes import resolve_dtype
 from util.hashing import sha256_file, sha256_json, stable_json
 
 if TYPE_CHECKING:  # decoding libraries are imported when a file is first loaded
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 FORMAT = "m2ugen-features/1"
 TENSOR = "features"
 StorageDtype = Literal["float16", "float32"]
-_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+STORAGE_DTYPES: tuple[str, ...] = ("float16", "float32")  # names of util.dtypes
 
 MEDIA_DIRS = {"audio": "audios", "image": "images", "video": "videos"}
 MEDIA_EXTS = {
@@ -73,8 +74,8 @@ class _Store:
     """Safetensors entries addressed by key under one namespace folder."""
 
     def __init__(self, root: Path, dtype: StorageDtype) -> None:
-        if dtype not in _DTYPES:
-            raise ValueError(f"cache dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype not in STORAGE_DTYPES:
+            raise ValueError(f"cache dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}")
         self.root = root
         self.dtype = dtype
 
@@ -116,7 +117,7 @@ class _Store:
 
     def write(self, key: str, tensor: torch.Tensor, meta: Mapping[str, str]) -> torch.Tensor:
         """Store atomically; returns exactly what a later `read` will give (float32)."""
-        stored = tensor.detach().to("cpu", _DTYPES[self.dtype]).contiguous()
+        stored = tensor.detach().to("cpu", resolve_dtype(self.dtype)).contiguous()
         if not torch.isfinite(stored).all():
             raise ValueError(f"refusing to cache non-finite features for {meta.get('source', key)}"
                              f" (dtype {self.dtype})")
@@ -429,7 +430,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--preset", default="tiny", help="configuration preset naming the encoders")
     ap.add_argument("--cache_dir", required=True)
     ap.add_argument("--modalities", default="audio,image,video")
-    ap.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="storage dtype")
+    ap.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32", help="storage dtype")
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip_bad", action="store_true",

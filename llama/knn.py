@@ -28,6 +28,10 @@ from llama.config import KnnConfig
 from util.atomic import atomic_path
 
 
+class KnnIndexError(ValueError):
+    """An index file that is not a usable faiss index (a missing file is FileNotFoundError)."""
+
+
 def _as_matrix(vectors: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(vectors, torch.Tensor):
         vectors = vectors.detach().float().cpu().numpy()
@@ -83,7 +87,7 @@ class KnnIndex:
         try:
             index = faiss.read_index(str(p))
         except RuntimeError as e:  # faiss reports unreadable files as RuntimeError
-            raise ValueError(f"kNN index {str(p)!r} is not a readable faiss index: {e}") from e
+            raise KnnIndexError(f"kNN index {str(p)!r} is not a readable faiss index: {e}") from e
         return cls(index)
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ import pytest
 import gradio_app
 import inference
 from app import args as app_args
-from app import session as app_session
+from app import loading as app_loading
 from data.media import SAMPLINGS, VideoSampling
 
 
@@ -24,17 +24,17 @@ def test_the_flag_offers_what_the_loader_knows():
 ])
 def test_inference_choice_carries_the_sampling(argv, expected):
     args = inference.build_parser().parse_args(["--prompt", "hi", *argv])
-    choice = app_session.choose_model(args)
+    choice = app_loading.choose_model(args)
     assert VideoSampling(choice.video_sampling, choice.video_seed) == expected
 
 
 def test_the_loaded_model_decodes_videos_with_the_chosen_sampling():
-    window = app_session.ModelChoice(None, "tiny", {}, "cpu", "float32",
+    window = app_loading.ModelChoice(None, "tiny", {}, "cpu", "float32",
                                      video_sampling="window", video_seed=5)
-    uniform = app_session.ModelChoice(None, "tiny", {}, "cpu", "float32")
+    uniform = app_loading.ModelChoice(None, "tiny", {}, "cpu", "float32")
     assert window.key != uniform.key  # never one cached model for both
     cache: dict = {}
-    assert app_session.load_model(window, cache).features.video_sampling == VideoSampling(
+    assert app_loading.load_model(window, cache).features.video_sampling == VideoSampling(
         "window", 5)
 
 
@@ -51,4 +51,4 @@ def test_demo_and_evaluation_parsers_take_the_flag():
     assert parser.parse_args(given).video_sampling == "uniform"
     ev = parser.parse_args(given + ["--video_sampling", "window"])
     assert (ev.video_sampling, ev.seed) == ("window", 0)  # the published evaluation's seed
-    assert app_session.choose_model(ev).video_seed == 0
+    assert app_loading.choose_model(ev).video_seed == 0
