@@ -135,7 +135,8 @@ def import_release_once(args: argparse.Namespace) -> Path:
     """`--init_from RELEASE.pth`: import the released checkpoint into OUTPUT_DIR/imported_release
     (once; a complete import is reused) so training starts from our checkpoint format. The
     tokenizer comes from --llama_path or the folder of --tokenizer_path."""
-    from llama.published import PublishedCheckpointError, import_release
+    from llama.release.export import import_release
+    from llama.release.read import ReleaseFileError
 
     dst = Path(args.output_dir) / "imported_release"
     try:
@@ -151,7 +152,7 @@ def import_release_once(args: argparse.Namespace) -> Path:
     try:
         return import_release(args.init_from, dst, llama_dir=llama_dir, mert_path=args.mert_path,
                               vit_path=args.vit_path, vivit_path=args.vivit_path)
-    except PublishedCheckpointError as err:
+    except ReleaseFileError as err:
         raise ValueError(str(err)) from None
 
 
@@ -299,7 +300,7 @@ def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
             picks = torch.randperm(len(pool), generator=g)[:k].tolist()
             samples = samples + [pool[i] for i in sorted(picks)]
     return M2UGenDataset(samples, model.tokenizer, max_words=args.max_words, media_loader=loader,
-                         policy=policy, stage=args.stage)
+                         policy=policy, stage=args.stage, style=model.cfg.chat_style)
 
 
 def refit_projector(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
@@ -359,11 +360,6 @@ def train(args: argparse.Namespace, accelerator: Any) -> int:
     if args.init_from and not resume_dir:
         src = ckpt.resolve_checkpoint(args.init_from)
         ckpt.load_tuned_weights(model, ckpt.read_weights(src), source=str(src))
-        saved = ckpt.read_config(src)
-        if "published" in saved:  # an imported release: its compatibility values
-            from llama.published import restore_compat
-
-            restore_compat(model, saved)
     trainable = model.set_stage(args.stage)
     tuned = model.tuned_parameter_names()
     media = MediaFeatures(model, args.feature_cache, memo_bytes=args.feature_memo_mb * 2**20)

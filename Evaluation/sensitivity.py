@@ -51,8 +51,8 @@ def _items(args: argparse.Namespace, engine: Any) -> dict[str, list[str]]:
         for m in MODALITIES:
             if not items[m]:
                 items[m] = [str(x) for x in discover_media(args.data_root, m)[: args.per_modality]]
-    unsupported = getattr(getattr(engine.model, "published", None), "unsupported_modalities", ())
-    return {m: v for m, v in items.items() if v and m not in unsupported}
+    accepted = engine.model.cfg.chat_style.modalities  # a release may refuse some media
+    return {m: v for m, v in items.items() if v and m in accepted}
 
 
 def _dists(model, ids: list[int], answer: list[int], feats) -> torch.Tensor:
@@ -71,10 +71,10 @@ def _compare(p: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, flo
 
 
 def _greedy(model, ids: list[int], feats, n: int) -> list[int]:
-    from llama.published import generate_published
+    """The greedy answer, ended as the model's chat style says (the one decoding loop)."""
+    from llama.chat import answer_ids
 
-    release = getattr(getattr(model, "published", None), "release", "m2ugen")
-    return generate_published(model, ids, feats, n, release)
+    return answer_ids(model, ids, feats, n)
 
 
 def measure(engine: Any, items: dict[str, list[str]], prompt: str, max_new_tokens: int

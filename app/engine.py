@@ -87,11 +87,6 @@ def check_media_length(media: Mapping[str, Any], max_seconds: Optional[float],
                              "(--max_media_seconds)")
 
 
-def is_published(model: Any) -> bool:
-    """A released checkpoint (loaded or imported): it runs with the published generation."""
-    return getattr(model, "published", None) is not None
-
-
 class ModelSource(Protocol):
     """What the engine keeps of how its model was chosen (`app.loading.ModelChoice`)."""
 
@@ -127,10 +122,11 @@ class LoadedModel:
         """Validated settings for this model's decoder (None values = defaults)."""
         from app.settings import make_settings
 
-        if is_published(self.model) and (values or {}).get("music_conditioning") is None:
-            # The releases' projector never trained (docs/MODEL.md section 7.1): music comes
-            # from the answer text, as the published demo made it.
-            values = {**(values or {}), "music_conditioning": "text"}
+        if (values or {}).get("music_conditioning") is None:
+            # Unset: the model's chat style says (releases: from the answer text, as the
+            # published demo made it; their projector never trained, docs/MODEL.md 7.1).
+            values = {**(values or {}),
+                      "music_conditioning": self.model.cfg.chat_style.music_route}
         return make_settings(values, decoder=self.model.cfg.decoder)
 
     def encoder(self, modality: str) -> Any:
@@ -193,18 +189,23 @@ class LoadedModel:
                 music: str) -> Iterator[TurnEvent]:
         from llama.decoders import DecoderLoadError
 
-        turn = self._published_turn if is_published(self.model) else self._turn
         try:
-            yield from turn(prompt, history, media, settings, music)
+            yield from self._turn(prompt, history, media, settings, music)
         except DecoderLoadError as err:  # the decoder is loaded on the first music
             raise ModelLoadError("decoder", self.model.cfg.decoder.path, one_line(err)) from err
 
     def _turn(self, prompt: str, history: Sequence[tuple[str, str]],
               media: Optional[Mapping[str, Any]], settings: "GenerationSettings",
               music: str) -> Iterator[TurnEvent]:
+        from llama.chat_style import UnsupportedModalityError
         from llama.m2ugen import ChatReply
 
         model = self.model
+        given = [m for m, v in (media or {}).items() if v is not None]
+        try:  # media the model's chat style refuses (MuMu-LLaMA: video), before decoding them
+            model.cfg.chat_style.check_modalities(given)
+        except UnsupportedModalityError as err:
+            raise InputError(str(err)) from None
         media_in = self.media_input(media)
         reply: Optional[ChatReply] = None
         # The model's own stream is text pieces then its ChatReply; typed here, once.
@@ -221,31 +222,8 @@ class LoadedModel:
             feats = model.media_vector(media_in)
             reply.music, reply.sample_rate = model.synthesize(
                 ids + list(reply.token_ids), feats, reply.text, settings)
-            reply.generated_ids = list(reply.token_ids) + list(model.tokenizer.aud_ids)
-        yield FinalReply(reply)
-
-    def _published_turn(self, prompt: str, history: Sequence[tuple[str, str]],
-                        media: Optional[Mapping[str, Any]], settings: "GenerationSettings",
-                        music: str) -> Iterator[TurnEvent]:
-        """A released checkpoint's turn with the published generation (llama.published)."""
-        from llama.published import published_chat
-
-        info = self.model.published
-        for modality, item in (media or {}).items():
-            if item is not None and modality in info.unsupported_modalities:
-                raise InputError(f"{modality} input is not supported by the {info.release} "
-                                 f"release (its published {modality} path could not run, so "
-                                 f"its weights were never trained for it)")
-        media_in = self.media_input(media)
-        reply = published_chat(self.model, prompt, history=history, media=media_in,
-                               settings=settings, want_music=music != "never")
-        if reply.text:
-            yield TextDelta(reply.text)
-        if music == "always" and reply.music is None:
-            ids, _ = self.model.build_prompt(prompt, history, settings.max_new_tokens)
-            reply.music, reply.sample_rate = self.model.synthesize(
-                ids + list(reply.token_ids), self.model.media_vector(media_in), reply.text,
-                settings)
+            if model.cfg.chat_style.stop.aud == "first":  # the ids as our layout holds them
+                reply.generated_ids = list(reply.token_ids) + list(model.tokenizer.aud_ids)
         yield FinalReply(reply)
 
 

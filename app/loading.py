@@ -260,18 +260,16 @@ def _build(choice: ModelChoice, device: str, dtype: "torch.dtype") -> "M2UGen":
         prepare_precision(model, choice.quantize)
         return model
     if _imported_release(choice.checkpoint):
-        from llama.published import load_imported  # decoder loaded on first music
+        from llama.release.load import load_imported  # decoder loaded on first music
 
         model = load_imported(choice.checkpoint, overrides=choice.overrides, device=device,
                               dtype=dtype)
         prepare_precision(model, choice.quantize)
-    else:
-        model = M2UGen.from_pretrained(choice.checkpoint, preset=choice.preset,
-                                       overrides=choice.overrides, device=device, dtype=dtype,
-                                       quantize=choice.quantize)
-    if choice.checkpoint is not None:
-        _restore_compat(model, choice.checkpoint)
-    return model
+        return model
+    # A checkpoint's config carries everything it needs (its chat style included).
+    return M2UGen.from_pretrained(choice.checkpoint, preset=choice.preset,
+                                  overrides=choice.overrides, device=device, dtype=dtype,
+                                  quantize=choice.quantize)
 
 
 def prepare_precision(model: "M2UGen", quantize: str) -> None:
@@ -284,18 +282,18 @@ def prepare_precision(model: "M2UGen", quantize: str) -> None:
 
 
 def _load_release(choice: ModelChoice, device: str, dtype: "torch.dtype") -> "M2UGen":
-    """A released checkpoint.pth (llama.published): its LLaMA comes from the file, --llama_dir
+    """A released checkpoint.pth (llama.release): its LLaMA comes from the file, --llama_dir
     supplies the tokenizer; encoder flags pointing at weights replace the file's copies.
     --knn_dir is attached by `load_model`, as for every checkpoint."""
-    from llama.published import load_published_model
+    from llama.release.load import load_release
 
     o = choice.overrides
     tok = o.get("tokenizer_path") or choice.llama_dir
-    return load_published_model(
+    return load_release(
         choice.checkpoint, llama_dir=tok, mert_path=o.get("mert_path"),
         vit_path=o.get("vit_path"), vivit_path=o.get("vivit_path"),
         music_decoder=choice.music_decoder, music_decoder_path=o.get("music_decoder_path"),
-        knn_dir=None, allow_partial=choice.allow_partial, device=device, dtype=dtype)
+        knn_dir=None, allow_partial=choice.allow_partial, device=device, dtype=dtype).model
 
 
 def _imported_release(checkpoint: Optional[str]) -> bool:
@@ -305,23 +303,15 @@ def _imported_release(checkpoint: Optional[str]) -> bool:
     from llama import checkpoint as ckpt
 
     try:
-        return "published" in ckpt.read_config(checkpoint)
+        saved = ckpt.read_config(checkpoint)
+        return "release" in saved or "published" in saved  # "published": an older import
     except (OSError, ckpt.CheckpointError):
         return False  # from_pretrained reports the unreadable folder with its reason
 
 
-def _restore_compat(model: "M2UGen", checkpoint: str) -> None:
-    """Checkpoint-recorded compatibility values (imported releases)."""
-    from llama import checkpoint as ckpt
-    from llama.published import restore_compat
-
-    restore_compat(model, ckpt.read_config(checkpoint))
-
-
 def _attach_knn(model: "M2UGen", knn_dir: str) -> None:
-    """--knn_dir: retrieval over the index in that folder (llama.published.attach_knn)."""
-    from llama.knn import KnnIndexError
-    from llama.published import attach_knn
+    """--knn_dir: retrieval over the index in that folder (llama.knn.attach_knn)."""
+    from llama.knn import KnnIndexError, attach_knn
 
     try:
         attach_knn(model, knn_dir)

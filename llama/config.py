@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
+from llama import chat_style as chat_styles
+from llama.chat_style import ChatStyle
 MODALITIES: tuple[str, ...] = ("audio", "image", "video")
 AUD_TOKENS: tuple[str, ...] = tuple(f"[AUD{i}]" for i in range(8))
 
@@ -199,6 +201,8 @@ class M2UGenConfig:
     knn: KnnConfig = field(default_factory=KnnConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    # How the model is prompted and decoded; stored with the weights (llama/chat_style.py).
+    chat_style: ChatStyle = field(default_factory=lambda: chat_styles.DEFAULT)
 
     def replace(self, **changes) -> "M2UGenConfig":
         return dataclasses.replace(self, **changes)

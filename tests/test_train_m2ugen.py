@@ -203,7 +203,7 @@ def test_init_from_a_release_file_imports_it_once(tmp_path, monkeypatch):
         vit_path=str(comp / "vit"), vivit_path=str(comp / "vivit"))
     folder = train_m2ugen.import_release_once(args)
     saved = ckpt.read_config(folder)
-    assert saved["published"]["release"] == "mumu-llama"
+    assert saved["release"]["layout"] == "mumu-llama"
     assert saved["m2ugen"]["llama"]["adapter_uses_lora"] is False
     stamp = (folder / ckpt.WEIGHTS_FILE).stat().st_mtime_ns
     assert train_m2ugen.import_release_once(args) == folder  # reused, not imported again
