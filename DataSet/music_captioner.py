@@ -3,9 +3,11 @@
 The published captions came from MU-LLaMA (`Datasets/common/mullama.py`: `qa_bot`), run with
 the captioning question below, MU-LLaMA's kNN index (cache size 100, temperature 20, weight 0.3),
 sampling at temperature 0.4 with top_p 1.0 and a length bound of 8192 tokens
-(`PUBLISHED_MULLAMA`). `--model` takes a MU-LLaMA release (then these are the defaults), a
-released M2UGen / MuMu-LLaMA file, or one of our checkpoints (greedy, 128 tokens by default:
-our own choice, recorded as such). Every value that applied is written into the manifest.
+(`PUBLISHED_MULLAMA`). `--model` takes a MU-LLaMA release (then these are the defaults, and
+`--knn_dir` must give its index unless `--cache_weight 0` is asked for), a released M2UGen /
+MuMu-LLaMA file, or one of our checkpoints (greedy, 128 tokens by default: our own choice,
+recorded as such). The length bound is also cut to the context (8192 tokens for MU-LLaMA), as
+the published loop was. Every value that applied is written into the manifest.
 
 No silent random weights: without `--model`, or with a model whose LLaMA or MERT is a random
 `tiny` build, the step stops with one line naming `--allow_random_weights` (tests pass it).
@@ -24,6 +26,7 @@ from typing import Any, Optional, Sequence
 from DataSet.common import (
     ItemError,
     ModelInfo,
+    StepError,
     add_common_args,
     add_random_weights_arg,
     apply_offline,
@@ -73,6 +76,13 @@ def add_music_captioner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None,
                    help="default: MU-LLaMA 0.4 as published, ours 0 (greedy)")
     p.add_argument("--top_p", type=float, default=None, help="default: 1.0")
+    p.add_argument("--cache_size", type=int, default=None,
+                   help="kNN neighbours (default: MU-LLaMA 100 as published)")
+    p.add_argument("--cache_t", type=float, default=None,
+                   help="kNN softmax temperature (default: MU-LLaMA 20 as published)")
+    p.add_argument("--cache_weight", type=float, default=None,
+                   help="share of the retrieved prototypes (default: MU-LLaMA 0.3 as published; "
+                        "0 = no kNN, then --knn_dir is not needed)")
     p.add_argument("--online", action="store_true")
     add_random_weights_arg(p)
     add_common_args(p)
@@ -89,6 +99,38 @@ def random_parts(engine: Any) -> list[str]:
     if cfg.mert.path == "tiny":
         parts.append("MERT")
     return parts
+
+
+def _with_knn(settings: CaptionSettings, args: argparse.Namespace, model: Any
+              ) -> CaptionSettings:
+    """The kNN part of the settings, attached to the model; MU-LLaMA's published captions used
+    the index, so without `--knn_dir` the step stops unless `--cache_weight 0` is asked for."""
+    from llama.knn import attach_knn
+
+    knn = dict(settings.knn or {})
+    given = {k: v for k in ("cache_size", "cache_t", "cache_weight")
+             if (v := getattr(args, k)) is not None}
+    if given:
+        knn = {"cache_size": 10, "cache_t": 20.0, "cache_weight": 0.5, **knn, **given}
+        settings = dataclasses.replace(settings, source=f"{settings.source} (kNN overridden: "
+                                                        f"{sorted(given)})")
+    if knn and knn["cache_weight"] == 0:
+        return dataclasses.replace(settings, knn=None)
+    if not args.knn_dir:
+        if knn:
+            raise StepError("the published captions mixed MU-LLaMA's kNN index into the music "
+                            f"feature (cache weight {knn['cache_weight']}): pass --knn_dir "
+                            "(the folder of knn.index), or --cache_weight 0 to caption without")
+        return settings
+    if not knn:
+        knn = {"cache_size": model.cfg.knn.cache_size, "cache_t": model.cfg.knn.cache_t,
+               "cache_weight": model.cfg.knn.cache_weight}
+    model.cfg.knn = dataclasses.replace(model.cfg.knn, **knn)
+    try:
+        attach_knn(model, args.knn_dir)
+    except (OSError, ValueError) as e:
+        raise StepError(f"--knn_dir {args.knn_dir}: {e}") from e
+    return dataclasses.replace(settings, knn={**knn, "index": str(args.knn_dir)})
 
 
 class MusicCaptioner:
@@ -114,7 +156,8 @@ class MusicCaptioner:
             refuse_random("no --model given: the captions would come from the random tuned "
                           f"weights of preset {args.preset!r}; pass --model (a MU-LLaMA or "
                           "M2UGen checkpoint)", args.allow_random_weights)
-        choice = choose_model(args)
+        # kNN is attached below, with the captioning settings (not the chat defaults)
+        choice = dataclasses.replace(choose_model(args), knn_dir=None)
         if args.model is None:
             choice = dataclasses.replace(choice, checkpoint=None)
         engine = load_model(choice)
@@ -122,8 +165,10 @@ class MusicCaptioner:
         if parts:
             refuse_random(f"{choice.checkpoint or 'the preset'}: random weights in "
                           f"{', '.join(parts)}", args.allow_random_weights)
-        settings = OURS.override(temperature=args.temperature, top_p=args.top_p,
-                                 max_new_tokens=args.max_new_tokens)
+        mu_llama = not engine.model.cfg.chat_style.music_output
+        settings = (PUBLISHED_MULLAMA if mu_llama else OURS).override(
+            temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+        settings = _with_knn(settings, args, engine.model)
         return cls(engine, args.question, settings, seed=args.seed, random_weights=parts)
 
     def caption(self, batch: Sequence[tuple[str, Path]]) -> list[Any]:
@@ -157,22 +202,33 @@ class MusicCaptioner:
         return self.engine.model.media_vector(media)
 
     def _decode(self, feats: list[Any], seed: Optional[int]) -> list[str]:
+        """Captions for feature vectors: greedy ones batched, sampled ones one by one with
+        their own generator. The model's chat style decides the prompt and where it ends."""
         import torch
 
+        from llama.chat import answer_ids
         from llama.generation import generate
 
         model = self.engine.model
-        prompt, _ = model.build_prompt(self.question, [], self.decoding.max_new_tokens)
-        gen = None
-        if seed is not None:
-            gen = torch.Generator(device=model.device_).manual_seed(seed % 2**63)
-        out = generate(model.backbone, [prompt] * len(feats), self.decoding.max_new_tokens,
-                       temperature=self.decoding.temperature, top_p=self.decoding.top_p,
-                       eos_id=model.tokenizer.eos_id, generator=gen,
-                       modality_features=torch.cat(feats, dim=0), pad_id=model.tokenizer.pad_id)
-        aud = set(model.tokenizer.aud_ids)
+        style, tok = model.cfg.chat_style, model.tokenizer
+        prompt, _ = model.build_prompt(self.question, [], 1)
+        # the published loop ran to max_gen_len or to the end of the context, whichever first
+        n = min(self.decoding.max_new_tokens,
+                model.cfg.llama.max_seq_len - len(prompt) - len(tok.aud_ids))
+        plain = not style.stop.strings and style.stop.aud != "after_run"
+        if seed is None and plain:
+            out = generate(model.backbone, [prompt] * len(feats), n, eos_id=(
+                tok.eos_id if style.stop.eos else ()), modality_features=torch.cat(feats, dim=0),
+                pad_id=tok.pad_id)
+        else:
+            gen = None
+            if seed is not None:
+                gen = torch.Generator(device=model.device_).manual_seed(seed % 2**63)
+            out = [answer_ids(model, prompt, f, n, self.decoding.temperature,
+                              self.decoding.top_p, gen) for f in feats]
+        ends = set(tok.aud_ids) | ({tok.eos_id} if style.stop.eos else set())
         texts = []
         for ids in out:
-            cut = next((j for j, t in enumerate(ids) if t in aud), len(ids))
-            texts.append(model.tokenizer.decode(ids[:cut]).strip())
+            cut = next((j for j, t in enumerate(ids) if t in ends), len(ids))
+            texts.append(style.answer_text(tok.decode(ids[:cut])))
         return texts

@@ -202,8 +202,9 @@ class LoadedModel:
 
         model = self.model
         given = [m for m, v in (media or {}).items() if v is not None]
-        try:  # media the model's chat style refuses (MuMu-LLaMA: video), before decoding them
-            model.cfg.chat_style.check_modalities(given)
+        try:  # media the model's chat style refuses (MuMu-LLaMA: video; MU-LLaMA: a turn
+            # without music, or music asked for), before decoding any
+            model.cfg.chat_style.check_modalities(given, music)
         except UnsupportedModalityError as err:
             raise InputError(str(err)) from None
         media_in = self.media_input(media)
