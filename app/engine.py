@@ -116,7 +116,8 @@ class LoadedModel:
     def description(self) -> str:
         source = self.choice.checkpoint or f"random tuned weights (preset {self.choice.preset})"
         cfg = self.model.cfg
-        return f"{cfg.name} ({cfg.decoder.kind} decoder) from {source}"
+        music = f"{cfg.decoder.kind} decoder" if cfg.chat_style.music_output else "no music output"
+        return f"{cfg.name} ({music}) from {source}"
 
     def settings(self, values: Optional[Mapping[str, Any]] = None) -> "GenerationSettings":
         """Validated settings for this model's decoder (None values = defaults)."""
