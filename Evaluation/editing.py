@@ -16,7 +16,8 @@ useful where it beats copying the source.
 
 from __future__ import annotations
 
-from Evaluation.music_tasks import TaskSpec, entry, instruction_rows
+from Evaluation.music_rows import TaskSpec, instruction_rows
+from Evaluation.music_tasks import entry
 
 SPEC = TaskSpec(
     name="editing", modality="audio", load=instruction_rows("audio"),

@@ -19,7 +19,8 @@ a captioner + CLAP fallback (`--captioner BLIP`) that is NOT comparable with the
 
 from __future__ import annotations
 
-from Evaluation.music_tasks import TaskSpec, entry, instruction_rows
+from Evaluation.music_rows import TaskSpec, instruction_rows
+from Evaluation.music_tasks import entry
 
 SPEC = TaskSpec(
     name="image2music", modality="image", load=instruction_rows("image"),

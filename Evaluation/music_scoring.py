@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from Evaluation._common import EvalInputError, fail, print_json
-from Evaluation.music_tasks import SHOW, MusicRow, TaskSpec, load_predictions
+from Evaluation.music_rows import SHOW, MusicRow, TaskSpec, load_predictions
 
 KL_SECONDS = 10.0  # the published KL looked at the first 10 s of each clip
 RESAMPLER = "soxr HQ (python-soxr, data.media.load_audio), channels averaged"

@@ -15,7 +15,8 @@ Definitions and what is comparable with the paper: docs/EVALUATION.md.
 
 from __future__ import annotations
 
-from Evaluation.music_tasks import TaskSpec, entry, load_caption_rows
+from Evaluation.music_rows import TaskSpec, load_caption_rows
+from Evaluation.music_tasks import entry
 
 SPEC = TaskSpec(
     name="text2music", modality=None, load=load_caption_rows,

@@ -18,7 +18,8 @@ comparable with the paper (docs/EVALUATION.md).
 
 from __future__ import annotations
 
-from Evaluation.music_tasks import TaskSpec, entry, instruction_rows
+from Evaluation.music_rows import TaskSpec, instruction_rows
+from Evaluation.music_tasks import entry
 
 SPEC = TaskSpec(
     name="video2music", modality="video", load=instruction_rows("video"),
