@@ -71,7 +71,12 @@ def backbone_config(state: Mapping[str, torch.Tensor], norm_eps: float = 1e-5,
     n_prefix = state["prefix_query.weight"].shape[0]
     lora = state.get("llama.layers.0.attention.lora_wq_l1.weight")
     n_layers = count_indexed(state, r"^llama\.layers\.(\d+)\.")
-    if n_prefix % len(modalities) or n_prefix > n_layers:
+    per = n_prefix // len(modalities)
+    if len(modalities) == 1 and n_prefix > n_layers:
+        # MU-LLaMA's `layers[-query_layer:]` is every layer when query_layer exceeds the depth;
+        # its loop used the first prefix rows only (`trim_prefix` drops the rest)
+        per = n_layers
+    elif n_prefix % len(modalities) or n_prefix > n_layers:
         raise ReleaseFileError(f"prefix_query.weight has {n_prefix} rows, not "
                                f"{len(modalities)} x adapter layers of the {n_layers} layers")
     return LlamaConfig(
@@ -80,7 +85,7 @@ def backbone_config(state: Mapping[str, torch.Tensor], norm_eps: float = 1e-5,
         ffn_hidden_dim=state["llama.layers.0.feed_forward.w1.weight"].shape[0],
         norm_eps=norm_eps, max_seq_len=max_seq_len,
         lora_rank=0 if lora is None else lora.shape[0],
-        adapter_layers_per_modality=n_prefix // len(modalities), modalities=modalities,
+        adapter_layers_per_modality=per, modalities=modalities,
         adapter_uses_lora=False,
     )
 

@@ -88,6 +88,7 @@ def load_release(
         model = M2UGen(cfg, device="meta", dtype=model_dtype, load_decoder=False)
     mapped = keymap.map_keys(state, cfg.llama.vocab_size, cfg.llama.first_adapter_layer)
     unused = dict(mapped.ignored)
+    trim_prefix(mapped, cfg.llama.n_adapter_layers, unused)
     missing = _assign(model, mapped, path, allow_partial, dtype, device, unused, layout.absent)
     _finish(model, device)
     model.cfg.llama_path = f"published:{path}"
@@ -142,6 +143,17 @@ def _assign(model: torch.nn.Module, mapped: keymap.KeyMap, path: Path, allow_par
             full[n] = torch.zeros(b.shape, dtype=b.dtype, device=device)
     model.load_state_dict(full, strict=True, assign=True)
     return missing
+
+
+def trim_prefix(mapped: keymap.KeyMap, n_rows: int, unused: dict[str, list[str]]) -> None:
+    """Prefix rows past the model's adapter layers (a MU-LLaMA whose query_layer exceeds its
+    depth): the published loop never reached them."""
+    name = "backbone.prefix_query.weight"
+    rows = mapped.ours.get(name)
+    if rows is not None and rows.shape[0] > n_rows:
+        mapped.ours[name] = rows[:n_rows]
+        unused["prefix rows past the last layer (never used by the published loop)"] = [
+            f"prefix_query.weight[{n_rows}:{rows.shape[0]}]"]
 
 
 def _finish(model: Any, device: str) -> None:

@@ -80,6 +80,22 @@ def test_layout_configuration_and_report(released):
         assert all(not p.any() for p in model.bridges[part].parameters())
 
 
+def test_more_prefix_rows_than_layers_as_the_published_loop_ran_it(wave):
+    """A MU-LLaMA built with its published query_layer (20) on fewer layers: every layer takes
+    the adapter and only the first prefix rows are used."""
+    deep = REF / "deep_prefix"
+    model, report = load_release(deep / "checkpoint.pth", llama_dir=str(COMPONENTS),
+                                 mert_path=str(MERT))
+    assert (model.cfg.llama.n_adapter_layers, model.cfg.llama.first_adapter_layer) == (4, 0)
+    assert report.unused == {"prefix rows past the last layer (never used by the published "
+                             "loop)": ["prefix_query.weight[4:20]"]}
+    case = json.loads((deep / "reference.json").read_text())["cases"]["music"]
+    feats = model.media_vector(MediaInput(audio=wave))
+    want = load_file(str(deep / "reference.safetensors"))["music.noknn.logits"]
+    assert rel(last_logits(model, case["prompt_ids"], feats), want) <= TOL
+    assert answer_ids(model, case["prompt_ids"], feats, 24) == case["noknn"]["greedy_ids"]
+
+
 def test_the_prompt_is_the_published_one(released):
     model, _ = released
     for case in CASES.values():
