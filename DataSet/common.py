@@ -355,6 +355,31 @@ def add_common_args(ap: argparse.ArgumentParser, *, models: bool = False) -> Non
         ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
         ap.add_argument("--online", action="store_true",
                         help="allow hub downloads (default: offline, local folders / HF cache)")
+        add_random_weights_arg(ap)
+
+
+RANDOM_WEIGHTS_FLAG = "--allow_random_weights"
+
+
+def add_random_weights_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(RANDOM_WEIGHTS_FLAG, action="store_true",
+                    help="run even though some of the model's weights are random (tests, "
+                         "smoke runs); without it such a model is refused")
+
+
+def refuse_random(what: str, allow: bool) -> None:
+    """Stop a step (one line, exit 2) before it writes texts from random weights."""
+    if not allow:
+        raise StepError(f"{what}; pass {RANDOM_WEIGHTS_FLAG} to run with random weights anyway")
+
+
+def check_loaded(path: str, info: dict[str, Any], allow: bool) -> None:
+    """`from_pretrained(..., output_loading_info=True)` leaves the weights a folder lacks
+    randomly initialised: refuse that unless allowed."""
+    missing = list(info.get("missing_keys") or [])
+    if missing:
+        refuse_random(f"{path}: {len(missing)} weights are missing from the model files and "
+                      f"would be random (e.g. {missing[0]})", allow)
 
 
 def apply_offline(args: argparse.Namespace) -> None:

@@ -3,12 +3,13 @@
     python -m DataSet.mucaps filter --audio_dir D --out filter.json [thresholds]
         -> {"file": {"keep": bool, "reasons": [...], "measures": {...}}}
     python -m DataSet.mucaps caption --audio_dir D [--filter filter.json] --out CAPS.json
-        [--model CKPT | --preset tiny ...]  -> {"file": "caption"}  (the published schema)
+        --model MU_LLAMA_CKPT --llama_dir DIR --mert_path DIR --knn_dir DIR
+        -> {"file": "caption"}  (the published schema)
 
 The filter keeps instrumental music: Silero VAD speech share, integrated loudness (LUFS),
 silence ratio and clipping ratio against thresholds given as flags; every decision is recorded
-with its measures (`DataSet.quality`). Captions come from one of our checkpoints in captioning
-mode (MU-LLaMA's role in the published pipeline), through the serving layer `app`, batched.
+with its measures (`DataSet.quality`). Captions come from MU-LLaMA as published (or another
+model) through the serving layer `app` (`DataSet.music_captioner`).
 """
 
 from __future__ import annotations
@@ -35,11 +36,8 @@ from DataSet.common import (
     run_cli,
     run_items,
 )
+from DataSet.music_captioner import CAPTION_QUESTION
 from util.atomic import write_json
-
-#: The published captioning question (MUCaps step 3).
-CAPTION_QUESTION = ("Describe the music in detail including details such as instruments used, "
-                    "tempo and mood of the song")
 
 
 def measure_clip(path: Path, vad: quality.SpeechDetector,
@@ -114,13 +112,14 @@ def kept_files(filter_json: Path | None, audio_dir: Path) -> list[tuple[str, Pat
 
 
 def _caption_main(args: argparse.Namespace) -> int:
-    from DataSet.captioners import MusicCaptioner, run_captions
+    from DataSet.captioners import run_captions
+    from DataSet.music_captioner import MusicCaptioner
 
     audio_dir = Path(args.audio_dir)
     items = kept_files(Path(args.filter) if args.filter else None, audio_dir)
     captioner = MusicCaptioner.from_args(args)
     report, _ = run_captions("music", items, captioner, Path(args.out),
-                             settings={"question": args.question, **captioner.settings},
+                             settings=captioner.settings,
                              batch_size=args.batch_size, seed=args.seed, restart=args.restart,
                              retry_failed=args.retry_failed, show_progress=not args.no_progress)
     return finish(report)
@@ -144,12 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--recursive", action="store_true")
     add_common_args(f)
     f.set_defaults(func=_filter_main)
-    c = sub.add_parser("caption", help="caption music clips with an M2UGen checkpoint")
+    c = sub.add_parser("caption", help="caption music clips with MU-LLaMA (or an M2UGen model)")
     c.add_argument("--audio_dir", required=True)
     c.add_argument("--filter", help="filter JSON: caption only the kept clips")
     c.add_argument("--out", required=True, help="caption JSON {file: caption}")
     c.add_argument("--question", default=CAPTION_QUESTION)
-    from DataSet.captioners import add_music_captioner_args
+    from DataSet.music_captioner import add_music_captioner_args
 
     add_music_captioner_args(c)
     c.set_defaults(func=_caption_main)

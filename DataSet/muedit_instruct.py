@@ -5,17 +5,20 @@
         [--pairs PAIRS.json --pairs_dir DIR] --out MUEdit/MUEditInstructions.json
 
 `input_file`/`output_file` are written relative to `--audio_root` (the folder the loader joins
-them to). Exact edits get exact texts (the edit is known: "Make this music much slower.") and a
-target caption that is the input caption plus the change; pairs get texts from the writer and
-the target clip's own caption. The identity edit (factor 1, 0 cents) teaches nothing and is
-counted under "identity" in the summary instead of becoming an item.
+them to). Exact edits get exact texts that say the direction, a degree and the amount ("Make
+this music slightly slower, at 0.77x its original tempo.", "Lower the pitch of this music by
+five semitones (500 cents).") and a target caption that is the input caption plus the change;
+with `--writer llm` a chat model rephrases them (the published v2 used Mistral) and a rephrasing
+that loses the amount is retried. Pairs get an instruction naming what changes (instrument and
+genre from `--attributes`, else the two captions; the LLM gets the same facts) and the target
+clip's own caption. The identity edit (factor 1, 0 cents) teaches nothing and is counted under
+"identity" in the summary instead of becoming an item.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -34,29 +37,44 @@ from DataSet.writing import (
 
 _SEMITONES = ("", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
               "eleven", "twelve")
+#: |factor - 1| up to this is "slightly" (the published degrees: 0.7 / 1.3 slightly, 0.5 / 1.5
+#: significantly).
+SLIGHT = 0.3 + 1e-9
 
 
-def _degree(x: float) -> str:
-    return "slightly " if x < 0.3 else ("much " if x >= 0.75 else "")
+def _num(x: float) -> str:
+    """2.0 -> "2", 1/0.7 -> "1.43", 1/1.3 -> "0.77"."""
+    return f"{x:.2f}".rstrip("0").rstrip(".")
 
 
 def speed_change(factor: float) -> tuple[str, str, str]:
-    """(instruction, answer phrase, caption suffix) for a duration factor (1.5 = longer)."""
+    """(instruction, answer phrase, caption suffix) for a duration factor (1.5 = 1.5x longer,
+    i.e. slower): direction, a degree word and the new tempo as a multiple of the old."""
+    if factor <= 0 or factor == 1:
+        raise ValueError(f"not a speed change: factor {factor}")
     way = "slower" if factor > 1 else "faster"
-    d = _degree(abs(math.log2(factor)))
-    return (f"Make this music {d}{way}.", f"{d}{way} than before",
-            f"Played {d}{way}, at a {'lower' if factor > 1 else 'higher'} tempo.")
+    degree = "slightly" if abs(factor - 1) <= SLIGHT else "much"
+    amount = f"{degree} {way}, at {_num(1 / factor)}x the original tempo"
+    return (f"Make this music {degree} {way}, at {_num(1 / factor)}x its original tempo.",
+            amount, f"Played {amount}.")
 
 
 def pitch_change(cents: float) -> tuple[str, str, str]:
+    """(instruction, answer phrase, caption suffix): direction, semitones and the cents."""
+    if cents == 0:
+        raise ValueError("not a pitch change: 0 cents")
     way = "higher" if cents > 0 else "lower"
     st = abs(cents) / 100.0
     if st.is_integer() and 0 < st <= 12:
-        amount = f"{_SEMITONES[int(st)]} semitone{'s' if st != 1 else ''}"
+        steps = f"{_SEMITONES[int(st)]} semitone{'s' if st != 1 else ''}"
+    elif st == 0.5:
+        steps = "a quarter tone"
     else:
-        amount = "a little" if st < 1 else "a few semitones"
-    return (f"Transpose this music {amount} {way}.", f"transposed {amount} {way}",
-            f"Transposed {amount} {way} in pitch.")
+        steps = f"{st:g} semitones"
+    amount = f"{steps} ({abs(cents):g} cents)"
+    verb = "Raise" if cents > 0 else "Lower"
+    return (f"{verb} the pitch of this music by {amount}.", f"{amount} {way} in pitch",
+            f"Transposed {amount} {way}.")
 
 
 def edit_specs(edit_files: list[Path], audio_root: Path, captions: dict[str, str],
@@ -77,13 +95,23 @@ def edit_specs(edit_files: list[Path], audio_root: Path, captions: dict[str, str
             except ItemError as e:
                 out.append((dst, e))
                 continue
+            # the template writer keeps the exact texts; an LLM rephrases them (published v2)
+            human = Request(f"edit:{dst}:human", "edit_rephrase", {"text": instr})
+            gpt = Request(f"edit:{dst}:gpt", "edit_answer", {"instruction": instr,
+                                                             "phrase": phrase})
             out.append((dst, Spec(src, dst, "audio", cap, f"{cap.rstrip('.')}. {suffix}",
-                                  instr, f"Here is the music, {phrase}.")))
+                                  human, gpt)))
     return out
 
 
-def pair_specs(pairs_file: Path, pairs_dir: Path, audio_root: Path,
-               captions: dict[str, str]) -> list[tuple[str, Spec | Exception]]:
+def _with_attrs(caption: str, attrs: dict[str, Any]) -> str:
+    """The caption an LLM sees: the clip's instrument / genre appended when known."""
+    known = [f"{k}: {attrs[k]}" for k in ATTRIBUTES if attrs.get(k)]
+    return f"{caption.rstrip('.')} ({'; '.join(known)})" if known else caption
+
+
+def pair_specs(pairs_file: Path, pairs_dir: Path, audio_root: Path, captions: dict[str, str],
+               attributes: dict[str, Any]) -> list[tuple[str, Spec | Exception]]:
     out: list[tuple[str, Any]] = []
     for p in json.loads(pairs_file.read_text(encoding="utf-8")):
         src = os.path.relpath(pairs_dir / p["input_file"], audio_root)
@@ -94,10 +122,26 @@ def pair_specs(pairs_file: Path, pairs_dir: Path, audio_root: Path,
         except ItemError as e:
             out.append((key, e))
             continue
-        human = Request(key + ":human", "muedit_human", f"Input: {cin}\nTarget: {cout}")
-        gpt = Request(key + ":gpt", "muedit_gpt", f"Music: {cout}")
+        ain, aout = (lookup_attrs(attributes, n) for n in (src, dst))
+        fields = {"input": _with_attrs(cin, ain), "target": _with_attrs(cout, aout),
+                  "input_caption": cin, "target_caption": cout, "input_attrs": ain,
+                  "target_attrs": aout}
+        human = Request(key + ":human", "pair_instruction", fields)
+        gpt = Request(key + ":gpt", "pair_answer", fields)
         out.append((key, Spec(src, dst, "audio", cin, cout, human, gpt)))
     return out
+
+
+ATTRIBUTES = ("instrument", "genre")
+
+
+def lookup_attrs(attributes: dict[str, Any], name: str) -> dict[str, Any]:
+    """A clip's {instrument, genre, ...} by relative name, else base name; {} when unknown."""
+    for key in (name, Path(name).name, Path(name).stem):
+        found = attributes.get(key)
+        if isinstance(found, dict):
+            return found
+    return {}
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -107,13 +151,20 @@ def _main(args: argparse.Namespace) -> int:
         raise StepError(f"{args.captions}: expected a JSON object file -> caption")
     skipped: dict[str, int] = {}
     specs = edit_specs([Path(e) for e in args.edits], audio_root, captions, skipped)
+    attributes = {}
+    if args.attributes:
+        attributes = json.loads(Path(args.attributes).read_text(encoding="utf-8"))
+        if not isinstance(attributes, dict):
+            raise StepError(f"{args.attributes}: expected a JSON object file -> attributes")
     if args.pairs:
         specs += pair_specs(Path(args.pairs), Path(args.pairs_dir or audio_root), audio_root,
-                            captions)
+                            captions, attributes)
     if not specs:
         raise StepError("nothing to write: give --edits and/or --pairs")
     writer = writer_from_args(args)
-    settings = {**writer_settings(args), "edits": args.edits, "pairs": args.pairs}
+    tasks = ["edit_rephrase", "edit_answer", "pair_instruction", "pair_answer"]
+    settings = {**writer_settings(args, writer, tasks), "edits": args.edits,
+                "pairs": args.pairs, "attributes": args.attributes}
     report, written = write_conversations(
         "muedit-instruct", [(k, s) for k, s in specs if isinstance(s, Spec)], Path(args.out),
         writer, settings=settings, batch_size=args.batch_size, seed=args.seed,
@@ -135,6 +186,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--edits", nargs="*", default=[], help="speed.json / pitch.json of the edits")
     p.add_argument("--pairs", help="pairs JSON from `match`")
     p.add_argument("--pairs_dir", help="folder the pair file names are relative to")
+    p.add_argument("--attributes", help="JSON {file: {instrument, genre}} for pair instructions "
+                   "that name what changes (e.g. Looperman categories and genres)")
     p.add_argument("--out", required=True)
     add_writer_args(p)
     p.set_defaults(func=_main)

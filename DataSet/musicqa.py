@@ -1,13 +1,21 @@
-"""MusicQA: question-answer pairs about music clips, written from their captions or tags.
+"""MusicQA: question-answer pairs about music clips, written by a chat LLM from their captions
+or tags (the published procedure, MU-LLaMA `MusicQA/*_process.py` with MPT-7B-chat).
 
     python -m DataSet.musicqa write --captions CAPS.json [--tags TAGS.json] --out MusicQA.json \
-        [--writer llm --model LLM] [--questions_per_clip N]
+        --model LLM                        # the LLM route (default)
+    python -m DataSet.musicqa write ... --writer template [--questions_per_clip N]
 
-Per clip: the four published captioning questions ("Describe the audio", ...) and N questions
-from a fixed bank about tempo, mood, instruments, genre and use, each answered by the writer
-from the clip's description (its caption, else its tags joined). Output, the published schema:
-[{"audio_name": file, "conversation": [{"from": "human", "value": q},
-{"from": "gpt", "value": a}]}, ...] (one item per question, as published).
+Per clip, as published: the LLM answers the four captioning questions ("Describe the audio",
+...) in one numbered list from the clip's description, then writes five questions of its own
+(tempo, mood, instruments, inference, ...) with long-form answers ("N. question" / "Answer:"
+lines); an answer that does not parse is sampled again (`--retries`, published: 5 attempts).
+The description is the caption, else the clip's tags joined (the MTT / MTG variant of the
+prompts). The template writer (`--writer template`) needs no model: it restates the description
+as the answer to every question (the four captioning ones and N from a fixed bank); it is for
+offline tests, not for a dataset anyone should train on.
+
+Output, the published schema: [{"audio_name": file, "conversation": [{"from": "human",
+"value": q}, {"from": "gpt", "value": a}]}, ...], one item per question.
 """
 
 from __future__ import annotations
@@ -19,33 +27,27 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from DataSet.common import Manifest, StepError, finish, open_step, run_cli, run_items
-from DataSet.instructions import Request
+from DataSet.instructions import QUESTION_BANK, Request
+from DataSet.prompts import CAPTION_QUESTIONS
 from DataSet.writing import add_writer_args, writer_from_args, writer_settings
 from util.atomic import write_json
-from util.hashing import stable_int
 
-#: The published captioning questions (MusicQA generate_dataset.py).
-CAPTION_QUESTIONS = ("Describe the audio", "Describe the audio in detail",
-                     "What do you hear in the audio?", "What can be inferred from the audio?")
-QUESTION_BANK = ("What is the tempo of the music?", "What mood does the music convey?",
-                 "Which instruments can be heard in the music?", "What genre is this music?",
-                 "Where could this music be used?", "Is the music fast or slow?",
-                 "How would you describe the melody?", "What is the overall feeling of the piece?")
+OPEN_QUESTIONS = 5  # what the published prompt asks for
 
 
-def descriptions(captions: dict[str, Any], tags: dict[str, Any]) -> dict[str, str]:
-    """File -> description: the caption, else the tags joined ("tags: a, b, c")."""
-    out = {k: v.strip() for k, v in captions.items() if isinstance(v, str) and v.strip()}
+def descriptions(captions: dict[str, Any], tags: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """File -> (source, description): the caption, else the tags joined."""
+    out = {k: ("caption", v.strip()) for k, v in captions.items()
+           if isinstance(v, str) and v.strip()}
     for k, v in tags.items():
         if k not in out and isinstance(v, list) and v:
-            out[k] = "tags: " + ", ".join(str(t) for t in v)
+            out[k] = ("tags", ", ".join(str(t) for t in v))
     return out
 
 
-def questions_for(name: str, n_extra: int) -> list[str]:
-    start = stable_int(name) % len(QUESTION_BANK)
-    extra = [QUESTION_BANK[(start + i) % len(QUESTION_BANK)] for i in range(n_extra)]
-    return list(CAPTION_QUESTIONS) + extra
+def qa_item(name: str, question: str, answer: str) -> dict[str, Any]:
+    return {"audio_name": name, "conversation": [{"from": "human", "value": question.strip()},
+                                                 {"from": "gpt", "value": answer.strip()}]}
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -56,26 +58,41 @@ def _main(args: argparse.Namespace) -> int:
     desc = descriptions(caps, tags)
     if not desc:
         raise StepError("no clip has a caption or tags")
-    n_extra = min(args.questions_per_clip, len(QUESTION_BANK))
-    items = [(f"{name}#{i}", (name, q)) for name in sorted(desc)
-             for i, q in enumerate(questions_for(name, n_extra))]
+    if args.writer == "llm" and not args.model:
+        raise StepError("MusicQA answers are written by a chat LLM (published: MPT-7B-chat): "
+                        "pass --model HUB_ID_OR_FOLDER, or --writer template for offline "
+                        "placeholder answers that restate the caption")
+    n_open = (OPEN_QUESTIONS if args.writer == "llm"
+              else max(0, min(args.questions_per_clip, len(QUESTION_BANK))))
     writer = writer_from_args(args)
-    manifest = Manifest(Path(args.out).stem, {**writer_settings(args), "n_extra": n_extra},
-                        [writer.identity], seed=args.seed)
+    sources = sorted({s for s, _ in desc.values()})
+    tasks = [f"qa_{kind}_{s}" for s in sources for kind in ("caption", "open")]
+    manifest = Manifest(Path(args.out).stem, {**writer_settings(args, writer, tasks),
+                                              "open_questions": n_open}, [writer.identity],
+                        seed=args.seed)
     progress = open_step(manifest, Path(args.out).parent, restart=args.restart)
 
-    def work(batch: Sequence[tuple[str, str]]) -> list[Any]:
-        reqs = [Request(f"musicqa:{n}:{q}", "musicqa_answer",
-                        f"Description: {desc[n]}\nQuestion: {q}") for n, q in batch]
-        answers = writer.write(reqs)
-        return [a if isinstance(a, Exception) else
-                {"audio_name": n, "conversation": [{"from": "human", "value": q},
-                                                   {"from": "gpt", "value": a}]}
-                for (n, q), a in zip(batch, answers)]
+    def work(names: Sequence[str]) -> list[Any]:
+        reqs = []
+        for n in names:
+            source, text = desc[n]
+            fields = {"description": text, "n": n_open}
+            reqs += [Request(f"musicqa:{n}:caption", f"qa_caption_{source}", fields),
+                     Request(f"musicqa:{n}:open", f"qa_open_{source}", fields)]
+        written = writer.write(reqs)
+        out: list[Any] = []
+        for i, n in enumerate(names):
+            answers, open_qa = written[2 * i], written[2 * i + 1]
+            bad = next((x for x in (answers, open_qa) if isinstance(x, Exception)), None)
+            out.append(bad if bad is not None else
+                       [qa_item(n, q, a) for q, a in zip(CAPTION_QUESTIONS, answers)]
+                       + [qa_item(n, q, a) for q, a in open_qa[:n_open]])
+        return out
 
+    items = [(name, name) for name in sorted(desc)]
     report = run_items("musicqa", items, work, progress, batch_size=args.batch_size,
                        retry_failed=args.retry_failed, show_progress=not args.no_progress)
-    out = [progress.done[k] for k, _ in items if k in progress.done]
+    out = [qa for k, _ in items if k in progress.done for qa in progress.done[k]]
     write_json(Path(args.out), out)
     print(f"{len(out)} question-answer items -> {args.out}", file=sys.stderr)
     return finish(report)
@@ -89,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--captions", help="caption JSON {file: caption}")
     w.add_argument("--tags", help="tag JSON {file: [tag, ...]}")
     w.add_argument("--out", required=True)
-    w.add_argument("--questions_per_clip", type=int, default=2,
-                   help="questions from the bank, beyond the four captioning ones")
-    add_writer_args(w)
+    w.add_argument("--questions_per_clip", type=int, default=OPEN_QUESTIONS,
+                   help="template writer: bank questions per clip beyond the four captioning "
+                        "ones (the LLM writes five, as published)")
+    add_writer_args(w, default="llm")
+    w.set_defaults(retries=4)  # five attempts, as the published script allowed
     w.set_defaults(func=_main)
     return ap
 

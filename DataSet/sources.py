@@ -3,9 +3,13 @@
     python -m DataSet.sources split-videos --video_dir V --out_dir D
         -> D/images/<stem>.png (the middle frame) and D/audios/<stem>.wav (the audio track, at its
            own rate): the image/music and video/music pairs of MUImage and MUVideo
-    python -m DataSet.sources audioset --csv segments.csv --out_dir D [--download]
-        -> D/segments.json (YTID, start, end); with --download, D/audios/<YTID>_<start>.m4a via
-           yt-dlp (only when the user has installed it: `pip install yt-dlp`)
+    python -m DataSet.sources audioset --csv segments.csv --out_dir D [--labels LABELS.csv]
+        [--download]
+        -> D/segments.json (YTID, start, end); with --labels (AudioSet's
+           class_labels_indices.csv: index, mid, display_name) D/tags.json {<YTID>_<start ms>:
+           [label names]}, the tags the published MUImage / MUVideo v2 responses were written
+           from; with --download, D/audios/<YTID>_<start>.m4a via yt-dlp (only when the user
+           has installed it: `pip install yt-dlp`)
 
 Any local folder of audio or video works as a source as it is (that is what the tests use).
 """
@@ -52,6 +56,11 @@ class Segment:
 def parse_segments(path: Path) -> list[Segment]:
     """AudioSet segment CSV lines `YTID, start_seconds, end_seconds[, labels]`; '#' lines are
     comments (the released files start with three)."""
+    return [seg for seg, _ in parse_labelled_segments(path)]
+
+
+def parse_labelled_segments(path: Path) -> list[tuple[Segment, list[str]]]:
+    """(segment, label ids) per line; the ids are the quoted, comma-separated fourth field."""
     out = []
     with open(path, encoding="utf-8", newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh, skipinitialspace=True), 1):
@@ -65,7 +74,36 @@ def parse_segments(path: Path) -> list[Segment]:
                 raise StepError(f"{path}:{lineno}: start/end are not numbers: {row[:3]}") from e
             if not end > start >= 0:
                 raise StepError(f"{path}:{lineno}: need 0 <= start < end, got {start}, {end}")
-            out.append(Segment(row[0].strip(), start, end))
+            mids = [m.strip() for field in row[3:] for m in field.split(",") if m.strip()]
+            out.append((Segment(row[0].strip(), start, end), mids))
+    return out
+
+
+def read_label_names(path: Path) -> dict[str, str]:
+    """mid -> display name from AudioSet's class_labels_indices.csv (index, mid, display_name)."""
+    names: dict[str, str] = {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        for lineno, row in enumerate(csv.reader(fh), 1):
+            if lineno == 1 and row and row[0].strip().lower() == "index":
+                continue
+            if len(row) < 3:
+                raise StepError(f"{path}:{lineno}: expected index,mid,display_name, got {row}")
+            names[row[1].strip()] = row[2].strip()
+    if not names:
+        raise StepError(f"{path}: no labels")
+    return names
+
+
+def segment_tags(labelled: list[tuple[Segment, list[str]]], names: dict[str, str]
+                 ) -> dict[str, list[str]]:
+    """{segment name: label names}; an id the label file does not know is an error."""
+    out = {}
+    for seg, mids in labelled:
+        unknown = [m for m in mids if m not in names]
+        if unknown:
+            raise StepError(f"segment {seg.ytid}: label id {unknown[0]!r} is not in the labels "
+                            "file")
+        out[seg.name] = [names[m] for m in mids]
     return out
 
 
@@ -122,9 +160,13 @@ def _split_main(args: argparse.Namespace) -> int:
 
 def _audioset_main(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
-    segs = parse_segments(Path(args.csv))
+    labelled = parse_labelled_segments(Path(args.csv))
+    segs = [s for s, _ in labelled]
     write_json(out / "segments.json", [asdict(s) for s in segs])
     print(f"{len(segs)} segments -> {out / 'segments.json'}", file=sys.stderr)
+    if args.labels:
+        write_json(out / "tags.json", segment_tags(labelled, read_label_names(Path(args.labels))))
+        print(f"tags -> {out / 'tags.json'}", file=sys.stderr)
     if not args.download:
         return 0
     progress = open_step(Manifest("audioset-download", {"csv": str(Path(args.csv).resolve())}),
@@ -149,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audioset", help="AudioSet segment list (+ optional yt-dlp download)")
     a.add_argument("--csv", required=True)
     a.add_argument("--out_dir", required=True)
+    a.add_argument("--labels", help="AudioSet class_labels_indices.csv: write tags.json")
     a.add_argument("--download", action="store_true", help="needs `pip install yt-dlp`")
     add_common_args(a)
     a.set_defaults(func=_audioset_main)

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from DataSet.common import (
     ItemError,
+    StepError,
     Manifest,
     StepReport,
     add_common_args,
@@ -106,30 +107,35 @@ def lookup_caption(captions: dict[str, str], name: str) -> str:
     raise ItemError(f"no caption for {name!r}")
 
 
-def add_writer_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--writer", default="template", choices=["template", "llm"])
-    p.add_argument("--model", help="instruction LLM: hub id or local folder (--writer llm)")
+def add_writer_args(p: argparse.ArgumentParser, default: str = "template") -> None:
+    p.add_argument("--writer", default=default, choices=["template", "llm"],
+                   help=f"who writes the texts (default: {default})")
+    p.add_argument("--model", help="chat LLM for --writer llm: hub id or local folder")
     p.add_argument("--retries", type=int, default=3)
-    p.add_argument("--temperature", type=float, default=0.5)
-    p.add_argument("--top_p", type=float, default=1.0)
-    p.add_argument("--top_k", type=int, default=4)
-    p.add_argument("--max_new_tokens", type=int, default=96)
+    for name, kind in (("temperature", float), ("top_p", float), ("top_k", int),
+                       ("repetition_penalty", float), ("max_new_tokens", int)):
+        p.add_argument(f"--{name}", type=kind, default=None,
+                       help="default: what the published script used for the task")
     add_common_args(p, models=True)
 
 
 def writer_from_args(args: argparse.Namespace) -> Any:
     from DataSet.common import apply_offline
-    from DataSet.instructions import Sampling
 
     if args.writer == "template":
         return TemplateWriter()
     apply_offline(args)
-    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                        max_new_tokens=args.max_new_tokens)
-    return make_writer("llm", args.model, device=args.device, dtype=torch_dtype(args.dtype),
-                       sampling=sampling, retries=args.retries, seed=args.seed)
+    overrides = {k: getattr(args, k) for k in ("temperature", "top_p", "top_k",
+                                               "repetition_penalty", "max_new_tokens")}
+    try:
+        return make_writer("llm", args.model, device=args.device, dtype=torch_dtype(args.dtype),
+                           overrides=overrides, retries=args.retries, seed=args.seed,
+                           allow_random_weights=args.allow_random_weights)
+    except ValueError as e:
+        raise StepError(str(e)) from e
 
 
-def writer_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in ("writer", "model", "retries", "temperature", "top_p",
-                                          "top_k", "max_new_tokens")}
+def writer_settings(args: argparse.Namespace, writer: Any, tasks: Sequence[str]
+                    ) -> dict[str, Any]:
+    """The writer part of a manifest: the model as named and the sampling of every task."""
+    return {"model": args.model if args.writer == "llm" else None, **writer.settings(tasks)}

@@ -116,7 +116,8 @@ class LoadedModel:
     def description(self) -> str:
         source = self.choice.checkpoint or f"random tuned weights (preset {self.choice.preset})"
         cfg = self.model.cfg
-        return f"{cfg.name} ({cfg.decoder.kind} decoder) from {source}"
+        music = f"{cfg.decoder.kind} decoder" if cfg.chat_style.music_output else "no music output"
+        return f"{cfg.name} ({music}) from {source}"
 
     def settings(self, values: Optional[Mapping[str, Any]] = None) -> "GenerationSettings":
         """Validated settings for this model's decoder (None values = defaults)."""
@@ -202,8 +203,9 @@ class LoadedModel:
 
         model = self.model
         given = [m for m, v in (media or {}).items() if v is not None]
-        try:  # media the model's chat style refuses (MuMu-LLaMA: video), before decoding them
-            model.cfg.chat_style.check_modalities(given)
+        try:  # media the model's chat style refuses (MuMu-LLaMA: video; MU-LLaMA: a turn
+            # without music, or music asked for), before decoding any
+            model.cfg.chat_style.check_modalities(given, music)
         except UnsupportedModalityError as err:
             raise InputError(str(err)) from None
         media_in = self.media_input(media)

@@ -38,9 +38,10 @@ RMS_EPS = 1e-6  # the published RMSNorm default
 
 
 class ResidualBlock(nn.Module):
-    """x + W2(silu(W1(n)) * W3(n)), n = Norm(x): a pre-norm SwiGLU block of width dim."""
+    """x + W2(silu(W1(n)) * W3(n)), n = Norm(x): a pre-norm SwiGLU block of width dim (inner
+    width `hidden`, default dim; MU-LLaMA's blocks are 4 x dim inside)."""
 
-    def __init__(self, dim: int, norm: NormKind = "rms") -> None:
+    def __init__(self, dim: int, norm: NormKind = "rms", hidden: Optional[int] = None) -> None:
         super().__init__()
         if norm == "rms":
             self.norm: nn.Module = nn.RMSNorm(dim, eps=RMS_EPS)
@@ -49,9 +50,10 @@ class ResidualBlock(nn.Module):
         else:
             raise ValueError(f"bridge_norm must be 'rms' or 'layer', got {norm!r}")
         bias = norm == "layer"
-        self.w1 = nn.Linear(dim, dim, bias=bias)
-        self.w2 = nn.Linear(dim, dim, bias=bias)
-        self.w3 = nn.Linear(dim, dim, bias=bias)
+        hidden = hidden or dim
+        self.w1 = nn.Linear(dim, hidden, bias=bias)
+        self.w2 = nn.Linear(hidden, dim, bias=bias)
+        self.w3 = nn.Linear(dim, hidden, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.norm(x)
@@ -61,10 +63,12 @@ class ResidualBlock(nn.Module):
 class _Head(nn.Module):
     """The shared tail: L2 normalise, optional kNN mixing, project to dim, residual blocks."""
 
-    def __init__(self, hidden_size: int, dim: int, norm: NormKind, n_blocks: int) -> None:
+    def __init__(self, hidden_size: int, dim: int, norm: NormKind, n_blocks: int,
+                 block_hidden: Optional[int] = None) -> None:
         super().__init__()
         self.proj = nn.Linear(hidden_size, dim)
-        self.blocks = nn.ModuleList(ResidualBlock(dim, norm) for _ in range(n_blocks))
+        self.blocks = nn.ModuleList(ResidualBlock(dim, norm, block_hidden)
+                                    for _ in range(n_blocks))
 
     def zero_biases(self) -> None:
         """Start every bias of the mixing/pooling/projection path at zero.
@@ -100,8 +104,9 @@ class MusicBridge(_Head):
     def __init__(self, hidden_size: int, num_hidden_states: int, dim: int,
                  pooling: Literal["rnn-attention", "mean"] = "rnn-attention",
                  norm: NormKind = "rms", n_blocks: int = 3,
-                 l2: Literal["pooled", "frames"] = "pooled") -> None:
-        super().__init__(hidden_size, dim, norm, n_blocks)
+                 l2: Literal["pooled", "frames"] = "pooled",
+                 block_hidden: Optional[int] = None) -> None:
+        super().__init__(hidden_size, dim, norm, n_blocks, block_hidden)
         if l2 not in ("pooled", "frames") or (l2 == "frames" and pooling != "rnn-attention"):
             raise ValueError(f"music_l2 must be 'pooled', or 'frames' with rnn-attention pooling; "
                              f"got {l2!r} with {pooling!r}")
@@ -182,8 +187,8 @@ class TokenBridge(_Head):
     """ViT / ViViT last hidden state (B, N, H) -> (B, dim)."""
 
     def __init__(self, num_tokens: int, hidden_size: int, dim: int, norm: NormKind = "rms",
-                 n_blocks: int = 3) -> None:
-        super().__init__(hidden_size, dim, norm, n_blocks)
+                 n_blocks: int = 3, block_hidden: Optional[int] = None) -> None:
+        super().__init__(hidden_size, dim, norm, n_blocks, block_hidden)
         self.num_tokens = num_tokens
         self.hidden_size = hidden_size
         self.agg = nn.Conv1d(num_tokens, 1, kernel_size=1)
@@ -204,9 +209,11 @@ def build_bridges(cfg: M2UGenConfig) -> nn.ModuleDict:
     return nn.ModuleDict({
         "audio": MusicBridge(cfg.mert.hidden_size, cfg.mert.num_hidden_states, dim,
                              pooling=b.music_pooling, norm=b.bridge_norm,
-                             n_blocks=b.n_residual_blocks, l2=b.music_l2),
+                             n_blocks=b.n_residual_blocks, l2=b.music_l2,
+                             block_hidden=b.block_hidden_dim),
         "image": TokenBridge(cfg.vit.num_tokens, cfg.vit.hidden_size, dim, norm=b.bridge_norm,
-                             n_blocks=b.n_residual_blocks),
+                             n_blocks=b.n_residual_blocks, block_hidden=b.block_hidden_dim),
         "video": TokenBridge(cfg.vivit.num_tokens, cfg.vivit.hidden_size, dim,
-                             norm=b.bridge_norm, n_blocks=b.n_residual_blocks),
+                             norm=b.bridge_norm, n_blocks=b.n_residual_blocks,
+                             block_hidden=b.block_hidden_dim),
     })

@@ -136,7 +136,7 @@ def build_prompt(model: Any, prompt: str, history: Sequence[tuple[str, str]],
     if not prompt.strip():
         raise ValueError("the prompt is empty")
     budget = model.cfg.llama.max_seq_len - max_new_tokens - len(AUD_TOKENS)
-    history = list(history)
+    history = list(history) if model.cfg.chat_style.history else []  # MU-LLaMA: turns alone
     for dropped in range(len(history) + 1):
         ids = encode_prompt(model.tokenizer, prompt, history[dropped:], style=model.cfg.chat_style)
         if len(ids) <= budget:

@@ -18,6 +18,11 @@ The styles here:
   last three tokens decode to "\\n###" (the newer release also right after the 8th [AUD] token),
   music by re-prompting the decoder with the answer text; MuMu-LLaMA takes no video (its published
   video path could not run, so those weights never trained).
+- `PUBLISHED_MU_LLAMA` (the MU-LLaMA release, the captioner of the published datasets): Alpaca's
+  template WITH an input section, filled as the published `format_prompt` filled it (it formatted
+  Python's builtin `input`, so every prompt reads "### Input:\\n<built-in function input>"); the
+  answer ends at EOS; every turn is prompted alone (the published demo sent only the last
+  question); music input is required and no music is made (no [AUD] tokens, no decoder).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "M2UGEN",
     "PUBLISHED_M2UGEN",
     "PUBLISHED_MUMU_LLAMA",
+    "PUBLISHED_MU_LLAMA",
     "PUBLISHED_STYLES",
     "StopRule",
     "UnsupportedModalityError",
@@ -109,6 +115,9 @@ class ChatStyle:
     stop: StopRule = field(default_factory=StopRule)
     music_route: MusicRoute = "projector"
     modalities: tuple[str, ...] = ALL_MODALITIES
+    required: tuple[str, ...] = ()  # media every turn must carry
+    history: bool = True  # False: each turn is prompted alone, earlier turns are not shown
+    music_output: bool = True  # False: no [AUD] tokens, no decoder (an understanding model)
 
     def __post_init__(self) -> None:
         for name in ("first_turn", "next_turn"):
@@ -123,6 +132,9 @@ class ChatStyle:
         if unknown:
             raise ChatStyleError(f"chat_style.modalities: unknown {unknown}; known: "
                                  f"{list(ALL_MODALITIES)}")
+        if set(self.required) - set(self.modalities):
+            raise ChatStyleError(f"chat_style.required {list(self.required)} must be among "
+                                 f"its modalities {list(self.modalities)}")
 
     # -- the template ----------------------------------------------------------------------
 
@@ -148,14 +160,28 @@ class ChatStyle:
 
     # -- media -----------------------------------------------------------------------------
 
-    def check_modalities(self, present: Iterable[str]) -> None:
-        """Raise UnsupportedModalityError naming the first kind of media this style refuses."""
+    def check_modalities(self, present: Iterable[str], music: str = "auto") -> None:
+        """Raise UnsupportedModalityError naming the first kind of media this style refuses, a
+        required kind that is missing, or a request for music from a model that makes none
+        (`music` "always")."""
+        present = list(present)
         for modality in present:
             if modality not in self.modalities:
                 raise UnsupportedModalityError(
                     f"{modality} input is not supported by this model (chat style "
                     f"{self.name!r} accepts {', '.join(self.modalities) or 'no media'}): its "
                     f"weights were never trained for it")
+        missing = [m for m in self.required if m not in present]
+        if missing:
+            kind = "music (an audio file)" if missing[0] == "audio" else missing[0]
+            raise UnsupportedModalityError(
+                f"this model needs {kind} with every question (chat style {self.name!r}: it "
+                f"answers about the given {missing[0]}, and its published code refuses a turn "
+                f"without one)")
+        if music == "always" and not self.music_output:
+            raise UnsupportedModalityError(
+                f"this model makes no music (chat style {self.name!r} is for understanding "
+                f"only: no [AUD] tokens, no decoder)")
 
     # -- training and storage --------------------------------------------------------------
 
@@ -164,10 +190,12 @@ class ChatStyle:
         a tiny tokenizer depend on it) with the ending our data layout teaches (EOS, [AUD0..7]
         before it), the projector route it trains and every modality."""
         if self.stop == StopRule() and self.music_route == "projector" \
-                and self.modalities == ALL_MODALITIES:
+                and self.modalities == ALL_MODALITIES and not self.required and self.history \
+                and self.music_output:
             return self
         return dataclasses.replace(self, name=f"{self.name}+trained", stop=StopRule(),
-                                   music_route="projector", modalities=ALL_MODALITIES)
+                                   music_route="projector", modalities=ALL_MODALITIES,
+                                   required=(), history=True, music_output=True)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ChatStyle":
@@ -182,8 +210,9 @@ class ChatStyle:
         _check_keys("chat_style.stop", stop, StopRule)
         stop_rule = StopRule(**{**stop, "strings": tuple(stop.get("strings", ()))})
         values = {**d, "stop": stop_rule}
-        if "modalities" in d:
-            values["modalities"] = tuple(d["modalities"])
+        for name in ("modalities", "required"):
+            if name in d:
+                values[name] = tuple(d[name])
         return cls(**values)
 
 
@@ -220,6 +249,16 @@ PUBLISHED_M2UGEN = ChatStyle("published-m2ugen", ALPACA_FIRST_TURN, ALPACA_NEXT_
 PUBLISHED_MUMU_LLAMA = ChatStyle("published-mumu-llama", ALPACA_FIRST_TURN, ALPACA_NEXT_TURN,
                                  StopRule(**_PUBLISHED_STOP, aud="after_run"),
                                  music_route="text", modalities=("audio", "image"))
+
+# MU-LLaMA's `format_prompt` (llama/utils.py) filled its input section with the Python builtin
+# `input` (a missing argument): that text is part of every prompt the released model answered.
+MU_LLAMA_TURN = ("Below is an instruction that describes a task, paired with an input that "
+                 "provides further context. Write a response that appropriately completes the "
+                 "request.\n\n### Instruction:\n{instruction}\n\n### Input:\n"
+                 "<built-in function input>\n\n### Response:")
+PUBLISHED_MU_LLAMA = ChatStyle("published-mu-llama", MU_LLAMA_TURN, MU_LLAMA_TURN,
+                               StopRule(eos=True, aud="continue"), modalities=("audio",),
+                               required=("audio",), history=False, music_output=False)
 # By release name, for folders imported before styles were stored (their config.json says only
 # {"published": {"release": ...}}).
 PUBLISHED_STYLES = {"m2ugen": PUBLISHED_M2UGEN, "mumu-llama": PUBLISHED_MUMU_LLAMA}

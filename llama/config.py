@@ -129,6 +129,8 @@ class BridgeConfig:
     # Where the music bridge L2-normalises: "pooled" (our design: the pooled vector) or "frames"
     # (the published newer release: every frame before the RNN, the pooled vector left as is).
     music_l2: Literal["pooled", "frames"] = "pooled"
+    # Inner width of the residual blocks' W1/W3 (None: the backbone width; MU-LLaMA: 4 x it).
+    block_hidden_dim: Optional[int] = None
 
 
 @dataclass

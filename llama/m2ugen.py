@@ -85,7 +85,8 @@ class M2UGen(nn.Module):
                 f"tokenizer {cfg.tokenizer_path!r} has {self.tokenizer.base_vocab_size} pieces but "
                 f"the backbone {cfg.llama_path!r} has {self.backbone.config.vocab_size} rows"
             )
-        self.backbone.add_tokens(len(AUD_TOKENS))
+        if cfg.chat_style.music_output:  # an understanding-only model (MU-LLaMA) has no [AUD]
+            self.backbone.add_tokens(len(AUD_TOKENS))
         # `dtype` is the frozen weights' (backbone, encoders, decoder); everything any stage
         # trains stays float32 (the forward casts it to the activation dtype).
         keep_peft_float32(self.backbone)
@@ -241,15 +242,16 @@ class M2UGen(nn.Module):
     def modality_features(
         self, media: dict[str, tuple[list[int], Any]], batch_size: int
     ) -> Optional[torch.Tensor]:
-        """(B, 3, dim) adapter inputs: bridged vectors where a sample has a modality, else zeros."""
+        """(B, n_modalities, dim) adapter inputs, one slot per modality of the backbone's
+        adapter layers (3; MU-LLaMA: audio only): bridged vectors where a sample has a modality,
+        else zeros."""
         if not media:
             return None
-        out = torch.zeros(
-            batch_size, len(MODALITIES), self.cfg.llama.dim, device=self.device_,
-        )
+        slots = self.cfg.llama.modalities
+        out = torch.zeros(batch_size, len(slots), self.cfg.llama.dim, device=self.device_)
         for modality, (rows, features) in media.items():
             vectors = self.bridge(modality, features)
-            out[torch.as_tensor(rows, device=self.device_), MODALITIES.index(modality)] = (
+            out[torch.as_tensor(rows, device=self.device_), slots.index(modality)] = (
                 vectors.to(out.dtype)
             )
         return out
@@ -417,6 +419,7 @@ def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device,
         lora_rank=cfg.llama.lora_rank,
         lora_alpha=cfg.llama.lora_alpha,
         adapter_layers_per_modality=cfg.llama.adapter_layers_per_modality,
+        modalities=cfg.llama.modalities,
         max_seq_len=cfg.llama.max_seq_len,
         adapter_uses_lora=cfg.llama.adapter_uses_lora,
     )

@@ -5,6 +5,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# librosa's numba cache lives in site-packages by default, shared by every process at once; two
+# processes writing it together left an index that crashed the next reader (a segfault in
+# librosa's peak_pick). Each pytest worker (and the CLIs it starts) keeps its own cache.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "numba",
+    os.environ.get("PYTEST_XDIST_WORKER", "main")))
 
 from pathlib import Path
 

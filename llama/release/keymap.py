@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
@@ -33,22 +33,40 @@ from llama.chat_style import ChatStyle
 
 @dataclass(frozen=True)
 class Layout:
-    """A release layout: found when all `required` keys (and `marker`, if any) are present."""
+    """A release layout: found when all `required` keys (and `marker`, if any) are present.
+    `excludes`: release key prefixes that rule it out. `absent`: prefixes of OUR state dict that
+    this release has no part for (left at zero, never used: its chat style refuses those inputs
+    and outputs)."""
 
     name: str
     required: tuple[str, ...]
     marker: Optional[str]
     style: ChatStyle
     about: str
+    excludes: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+
+    def matches(self, keys: "Mapping[str, Any]") -> bool:
+        return (all(k in keys for k in self.required)
+                and (self.marker is None or self.marker in keys)
+                and not any(k.startswith(self.excludes) for k in keys if self.excludes))
 
 
-_M2UGEN_KEYS = ("llama.tok_embeddings.weight", "llama.layers.0.attention.wq.weight",
-                "prefix_query.weight", "mu_mert_agg.weight", "output_projector.fc.weight")
+_LLAMA_KEYS = ("llama.tok_embeddings.weight", "llama.layers.0.attention.wq.weight",
+               "prefix_query.weight", "mu_mert_agg.weight")
+_M2UGEN_KEYS = (*_LLAMA_KEYS, "output_projector.fc.weight")
 LAYOUTS: tuple[Layout, ...] = (  # first match wins
     Layout("mumu-llama", _M2UGEN_KEYS, "mu_mert_rnn.weight_ih_l0", chat_style.PUBLISHED_MUMU_LLAMA,
            "MuMu-LLaMA (newer): RNN + attention music pooling; its video path never ran"),
     Layout("m2ugen", _M2UGEN_KEYS, None, chat_style.PUBLISHED_M2UGEN,
            "M2UGen (older): mean music pooling; MusicGen or AudioLDM2 releases"),
+    Layout("mu-llama", (*_LLAMA_KEYS, "mu_mert_proj.weight"), None,
+           chat_style.PUBLISHED_MU_LLAMA,
+           "MU-LLaMA: music understanding only (music adapter on the last layers, no image / "
+           "video bridge, no projector, no [AUD] rows, no decoder)",
+           excludes=("output_projector.", "iu_vit", "vit_model.", "vivit_model.",
+                     "generation_model."),
+           absent=("bridges.image.", "bridges.video.", "projector.")),
 )
 
 
@@ -218,7 +236,7 @@ def map_keys(state: Mapping[str, torch.Tensor], base_vocab: int, first_adapter_l
             continue
         m, rule = match
         ours = render(rule.ours, m.groupdict())
-        if rule.new_rows is not None:
+        if rule.new_rows is not None and value.shape[0] > base_vocab:  # MU-LLaMA: no new rows
             out.ours[rule.new_rows] = value[base_vocab:]
             out.source[rule.new_rows] = key
             value = value[:base_vocab]

@@ -88,13 +88,15 @@ def load_release(
         model = M2UGen(cfg, device="meta", dtype=model_dtype, load_decoder=False)
     mapped = keymap.map_keys(state, cfg.llama.vocab_size, cfg.llama.first_adapter_layer)
     unused = dict(mapped.ignored)
-    missing = _assign(model, mapped, path, allow_partial, dtype, device, unused)
+    trim_prefix(mapped, cfg.llama.n_adapter_layers, unused)
+    missing = _assign(model, mapped, path, allow_partial, dtype, device, unused, layout.absent)
     _finish(model, device)
     model.cfg.llama_path = f"published:{path}"
     _attach_encoders(model, mapped.components, path, unused, enc_dtype, device, given)
-    model.decoder_factory, model.cfg.decoder = musicgen.decoder_factory(
-        model.cfg.decoder, mapped.components[musicgen.PREFIX], str(path), args,
-        music_decoder_path, enc_dtype, device, unused)
+    if cfg.chat_style.music_output:
+        model.decoder_factory, model.cfg.decoder = musicgen.decoder_factory(
+            model.cfg.decoder, mapped.components[musicgen.PREFIX], str(path), args,
+            music_decoder_path, enc_dtype, device, unused)
     model.trained = True
     report = ReleaseReport(path=str(path), layout=layout.name, decoder_kind=cfg.decoder.kind,
                            args=args, unused={k: v for k, v in unused.items() if v},
@@ -106,9 +108,10 @@ def load_release(
 
 
 def _assign(model: torch.nn.Module, mapped: keymap.KeyMap, path: Path, allow_partial: bool,
-            dtype: Optional[torch.dtype], device: str, unused: dict[str, list[str]]
-            ) -> list[str]:
-    """Assign the mapped tensors to the meta-built model; returns the missing names."""
+            dtype: Optional[torch.dtype], device: str, unused: dict[str, list[str]],
+            absent: tuple[str, ...] = ()) -> list[str]:
+    """Assign the mapped tensors to the meta-built model; returns the missing names. Parts the
+    layout does not have (`absent` prefixes) are zero, as intended, not missing."""
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     targets = {**buffers, **params}
@@ -123,7 +126,8 @@ def _assign(model: torch.nn.Module, mapped: keymap.KeyMap, path: Path, allow_par
             raise ReleaseFileError(f"{path}: {mapped.source[name]} -> {name} has shape "
                                    f"{tuple(value.shape)}, the model expects "
                                    f"{tuple(targets[name].shape)}")
-    missing = sorted(n for n in params if n not in ours)
+    not_in_layout = [n for n in params if n not in ours and absent and n.startswith(absent)]
+    missing = sorted(n for n in params if n not in ours and n not in not_in_layout)
     if missing and not allow_partial:
         raise ReleaseFileError(f"{path}: {len(missing)} learned tensor(s) missing, e.g. "
                                f"{missing[:3]} (allow_partial loads the rest)")
@@ -132,13 +136,24 @@ def _assign(model: torch.nn.Module, mapped: keymap.KeyMap, path: Path, allow_par
     # `dtype` None (import): every tensor exactly as stored (the writer converts nothing).
     full = {n: v.to(device=device, dtype=v.dtype if dtype is None else targets[n].dtype)
             for n, v in ours.items()}
-    for n in missing:
+    for n in [*missing, *not_in_layout]:
         full[n] = torch.zeros(params[n].shape, dtype=params[n].dtype, device=device)
     for n, b in buffers.items():
         if n not in full:
             full[n] = torch.zeros(b.shape, dtype=b.dtype, device=device)
     model.load_state_dict(full, strict=True, assign=True)
     return missing
+
+
+def trim_prefix(mapped: keymap.KeyMap, n_rows: int, unused: dict[str, list[str]]) -> None:
+    """Prefix rows past the model's adapter layers (a MU-LLaMA whose query_layer exceeds its
+    depth): the published loop never reached them."""
+    name = "backbone.prefix_query.weight"
+    rows = mapped.ours.get(name)
+    if rows is not None and rows.shape[0] > n_rows:
+        mapped.ours[name] = rows[:n_rows]
+        unused["prefix rows past the last layer (never used by the published loop)"] = [
+            f"prefix_query.weight[{n_rows}:{rows.shape[0]}]"]
 
 
 def _finish(model: Any, device: str) -> None:
@@ -156,6 +171,8 @@ def _attach_encoders(model: Any, parts: Mapping[str, Mapping[str, torch.Tensor]]
     for modality, prefix in components.PREFIX.items():
         part = components.PART[modality]
         folder, state = given[part], parts[prefix]
+        if not state and folder is None and modality not in model.cfg.chat_style.modalities:
+            continue  # an understanding-only release (MU-LLaMA) holds no image / video encoder
         if folder is not None and components.has_weights(folder):
             if state:
                 unused[f"{prefix}* (superseded by {folder})"] = list(state)

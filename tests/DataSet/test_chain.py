@@ -56,7 +56,7 @@ def test_generated_dataset_trains_one_epoch_per_stage(tmp_path, espeak_wav):
     assert mucaps.main(["caption", "--audio_dir", str(d / "MUCaps/audios"), "--filter",
                         str(w / "filter.json"), "--out", str(caps), "--preset", "tiny",
                         "--device", "cpu", "--batch_size", "2", "--max_new_tokens", "8",
-                        *quiet]) == 0
+                        "--allow_random_weights", *quiet]) == 0
     assert set(json.loads(caps.read_text())) == {"clip0.wav", "clip1.wav"}  # no speech
     blip, ved = tiny_blip(w / "blip"), tiny_timesformer_gpt2(w / "ved")
     img_caps, vid_caps = w / "ImageCaptions.json", d / "MUVideo/MUVideoCaptions.json"
@@ -78,7 +78,7 @@ def test_generated_dataset_trains_one_epoch_per_stage(tmp_path, espeak_wav):
     assert muedit.main(["instruct", "--audio_root", str(ed), "--captions", str(caps),
                         "--edits", str(ed / "speed.json"), str(ed / "pitch.json"),
                         "--out", str(d / "MUEdit/MUEditInstructions.json"), *quiet]) == 0
-    assert musicqa.main(["write", "--captions", str(caps), "--out",
+    assert musicqa.main(["write", "--writer", "template", "--captions", str(caps), "--out",
                          str(d / "MusicQA/MusicQA.json"), "--questions_per_clip", "1",
                          *quiet]) == 0
 

@@ -20,14 +20,23 @@ from DataSet import musicqa, sources
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def test_musicqa_needs_a_model_unless_templates_are_asked_for(tmp_path, capsys):
+    (tmp_path / "caps.json").write_text(json.dumps({"a.wav": "A calm piano melody."}))
+    rc = musicqa.main(["write", "--captions", str(tmp_path / "caps.json"), "--out",
+                       str(tmp_path / "MusicQA.json"), "--no_progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--model" in err[0] and "--writer template" in err[0]
+    assert not (tmp_path / "MusicQA.json").exists()
+
+
 def test_musicqa_template_schema_read_by_data(tmp_path):
     (tmp_path / "caps.json").write_text(json.dumps({"a.wav": "A calm piano melody."}))
     (tmp_path / "tags.json").write_text(json.dumps({"b.wav": ["rock", "guitar", "fast"],
                                                     "a.wav": ["ignored: caption wins"]}))
     out = tmp_path / "MusicQA.json"
-    assert musicqa.main(["write", "--captions", str(tmp_path / "caps.json"), "--tags",
-                         str(tmp_path / "tags.json"), "--out", str(out),
-                         "--questions_per_clip", "2", "--no_progress"]) == 0
+    assert musicqa.main(["write", "--writer", "template", "--captions",
+                         str(tmp_path / "caps.json"), "--tags", str(tmp_path / "tags.json"),
+                         "--out", str(out), "--questions_per_clip", "2", "--no_progress"]) == 0
     items = json.loads(out.read_text())
     assert len(items) == 2 * (4 + 2)
     a = [i for i in items if i["audio_name"] == "a.wav"]
@@ -39,21 +48,61 @@ def test_musicqa_template_schema_read_by_data(tmp_path):
     assert len(samples) == len(items) and samples[0].turns[0][0] == "Describe the audio"
 
 
-def test_musicqa_with_a_tiny_llm(tmp_path):
+def test_musicqa_llm_route_as_published(tmp_path, monkeypatch):
+    """The LLM answers the four captioning questions in one numbered list and writes five
+    question-answer pairs of its own; what does not parse is sampled again, then listed."""
+    from DataSet.instructions import LLMWriter
+
+    model = tiny_chat_llm(tmp_path / "llm")
+    (tmp_path / "caps.json").write_text(json.dumps({"a.wav": "A calm piano melody.",
+                                                    "b.wav": "A fast drum loop."}))
+    (tmp_path / "tags.json").write_text(json.dumps({"c.wav": ["rock", "guitar"]}))
+    seen = []
+
+    def scripted(self, requests, attempt):
+        seen.extend((r.task, r.fields["description"], attempt) for r in requests)
+        if requests[0].fields["description"].startswith("A fast") and attempt < 9:
+            return ["no list here"] * len(requests)  # b.wav never parses: listed as failed
+        if requests[0].task.startswith("qa_caption"):
+            return ["1. A calm tune.\n2. A calm piano tune.\n3. Piano.\n4. Rest."] * len(requests)
+        return ["".join(f"{i}. Q{i}?\nAnswer: A{i}.\n" for i in range(1, 6))] * len(requests)
+
+    monkeypatch.setattr(LLMWriter, "_generate", scripted)
+    out = tmp_path / "MusicQA.json"
+    rc = musicqa.main(["write", "--captions", str(tmp_path / "caps.json"), "--tags",
+                       str(tmp_path / "tags.json"), "--out", str(out), "--model", str(model),
+                       "--batch_size", "1", "--no_progress"])
+    assert rc == 1
+    items = json.loads(out.read_text())
+    a = [i["conversation"] for i in items if i["audio_name"] == "a.wav"]
+    assert [c[0]["value"] for c in a] == ["Describe the audio", "Describe the audio in detail",
+                                          "What do you hear in the audio?",
+                                          "What can be inferred from the audio?",
+                                          "Q1?", "Q2?", "Q3?", "Q4?", "Q5?"]
+    assert a[0][1]["value"] == "A calm tune." and a[8][1]["value"] == "A5."
+    assert {i["audio_name"] for i in items} == {"a.wav", "c.wav"}
+    assert ("qa_caption_tags", "rock, guitar", 0) in seen  # the tags variant of the prompt
+    assert sum(1 for t, d, _ in seen if d.startswith("A fast") and t.startswith("qa_caption")) \
+        == 5  # five attempts, as the published script allowed
+    prog = (tmp_path / "MusicQA.progress.jsonl").read_text()
+    assert '"b.wav"' in prog and "5 attempts rejected" in prog
+    man = json.loads((tmp_path / "MusicQA.manifest.json").read_text())
+    s = man["settings"]["sampling"]
+    assert (s["qa_caption_caption"]["temperature"], s["qa_open_caption"]["temperature"]) == \
+        (0.5, 0.4)
+    assert s["qa_open_tags"]["top_k"] == 4 and man["models"][0]["name"] == str(model)
+
+
+def test_musicqa_with_a_tiny_llm_records_every_clip(tmp_path):
     model = tiny_chat_llm(tmp_path / "llm")
     (tmp_path / "caps.json").write_text(json.dumps({"a.wav": "A calm piano melody."}))
     out = tmp_path / "MusicQA.json"
     rc = musicqa.main(["write", "--captions", str(tmp_path / "caps.json"), "--out", str(out),
-                       "--writer", "llm", "--model", str(model), "--max_new_tokens", "8",
-                       "--retries", "1", "--questions_per_clip", "0", "--batch_size", "4",
+                       "--model", str(model), "--max_new_tokens", "8", "--retries", "0",
                        "--no_progress"])
-    items = json.loads(out.read_text())
     prog = [json.loads(x) for x in (tmp_path / "MusicQA.progress.jsonl").read_text().splitlines()]
-    assert len(prog) == 4  # every question answered or listed as failed
-    assert len(items) == sum(p["status"] == "done" for p in prog)
-    assert rc == (1 if len(items) < 4 else 0)
-    man = json.loads((tmp_path / "MusicQA.manifest.json").read_text())
-    assert man["models"][0]["name"] == str(model) and man["settings"]["temperature"] == 0.5
+    assert len(prog) == 1  # a random model writes no numbered list: failed, with the reason
+    assert rc == 1 and prog[0]["status"] == "failed" and "numbered" in prog[0]["reason"]
 
 
 def _mp4_with_audio(path: Path, seconds: float = 1.0, sr: int = 16000) -> None:
@@ -100,9 +149,18 @@ def test_audioset_segments(tmp_path):
                    "# num_ytids=2\n# YTID, start_seconds, end_seconds, positive_labels\n"
                    '--PJHxphWEs, 30.000, 40.000, "/m/09x0r,/t/dd00088"\n'
                    "--ZhevVpy1s, 50.000, 60.000, \"/m/012xff\"\n")
-    assert sources.main(["audioset", "--csv", str(csv), "--out_dir", str(tmp_path / "o")]) == 0
+    labels = tmp_path / "class_labels_indices.csv"
+    labels.write_text('index,mid,display_name\n0,/m/09x0r,"Speech"\n'
+                      '137,/m/04rlf,"Music"\n138,/t/dd00088,"Guitar"\n6,/m/012xff,"Drum"\n')
+    assert sources.main(["audioset", "--csv", str(csv), "--out_dir", str(tmp_path / "o"),
+                         "--labels", str(labels)]) == 0
     segs = json.loads((tmp_path / "o" / "segments.json").read_text())
     assert segs == [{"ytid": "--PJHxphWEs", "start": 30.0, "end": 40.0},
                     {"ytid": "--ZhevVpy1s", "start": 50.0, "end": 60.0}]
+    assert json.loads((tmp_path / "o" / "tags.json").read_text()) == {
+        "--PJHxphWEs_30000": ["Speech", "Guitar"], "--ZhevVpy1s_50000": ["Drum"]}
+    labels.write_text("index,mid,display_name\n0,/m/09x0r,Speech\n")
+    assert sources.main(["audioset", "--csv", str(csv), "--out_dir", str(tmp_path / "o"),
+                         "--labels", str(labels)]) == 2  # an unknown label id
     csv.write_text("abc, 10, 5\n")
     assert sources.main(["audioset", "--csv", str(csv), "--out_dir", str(tmp_path / "o")]) == 2

@@ -20,7 +20,13 @@ CHATML_TEMPLATE = (
 )
 
 
-def tiny_chat_llm(folder: Path, template: str = MISTRAL_TEMPLATE) -> Path:
+def tiny_chat_llm(folder: Path, template: str = MISTRAL_TEMPLATE, words_only: bool = False
+                  ) -> Path:
+    """A random Mistral with a chat template. `words_only`: its output layer can only favour
+    whole-word pieces (every other row zeroed, word rows scaled up), so sampled texts are
+    clean words a filter can accept; still random, still a real transformers model."""
+    import re
+
     from transformers import MistralConfig, MistralForCausalLM
 
     from llama.tokenizer import load_tokenizer
@@ -32,7 +38,16 @@ def tiny_chat_llm(folder: Path, template: str = MISTRAL_TEMPLATE) -> Path:
                         max_position_embeddings=512, bos_token_id=tok.bos_token_id,
                         eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
-    MistralForCausalLM(cfg).save_pretrained(folder)
+    model = MistralForCausalLM(cfg)
+    if words_only:
+        words = torch.zeros(cfg.vocab_size, dtype=torch.bool)
+        for piece, i in tok.get_vocab().items():
+            words[i] = bool(re.fullmatch(r"\u2581[a-z]{2,}", piece))
+        with torch.no_grad():
+            w = model.lm_head.weight
+            w[~words] = 0.0
+            w[words] *= 40.0
+    model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 

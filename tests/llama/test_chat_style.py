@@ -111,3 +111,21 @@ def test_training_keeps_the_template_and_teaches_our_ending(tiny):
 def test_answer_text_cuts_the_stop_string():
     assert chat_style.PUBLISHED_M2UGEN.answer_text(" A piano.\n### Instruction") == "A piano."
     assert chat_style.M2UGEN.answer_text(" A piano.\n###") == "A piano.\n###"
+
+
+def test_an_understanding_style_needs_music_prompts_turns_alone_and_makes_none():
+    mu = chat_style.PUBLISHED_MU_LLAMA
+    assert ChatStyle.from_dict(json.loads(json.dumps(dataclasses.asdict(mu)))) == mu
+    older = {k: v for k, v in dataclasses.asdict(chat_style.M2UGEN).items()
+             if k not in ("required", "history", "music_output")}
+    assert ChatStyle.from_dict(older) == chat_style.M2UGEN  # stored before these fields existed
+    mu.check_modalities(["audio"])
+    with pytest.raises(UnsupportedModalityError, match="needs music"):
+        mu.check_modalities([])
+    with pytest.raises(UnsupportedModalityError, match="makes no music"):
+        mu.check_modalities(["audio"], music="always")
+    chat_style.M2UGEN.check_modalities([], music="always")
+    assert "### Input:\n<built-in function input>\n\n### Response:" in mu.format_prompt("Hi")
+    with pytest.raises(ChatStyleError, match="required"):
+        dataclasses.replace(mu, required=("video",))
+    assert mu.for_training().history and mu.for_training().music_output

@@ -11,7 +11,7 @@ import torch
 
 from llama.release import keymap
 from llama.release.infer import detect_layout, release_config
-from llama.release.read import read_release
+from llama.release.read import ReleaseFileError, read_release
 
 REF = Path(__file__).resolve().parents[1] / "published_reference"
 COMP = REF / "components"
@@ -116,7 +116,20 @@ def test_component_legacy_rows_are_what_transformers_renames():
 
 def test_layouts_name_their_chat_style():
     names = [layout.name for layout in keymap.LAYOUTS]
-    assert names == ["mumu-llama", "m2ugen"]
+    assert names == ["mumu-llama", "m2ugen", "mu-llama"]
     assert keymap.LAYOUTS[0].style.stop.aud == "after_run"
     assert "video" not in keymap.LAYOUTS[0].style.modalities
     assert keymap.LAYOUTS[1].style.stop.aud == "continue"
+    mu = keymap.LAYOUTS[2].style  # understanding only: music in, text out, EOS ends
+    assert (mu.modalities, mu.required, mu.music_output, mu.stop.eos) == (("audio",), ("audio",),
+                                                                         False, True)
+
+
+def test_a_mu_llama_file_is_told_apart_from_an_m2ugen_file():
+    mu = dict.fromkeys(["llama.tok_embeddings.weight", "llama.layers.0.attention.wq.weight",
+                        "prefix_query.weight", "mu_mert_agg.weight", "mu_mert_proj.weight"])
+    assert detect_layout(mu).name == "mu-llama"
+    assert detect_layout({**mu, "output_projector.fc.weight": None}).name == "m2ugen"
+    # an M2UGen file that lost its projector's first key is not taken for MU-LLaMA
+    with pytest.raises(ReleaseFileError, match="unknown layout"):
+        detect_layout({**mu, "output_projector.tfm.x": None})
