@@ -106,6 +106,7 @@ def main() -> None:
             f"python -m DataSet.mucaps caption ({args.files} clips)":
                 ["-m", "DataSet.mucaps", "caption", "--audio_dir", str(audios), "--preset",
                  "tiny", "--device", "cpu", "--out", str(out / "caps.json"),
+                 "--allow_random_weights",
                  "--max_new_tokens", str(args.tokens), "--no_progress"],
         }
 

@@ -38,7 +38,8 @@ def test_music_captions_two_processes_equal_one_and_resume(tmp_path):
         wave = 0.3 * np.sin(2 * np.pi * (220 + 60 * i) * t) + 0.02 * rng.standard_normal(t.size)
         sf.write(clips / f"c{i}.wav", wave.astype(np.float32), 24000)
     args = ["-m", "DataSet.mucaps", "caption", "--audio_dir", str(clips), "--preset", "tiny",
-            "--device", "cpu", "--batch_size", "1", "--max_new_tokens", "6", "--no_progress"]
+            "--device", "cpu", "--batch_size", "1", "--max_new_tokens", "6", "--no_progress",
+            "--allow_random_weights"]
     one, two = tmp_path / "one" / "caps.json", tmp_path / "two" / "caps.json"
     _run([sys.executable, *args, "--out", str(one)])
     # an interrupted two-process run: rank 1 had captioned c1.wav
