@@ -232,8 +232,8 @@ def load_model(choice: ModelChoice, cache: Optional[dict] = None) -> LoadedModel
     from data.media import VideoSampling
 
     video = VideoSampling(choice.video_sampling, choice.video_seed)
-    loaded = LoadedModel(model, MediaFeatures(model, choice.feature_cache, video_sampling=video),
-                         choice)
+    features = MediaFeatures(model, choice.feature_cache, video_sampling=video, pool_music=True)
+    loaded = LoadedModel(model, features, choice)
     if cache is not None:
         cache[choice.key] = loaded
     return loaded

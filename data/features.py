@@ -264,15 +264,21 @@ class MediaFeatures:
     of the model package while every caller shares one path -> features route.
     `video_sampling` (`data.media.VideoSampling`; default uniform) is fixed per instance: the RAM
     memo and the disk cache keys hold one sampling's features.
+    `pool_music` (serving, no disk cache): music is reduced window by window to what the model's
+    frozen music bridge needs (`MusicBridge.reduction()`: one pooled vector per clip), so a long
+    clip never holds all MERT states of all its frames (docs/MEMORY.md). Training keeps it off:
+    its bridges learn from every state.
     """
 
     def __init__(self, model: Any, cache_dir: Optional[str | os.PathLike] = None, *,
                  cache_dtype: StorageDtype = "float32",
                  memo_bytes: int = DEFAULT_MEMO_BYTES,
-                 video_sampling: Optional["VideoSampling"] = None) -> None:
+                 video_sampling: Optional["VideoSampling"] = None,
+                 pool_music: bool = False) -> None:
         if memo_bytes < 0:
             raise ValueError(f"memo_bytes must be >= 0, got {memo_bytes}")
         self.model = model
+        self.pool_music = pool_music and not cache_dir  # a cache entry holds the whole stack
         self.video_sampling = video_sampling
         self.cache = FeatureCache(cache_dir, cache_dtype) if cache_dir else None
         self.memo_bytes = memo_bytes
@@ -309,6 +315,10 @@ class MediaFeatures:
         raw, params = media_loader_for(self.model.cfg, modality, self.video_sampling)
         if self.cache is not None:
             feats = self.cache.get_or_compute([path], encoder, raw, params=params)[0]
+        elif modality == "audio" and self.pool_music:
+            with torch.no_grad():  # the bridge's reduction, as in inference (frozen weights)
+                reduction = self.model.bridges["audio"].reduction()
+            feats = encoder.encode_items([raw(path)], reduction=reduction)[0]
         else:
             feats = encoder.encode_items([raw(path)])[0]
         return feats.float().cpu()
