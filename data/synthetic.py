@@ -79,8 +79,8 @@ from data.synthetic_media import (
     write_png,
 )
 from data.synthetic_text import (
+    AUDIO_QUESTIONS,
     ALPACA,
-    ANSWERS,
     DESCRIBE_QUESTIONS,
     EDIT_REQUESTS,
     EDIT_REQUESTS_HELD_OUT,
@@ -137,7 +137,7 @@ __all__ = [
 ]
 
 TEST_FRACTION = 0.2
-LEAD_FRACTION = 2 / 3  # training MUImage / MUVideo items that first ask about their input
+LEAD_FRACTION = 2 / 3  # training MUImage / MUVideo / MUEdit items that first ask about the input
 DESCRIBE_FRACTION = 0.5  # MusicQA items that also ask for a description
 DEFAULT_N = get_recipe("tiny").data_n  # the size the tiny training recipe is measured on
 
@@ -318,7 +318,9 @@ def _muedit(w: _Writer, n: int, seed: int) -> None:
         _music_clip(w, dst, b, rng)
         templates = EDIT_REQUESTS_HELD_OUT if test[i] else EDIT_REQUESTS
         request = fill(templates[changed], b, rng)
-        items.append(_any_to_music(src.name, dst.name, "audio", request, cap_in, a, b, rng))
+        lead = None if test[i] else _lead_turn(AUDIO_QUESTIONS, a, cap_in, rng)
+        items.append(_any_to_music(src.name, dst.name, "audio", request, cap_in, a, b, rng,
+                                   lead))
         w.assign([src, dst], bool(test[i]))
     _json(w.root / "MUEdit" / "MUEditInstructions.json", items)
 
@@ -373,7 +375,8 @@ def _any_to_music(
     the music's caption in the answer template (`data.synthetic_text.music_answer`).
     `lead`: an understanding turn (question, answer) about the input, asked first."""
     caption = music_answer_caption(music)
-    answer = music_answer(ANSWERS[int(rng.integers(0, len(ANSWERS)))], basis, modality, music)
+    rng.integers(0, 3)  # TEMPORARY: keeps the MUVideo caption stream of the experiments
+    answer = music_answer(basis, modality, music)
     turns: list[dict[str, str]] = []
     if lead is not None:
         turns += [{"from": "human", "value": lead[0]}, {"from": "gpt", "value": lead[1]}]

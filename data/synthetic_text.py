@@ -45,15 +45,15 @@ def fill(templates: tuple[str, ...], attrs: Attrs, rng: np.random.Generator) -> 
     return templates[int(rng.integers(0, len(templates)))].format(**attrs)
 
 
-def music_answer(prefix: str, basis: Attrs, modality: str, music: Attrs) -> str:
-    """A music answer: `prefix` (an ANSWERS entry), the restated basis (the input's attributes;
-    for an edit, the input music's), then the music's caption in the answer template."""
+def music_answer(basis: Attrs, modality: str, music: Attrs) -> str:
+    """A music answer: the opener, the restated basis (the input's attributes; for an edit, the
+    input music's), then the music's caption in the answer template."""
     fields = dict(basis)
     if modality == "audio":
         source = music_answer_caption(basis)
         fields = {"source": source[0].lower() + source[1:]}
     restated = ANSWER_BASIS[modality].format(**fields)
-    return prefix.format(caption=f"{restated} {music_answer_caption(music)}")
+    return f"{MUSIC_OPENER} {restated} {music_answer_caption(music)}"
 
 
 def music_answer_caption(attrs: Attrs) -> str:
@@ -114,6 +114,7 @@ QA = {
         ("Name the instrument in this song.", "It is played on the {instrument}."),
         ("What instrument plays this tune?", "A {instrument} plays it."),
         ("Describe the instrument you hear.", "It sounds like a {instrument}."),
+        ("What is the instrument of this music?", "The instrument is the {instrument}."),
     ),
     "register": (
         ("Is this music in a low or high register?", "It is in a {register} register."),
@@ -121,6 +122,7 @@ QA = {
         ("What register is this song in?", "This song is in the {register} register."),
         ("Is the tune low or high?", "The register is {register}."),
         ("Describe the register of this piece.", "The piece is in a {register} register."),
+        ("What is the register of this music?", "It is in a {register} register."),
     ),
     "tempo": (
         ("Is the tempo slow or fast?", "The tempo is {tempo}."),
@@ -137,7 +139,12 @@ DESCRIBE_QUESTIONS = (
     "What does this tune sound like?",
     "Give me a description of this melody.",
     "What is this music like?",
+    "Tell me about this music.",
 )
+# The questions an edit request may follow (its input music's QA and descriptions).
+AUDIO_QUESTIONS: tuple[tuple[str, str | None], ...] = (
+    tuple(pair for pairs in QA.values() for pair in pairs)
+    + tuple((q, None) for q in DESCRIBE_QUESTIONS))
 # Image and video understanding: the first turn of some MUImage / MUVideo training items (the
 # second asks for music), so that describing a picture is learned apart from scoring it.
 IMAGE_QUESTIONS = (
@@ -251,11 +258,11 @@ EDIT_REQUESTS = {
         "Give me this music with a {tempo} tempo.",
     ),
 }
-ANSWERS = (
-    "Here is the music: {caption}",
-    "Sure. {caption}",
-    "This is what I made: {caption}",
-)
+# Every music answer opens with the same word, so that whether to make music is one decision
+# at the first token: with three openers the music answers' probability was split three ways
+# (one of them, "This", also opens captions and answers), and a request phrased in a new way was
+# answered as a question whenever any one reply opening beat each of the three.
+MUSIC_OPENER = "Sure."
 # What a music answer restates before its caption: the input's attribute words (an image or a
 # video), or the music it edits. Each slot of the caption that follows then has its evidence in
 # the words just written (the colour for the instrument, the size for the register, ...), not
