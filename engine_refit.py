@@ -25,8 +25,11 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from data.collate import Collator
-from engine_train import NonFiniteLoss, TargetProvider, batch_media, make_adamw
+from engine_train import NonFiniteLoss
 from llama.m2ugen import M2UGen
+from training.optim import make_adamw
+from training.step import batch_media
+from training.targets import TargetProvider
 from util.lr_sched import lr_at
 
 

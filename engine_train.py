@@ -4,31 +4,23 @@ Kept apart from `train_m2ugen.py` (argument parsing and assembly) so the loop re
 for each micro-batch -> features -> loss (autocast) -> backward (scaled, accumulated) -> unscale
 -> clip -> step (skipped when gradients are non-finite) -> schedule -> log -> maybe checkpoint.
 Every error surfaces (no catch-all around a step, unlike the published code) and a non-finite
-loss stops the run with the last good checkpoint intact.
+loss stops the run with the last good checkpoint intact. The pieces it composes live in
+`training/` (sampler, optimizer, precision, collectives, decoder targets, the loss step); its
+settings are `llama.config.TrainSettings`.
 
 Multi-process (DDP through accelerate) design, so that ranks can never wait for each other in
 different places:
-- every rank runs the same number of micro-steps: the epoch's global order is cut into global
-  batches of `batch_size x world` samples, dealt round-robin to the ranks; the last, shorter
-  global batch leaves some ranks fewer (possibly zero) samples. A rank with zero runs one filler
-  sample with loss weight 0 (it contributes nothing), so every sample is used exactly once.
+- every rank runs the same number of micro-steps (`training.sampler.EpochBatches`);
 - the loss terms are weighted by each rank's share of the global batch's denominators (target
   tokens, music rows), so the DDP-averaged gradient equals the single-process gradient of the
   same global batch;
 - decisions (non-finite loss, skipped step) are taken from all-reduced values, identical on all
   ranks; checkpoints are written by rank 0 between two barriers, with every rank's RNG state.
-
-Mixed precision is ours, not accelerate's (accelerate neither autocasts nor scales fp16 on CPU,
-and patches `forward` only through `prepare`): `torch.autocast` on the device type and, for
-fp16, `torch.amp.GradScaler` (the class accelerate itself uses on GPUs), so the path tested on
-CPU is the path that runs on GPUs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -36,12 +28,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
-from data.augment import random_time_crop
 from llama import checkpoint as ckpt
-from llama.m2ugen import LossOutput, M2UGen
+from llama.config import TrainSettings
+from training.collectives import all_gather, all_sum
+from training.optim import make_adamw
+from training.precision import MixedPrecision
+from training.sampler import EpochBatches, MicroBatch
+from util.atomic import append_jsonl
 from util.lr_sched import lr_at
 from util.seed import rng_state, set_rng_state
 
@@ -50,168 +45,12 @@ class NonFiniteLoss(RuntimeError):
     """Training produced a NaN/inf loss; the run stops so the last good checkpoint survives."""
 
 
-@dataclass
-class TrainSettings:
-    epochs: int = 5
-    batch_size: int = 1  # per process; the global batch is batch_size x processes
-    accum_iter: int = 1
-    lr: float = 1e-4
-    min_lr: float = 1e-6
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.05
-    clip_grad: float = 1.0
-    bridge_lr_scale: float = 1.0
-    audio_crop: float = 1.0  # shortest random span of music frames kept (1: no cropping)
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (autocast; fp16 adds a grad scaler)
-    seed: int = 0
-    save_every: int = 0  # optimizer steps between checkpoints (0: only at epoch ends)
-    log_every: int = 10
-    ce_weight: float = 1.0
-    mse_weight: float = 1.0
-    stop_after_steps: Optional[int] = None  # for tests: simulate a kill after N optimizer steps
-    sample_log: Optional[str] = None  # for tests: each rank appends the items it trained on
+@dataclass(frozen=True)
+class TrainHooks:
+    """Switches for tests only (hidden CLI flags), kept out of the production settings."""
 
-
-# ---------------------------------------------------------------------------------------------
-# Which samples each rank sees
-
-
-@dataclass
-class MicroBatch:
-    """One rank's share of one global batch; `real=False` marks a weight-0 filler."""
-
-    indices: list[int]
-    real: bool = True
-
-
-class EpochBatches:
-    """Seeded per-epoch shuffling (different every epoch), dealt to ranks, resumable mid-epoch.
-
-    The global order does not depend on the number of processes: global batch k holds
-    order[k*B*W : (k+1)*B*W] and rank r takes its entries r, r+W, r+2W, ... Every rank gets
-    ceil(n / (B*W)) micro-batches; where the last global batch has fewer than W samples, the
-    ranks left without one get a filler (the global batch's first sample, weight 0).
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        if n == 0:
-            raise ValueError("the training set is empty")
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-
-    def order(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-        return torch.randperm(self.n, generator=g).tolist()
-
-    def global_batches(self, epoch: int) -> list[list[int]]:
-        order, size = self.order(epoch), self.batch_size * self.world
-        return [order[i : i + size] for i in range(0, self.n, size)]
-
-    def batches(self, epoch: int) -> list[MicroBatch]:
-        out = []
-        for g in self.global_batches(epoch):
-            mine = g[self.rank :: self.world]
-            out.append(MicroBatch(mine) if mine else MicroBatch([g[0]], real=False))
-        return out
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / (self.batch_size * self.world))
-
-
-def param_groups(
-    model: torch.nn.Module, weight_decay: float, bridge_lr_scale: float = 1.0
-) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices only (none on biases and 1-D parameters).
-
-    Parameters under `bridges.` get `bridge_lr_scale` x the scheduled rate: the music bridge's
-    RNN diverges at rates the LoRA/adapter parameters train well with (measured on tiny).
-    """
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        no_decay = p.ndim <= 1 or name.endswith(".bias")
-        bridge = name.startswith("bridges.") or ".bridges." in name
-        groups.setdefault((no_decay, bridge), []).append(p)
-    return [
-        {"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
-         "lr_scale": bridge_lr_scale if bridge else 1.0}
-        for (no_decay, bridge), params in sorted(groups.items())
-    ]
-
-
-def make_adamw(model: torch.nn.Module, lr: float, weight_decay: float,
-               bridge_lr_scale: float = 1.0) -> torch.optim.AdamW:
-    """The optimizer of every training phase (stages and the projector refit): LLaMA's betas,
-    the multi-tensor update (torch loops over tensors one by one on the CPU by default)."""
-    return torch.optim.AdamW(param_groups(model, weight_decay, bridge_lr_scale), lr=lr,
-                             betas=(0.9, 0.95), foreach=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Mixed precision
-
-
-PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class MixedPrecision:
-    """Autocast on the device type; for fp16 a gradient scaler (unscale before clipping)."""
-
-    def __init__(self, mode: str, device: torch.device) -> None:
-        if mode not in PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {sorted(PRECISIONS)}, got {mode!r}")
-        self.mode, self.device_type, self.dtype = mode, torch.device(device).type, PRECISIONS[mode]
-        self.scaler = torch.amp.GradScaler(self.device_type) if mode == "fp16" else None
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-
-    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler is not None:
-            self.scaler.unscale_(optimizer)
-
-    def step(self, optimizer: torch.optim.Optimizer, finite: bool) -> bool:
-        """Apply the update unless gradients are non-finite; True when it was applied."""
-        if self.scaler is not None:
-            self.scaler.step(optimizer)  # skips by itself when unscale_ found inf/NaN
-            self.scaler.update()  # lowers the scale after a skipped step
-        elif finite:
-            optimizer.step()
-        return finite
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.scaler.state_dict() if self.scaler is not None else {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.scaler is not None and state:
-            self.scaler.load_state_dict(state)
-
-
-# ---------------------------------------------------------------------------------------------
-# Collectives (no-ops in one process)
-
-
-def all_sum(values: Sequence[float], device: torch.device, world: int) -> list[float]:
-    """Element-wise sum over ranks (float64, so token counts and losses add exactly enough)."""
-    if world == 1:
-        return [float(v) for v in values]
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def all_gather(obj: Any, world: int) -> list[Any]:
-    """Every rank's `obj`, in rank order."""
-    if world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
+    stop_after_steps: Optional[int] = None  # simulate a kill after N optimizer steps
+    sample_log: Optional[str] = None  # each rank appends the items it trained on to this prefix
 
 
 def _rows(batch: Any) -> int:
@@ -244,11 +83,13 @@ class Trainer:
         on_epoch_end: Optional[Callable[[int], None]] = None,
         count_fn: Optional[Callable[[Any], Sequence[float]]] = None,
         last_epoch_completes: bool = True,
+        hooks: Optional[TrainHooks] = None,
     ) -> None:
         self.model, self.dataset, self.collate, self.step_fn = model, dataset, collate, step_fn
         self.s, self.out, self.acc = settings, Path(output_dir), accelerator
         self.checkpoint_config, self.tuned_names = checkpoint_config, tuned_names
         self.on_epoch_end, self.count_fn = on_epoch_end, count_fn
+        self.hooks = hooks or TrainHooks()
         # False when a later phase (the projector refit) must run before the stage is complete
         self.last_epoch_completes = last_epoch_completes
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
@@ -393,18 +234,17 @@ class Trainer:
         return grad_norm, lr, applied
 
     def _log_samples(self, epoch: int, i: int, mb: MicroBatch, real: bool) -> None:
-        if self.s.sample_log:
-            with open(f"{self.s.sample_log}.rank{self.rank}.jsonl", "a") as fh:
-                fh.write(json.dumps({"rank": self.rank, "epoch": epoch, "batch": i,
-                                     "items": mb.indices, "real": real}) + "\n")
+        if self.hooks.sample_log:
+            append_jsonl(f"{self.hooks.sample_log}.rank{self.rank}.jsonl",
+                         {"rank": self.rank, "epoch": epoch, "batch": i, "items": mb.indices,
+                          "real": real})
 
     def _log(self, metrics: dict[str, float]) -> None:
         if self.writer is None or self.step % self.s.log_every:
             return
         for k, v in metrics.items():
             self.writer.add_scalar(f"train/{k}", v, self.step)
-        with open(self.out / "train_log.jsonl", "a") as fh:
-            fh.write(json.dumps({"step": self.step, **metrics}) + "\n")
+        append_jsonl(self.out / "train_log.jsonl", {"step": self.step, **metrics})
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -445,7 +285,8 @@ class Trainer:
                 self._log(metrics)
                 if s.save_every and self.step % s.save_every == 0:
                     self.save()
-                if s.stop_after_steps is not None and self.step >= s.stop_after_steps:
+                stop = self.hooks.stop_after_steps
+                if stop is not None and self.step >= stop:
                     bar.close()
                     self.save()
                     return metrics
@@ -465,88 +306,3 @@ class Trainer:
             self.on_epoch_end(epoch)
         self.epoch, self.batch_in_epoch = epoch + 1, 0
         self.save(complete=self.last_epoch_completes and self.epoch >= self.s.epochs)
-
-
-def settings_from_args(args: Any) -> TrainSettings:
-    names = {f.name for f in dataclasses.fields(TrainSettings)}
-    return TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
-
-
-# ---------------------------------------------------------------------------------------------
-# One batch -> loss (media features batched per modality, decoder targets cached)
-
-
-class TargetProvider:
-    """Decoder targets (x10 conditioning) per caption, memoised and optionally cached on disk."""
-
-    def __init__(self, model: M2UGen, cache_dir: Optional[str]) -> None:
-        self.model = model
-        self._memo: dict[str, torch.Tensor] = {}
-        self._disk = None
-        if cache_dir:
-            from data.features import TextFeatureStore
-
-            self._disk = TextFeatureStore(cache_dir, model.decoder.identity)
-
-    def get(self, key: str) -> Optional[torch.Tensor]:
-        if key in self._memo:
-            return self._memo[key]
-        return self._disk.lookup(key) if self._disk is not None else None
-
-    def put(self, key: str, tensor: torch.Tensor) -> None:
-        self._memo[key] = tensor
-        if self._disk is not None:
-            self._disk.put(key, tensor)
-
-    def __call__(self, captions: list[str]) -> torch.Tensor:
-        return self.model.decoder.targets(
-            captions, cache=self, scale=self.model.cfg.projector.target_scale
-        )
-
-
-def loss_counts(batch: dict[str, Any]) -> list[float]:
-    """Denominators of the two loss terms: target tokens (cross-entropy) and music rows (MSE)."""
-    tokens = (batch["labels"][:, 1:] != -100).sum()
-    return [float(tokens), float(batch["music_mask"].sum())]
-
-
-def batch_media(model: M2UGen, batch: dict[str, Any],
-                audio_crop: float = 1.0) -> dict[str, tuple[list[int], Any]]:
-    """Per modality present in a collated batch: (its rows, the encoder's collated input), music
-    randomly cropped to at least `audio_crop` of each clip when it is below 1."""
-    media = {}
-    for modality, group in batch["media"].items():
-        rows = group["index"].tolist()
-        if not rows:
-            continue
-        items = group["data"]
-        if modality == "audio" and audio_crop < 1.0:
-            items = [random_time_crop(x, audio_crop) for x in items]
-        media[modality] = (rows, model.encoder(modality).collate(items))
-    return media
-
-
-def make_step(model: M2UGen, forward: Any, targets: TargetProvider, settings: TrainSettings,
-              device: torch.device):
-    """(batch (data.collate), term weights) -> LossOutput, media features batched per modality.
-
-    `forward` is the model as prepared by accelerate (the DDP wrapper when distributed), so the
-    loss call goes through it and gradients are synchronised.
-    """
-
-    def step(batch: dict[str, Any], weights: Sequence[float] = (1.0, 1.0)) -> LossOutput:
-        media = batch_media(model, batch, settings.audio_crop)
-        music_rows = batch["music_mask"].nonzero().flatten()
-        music_targets = aud = None
-        if music_rows.numel():
-            captions = [batch["music_captions"][i] for i in music_rows.tolist()]
-            music_targets = targets(captions).to(device)
-            aud = batch["aud_positions"][music_rows]
-        return forward(
-            batch["input_ids"], batch["labels"], media=media,
-            music_rows=music_rows if music_rows.numel() else None,
-            aud_positions=aud, music_targets=music_targets,
-            ce_weight=settings.ce_weight * weights[0], mse_weight=settings.mse_weight * weights[1],
-        )
-
-    return step

@@ -6,7 +6,7 @@
 What differs from the published demo, and why:
 - the chat history is really fed to the model (oldest turns dropped to fit the context, and the
   chat says so), instead of answering every message as if it were the first;
-- every browser session has its own state (gr.State holding an `app.session.ChatSession`:
+- every browser session has its own state (gr.State holding an `app.service.DemoSession`:
   history, last generated music, a private folder); nothing is shared between users. When the
   tab closes (`demo.unload`) or the session has been idle for --session_ttl seconds (the state's
   time_to_live), its folder and the uploads it used are deleted; gradio's own copies of uploads
@@ -24,184 +24,44 @@ Setting defaults (sliders and API) come from `llama.m2ugen.GenerationSettings` a
 configuration, like the CLI's. A named API endpoint `chat` serves programs (gradio_client):
 (text, audio, image, video files, settings...) -> (reply text, generated WAV file or None). The
 session's history applies there too.
+
+This file is the page and the command line only: what a session owns, what happens to uploads
+and when sessions expire is `app.service`; a turn itself is `app.chat` over `app.engine`.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
-import dataclasses
 import ipaddress
-import logging
 import shutil
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import gradio as gr
 
 from app import args as app_args
-from app import session as app_session
-from app.errors import InputError, bad_input_errors, fail, one_line
+from app.engine import LoadedModel, check_prompt
+from app.errors import InputError, bad_input_errors, fail
+from app.loading import choose_model, load_model, random_weights_notice
 from app.logs import setup_logging
+from app.service import (
+    SESSION_TTL_SECONDS,
+    Answer,
+    AnswerSoFar,
+    ChatService,
+    DemoSession,
+    TurnFailed,
+    TurnRequest,
+)
 
-log = logging.getLogger("m2ugen.gradio_app")
-
-SESSION_TTL_SECONDS = 6 * 3600  # idle sessions (and their WAV files) are dropped after this
 CONCURRENCY_ID = "m2ugen-model"  # the UI and API events share one bounded pool of model workers
 PROG = "gradio_app.py"
 PAGE_CSS = ("#random-weights-notice {background: #fef3c7; border: 1px solid #f59e0b; "
             "border-radius: 6px; padding: 4px 12px;}")
-
-
-@dataclasses.dataclass
-class DemoSession:
-    """What one browser session (or one API client) owns: its chat, the displayed messages, and
-    the uploaded files its turns used (deleted with it)."""
-
-    chat: app_session.ChatSession
-    messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    key: str = ""  # gradio's session hash
-    uploads: set[Path] = dataclasses.field(default_factory=set)
-    closed: bool = False
-
-
-@dataclasses.dataclass
-class TurnRequest:
-    text: str
-    audio: Optional[str]
-    image: Optional[str]
-    video: Optional[str]
-    edit_last_music: bool
-    music: str
-    settings: dict[str, Any]
-
-
-class ChatService:
-    """The loaded model plus the demo's turn and session policy. Per-user data lives in the
-    DemoSession objects (held by gradio's per-session state); the service only indexes the live
-    ones by session hash, so a closing tab can end its own session and no other."""
-
-    def __init__(self, engine: app_session.LoadedModel, root: Path, description: str = "") -> None:
-        self.engine = engine
-        self.root = root
-        self.description = description or engine.description
-        self.sessions: dict[str, DemoSession] = {}
-        self._lock = threading.Lock()
-
-    def new_session(self, key: str = "") -> DemoSession:
-        self.root.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="session-", dir=self.root))
-        session = DemoSession(app_session.ChatSession(self.engine, folder),
-                              key=key or folder.name)
-        with self._lock:
-            self.sessions[session.key] = session
-        return session
-
-    def session_for(self, state: Any, request: Optional[gr.Request]) -> DemoSession:
-        """The session in `state`, or a new one for this browser session / API client."""
-        if isinstance(state, DemoSession) and not state.closed:
-            return state
-        key = getattr(request, "session_hash", None) or ""
-        with self._lock:
-            known = self.sessions.get(key) if key else None
-        return known if known is not None else self.new_session(key)
-
-    def end_session(self, session: Optional[DemoSession]) -> None:
-        """Delete the session's folder and the uploads no other live session uses (idempotent;
-        called when the tab closes and when gradio drops the expired state)."""
-        if not isinstance(session, DemoSession):
-            return
-        with self._lock:
-            if self.sessions.get(session.key) is session:
-                del self.sessions[session.key]
-            session.closed = True
-            in_use = set().union(*(s.uploads for s in self.sessions.values()))
-            uploads, session.uploads = session.uploads - in_use, set()
-        session.chat.close()
-        removed = sum(_remove_upload(path) for path in uploads)
-        log.info("session %s ended: folder and %d upload(s) deleted", session.key, removed)
-
-    def end_by_key(self, key: Optional[str]) -> None:
-        """End the live session of gradio session hash `key` (no-op when there is none)."""
-        with self._lock:
-            session = self.sessions.get(key or "")
-        self.end_session(session)
-
-    def remember_uploads(self, session: DemoSession, req: "TurnRequest") -> None:
-        """Record the uploads a turn used, so they go when the session ends."""
-        with self._lock:
-            session.uploads.update(Path(p) for p in (req.audio, req.image, req.video) if p)
-
-    def settings(self, values: dict[str, Any]):
-        """Validated settings from UI values; a decoder knob only for the decoder that has it
-        (the other's slider is hidden, its value meaningless)."""
-        kind = self.engine.model.cfg.decoder.kind
-        values = dict(values)
-        if kind != "musicgen":
-            values["guidance_scale"] = None
-        if kind != "audioldm2":
-            values["num_inference_steps"] = None
-        return self.engine.settings(values)
-
-    def turn(self, session: DemoSession, req: TurnRequest) -> Iterator[tuple[str, Any]]:
-        """Events: ("delta", text so far), then ("done", (text, wav path|None, note)) or
-        ("error", message). The session's history changes only when the turn succeeded; files
-        a turn writes after its session ended are deleted when it finishes."""
-        try:
-            if not req.text or not req.text.strip():
-                raise InputError("the message is empty")
-            settings = self.settings(req.settings)
-            media = {"audio": req.audio or None, "image": req.image or None,
-                     "video": req.video or None}
-            shown = ""
-            for item in session.chat.stream(req.text, media=media, settings=settings,
-                                            music=req.music, edit_last_music=req.edit_last_music):
-                if isinstance(item, str):
-                    shown += item
-                    yield "delta", shown
-                else:
-                    wav = str(item.wav) if item.wav else None
-                    yield "done", (item.reply.text, wav, item.note)
-        except bad_input_errors() as err:
-            yield "error", _hide_paths(one_line(err), req)
-        except Exception:  # noqa: BLE001 - a demo must answer, not die; logged in full
-            ref = uuid.uuid4().hex[:8]
-            log.exception("chat turn failed (reference %s)", ref)
-            yield "error", (f"internal error (reference {ref}); the details are in the server "
-                            "log")
-        finally:
-            if session.closed:  # the tab closed (or the state expired) while this turn ran
-                session.chat.close()
-
-
-def _remove_upload(path: Path) -> bool:
-    """Delete an upload and its now-empty folder, only if it lies in gradio's upload folder
-    (API callers may name files elsewhere: those are never ours to delete)."""
-    upload_root = Path(gr.utils.get_upload_folder()).resolve()
-    try:
-        resolved = path.resolve()
-    except OSError:
-        return False
-    if upload_root not in resolved.parents or not resolved.is_file():
-        return False
-    resolved.unlink(missing_ok=True)
-    parent = resolved.parent
-    if parent != upload_root and not any(parent.iterdir()):
-        parent.rmdir()
-    return True
-
-
-def _hide_paths(message: str, req: TurnRequest) -> str:
-    """Name uploads by their file name: server-side temp paths mean nothing to the user."""
-    for path in (req.audio, req.image, req.video):
-        if path:
-            message = message.replace(str(path), Path(path).name)
-    return message
 
 
 def _user_message(req: TurnRequest) -> str:
@@ -234,7 +94,9 @@ def make_respond(service: ChatService):
                           dict(zip(SETTING_INPUTS, knobs)))
         service.remember_uploads(session, req)
         skip = gr.skip()
-        if not req.text.strip():
+        try:
+            check_prompt(req.text)  # the engine's rule, checked before the chat shows anything
+        except InputError:
             yield skip, session, skip, skip, skip, "Type a message first."
             return
         started = time.monotonic()
@@ -242,28 +104,33 @@ def make_respond(service: ChatService):
         msgs.append({"role": "user", "content": _user_message(req)})
         msgs.append({"role": "assistant", "content": "…"})
         yield list(msgs), session, skip, skip, "", "⏳ Generating…"
-        for kind, value in service.turn(session, req):
-            if kind == "delta":
-                msgs[-1] = {"role": "assistant", "content": value}
+        for event in service.turn(session, req):
+            if isinstance(event, AnswerSoFar):
+                msgs[-1] = {"role": "assistant", "content": event.text}
                 yield list(msgs), session, skip, skip, skip, skip
-            elif kind == "error":
-                msgs[-1] = {"role": "assistant", "content": f"⚠️ Error: {value}"}
+            elif isinstance(event, TurnFailed):
+                msgs[-1] = {"role": "assistant", "content": f"⚠️ Error: {event.message}"}
                 yield (list(msgs), session, skip, skip, skip,
                        "⚠️ The last turn failed (see the chat).")
             else:
-                reply_text, wav, note = value
-                body = reply_text or ("*(music)*" if wav else "*(the model gave an empty answer)*")
-                msgs[-1] = {"role": "assistant", "content": body}
-                if wav:
-                    msgs.append({"role": "assistant",
-                                 "content": {"path": wav, "mime_type": "audio/wav"}})
-                if note:
-                    msgs.append({"role": "assistant", "content": f"*{note}*"})
-                status = f"✓ Done in {time.monotonic() - started:.1f} s" + (
-                    " (music below)" if wav else "")
-                yield list(msgs), session, wav or skip, wav or skip, skip, status
+                shown, wav, status = _show_answer(msgs, event, time.monotonic() - started)
+                yield shown, session, wav or skip, wav or skip, skip, status
 
     return respond
+
+
+def _show_answer(msgs: list[dict[str, Any]], answer: Answer,
+                 seconds: float) -> tuple[list[dict[str, Any]], Optional[str], str]:
+    """(messages, WAV, status line) after a finished turn; the music is shown below the answer."""
+    wav = answer.wav
+    body = answer.text or ("*(music)*" if wav else "*(the model gave an empty answer)*")
+    msgs[-1] = {"role": "assistant", "content": body}
+    if wav:
+        msgs.append({"role": "assistant", "content": {"path": wav, "mime_type": "audio/wav"}})
+    if answer.note:
+        msgs.append({"role": "assistant", "content": f"*{answer.note}*"})
+    status = f"✓ Done in {seconds:.1f} s" + (" (music below)" if wav else "")
+    return list(msgs), wav, status
 
 
 def make_api_chat(service: ChatService):
@@ -283,14 +150,13 @@ def make_api_chat(service: ChatService):
         req = TurnRequest(text or "", audio, image, video, bool(edit_last_music), music,
                           dict(zip(SETTING_INPUTS, knobs)))
         service.remember_uploads(session, req)
-        for kind, value in service.turn(session, req):
-            if kind == "delta":
-                yield value, None, session
-            elif kind == "error":
-                yield f"Error: {value}", None, session
+        for event in service.turn(session, req):
+            if isinstance(event, AnswerSoFar):
+                yield event.text, None, session
+            elif isinstance(event, TurnFailed):
+                yield f"Error: {event.message}", None, session
             else:
-                reply_text, wav, _ = value
-                yield reply_text, wav, session
+                yield event.text, event.wav, session
 
     return api_chat
 
@@ -325,7 +191,7 @@ def _chat_column() -> dict[str, Any]:
     return ui
 
 
-def _input_column(engine: app_session.LoadedModel) -> dict[str, Any]:
+def _input_column(engine: LoadedModel) -> dict[str, Any]:
     """Media inputs, music mode and the settings sliders (defaults: the library's)."""
     from app.settings import default_guidance, default_steps, defaults
 
@@ -403,7 +269,7 @@ def _wire(service: ChatService, ui: dict[str, Any], api: dict[str, Any], session
     )
 
 
-def build_app(engine: app_session.LoadedModel, *, description: str = "",
+def build_app(engine: LoadedModel, *, description: str = "",
               root: Optional[Path] = None, session_ttl: int = SESSION_TTL_SECONDS) -> gr.Blocks:
     """The demo page for a loaded model. Session folders go under `root` (default: a temp dir);
     a session idle for `session_ttl` seconds is ended, and gradio's copies of uploads and
@@ -534,11 +400,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.session_ttl < 1:
             raise InputError("--session_ttl must be >= 1")
         check_exposure(args.host, args.share, args.auth)
-        choice = app_session.choose_model(args)
-        notice = app_session.random_weights_notice(choice)
+        choice = choose_model(args)
+        notice = random_weights_notice(choice)
         if notice:
             print(notice, file=sys.stderr)
-        engine = app_session.load_model(choice)
+        engine = load_model(choice)
     except bad_input_errors() as err:
         return fail(PROG, err)
     engine.max_media_seconds = args.max_media_seconds

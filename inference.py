@@ -29,9 +29,18 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from app import args as app_args
-from app import session as app_session
 from app.batch import BatchRun
+from app.engine import (
+    FinalReply,
+    LoadedModel,
+    check_media_length,
+    check_media_paths,
+    check_prompt,
+    reply_record,
+    write_music,
+)
 from app.errors import InputError, bad_input_errors, fail
+from app.loading import choose_model, load_model, random_weights_notice
 from app.logs import setup_logging
 from app.settings import make_settings
 
@@ -77,37 +86,37 @@ def validate_request_args(args: argparse.Namespace) -> None:
     else:
         if args.prompt is None:
             raise InputError("--prompt is required (or use --batch-file)")
-        if not args.prompt.strip():
-            raise InputError("--prompt is empty")
-        app_session.check_media_paths(
+        check_prompt(args.prompt)  # the engine's own check, before a model is loaded for nothing
+        check_media_paths(
             {"audio": args.audio_file, "image": args.image_file, "video": args.video_file},
             label="--{modality}_file",
         )
-        app_session.check_media_length(
+        check_media_length(
             {"audio": args.audio_file, "video": args.video_file}, args.max_media_seconds,
             label="--{modality}_file",
         )
     make_settings(app_args.settings_values(args))  # value checks without the model
 
 
-def run_single(args: argparse.Namespace, engine: app_session.LoadedModel) -> int:
+def run_single(args: argparse.Namespace, engine: LoadedModel) -> int:
     settings = engine.settings(app_args.settings_values(args))
     media = {"audio": args.audio_file, "image": args.image_file, "video": args.video_file}
     reply = None
     printed = False
-    for item in engine.stream_turn(args.prompt, media=media, settings=settings, music=args.music):
-        if not isinstance(item, str):
-            reply = item
+    for event in engine.stream_turn(args.prompt, media=media, settings=settings,
+                                    music=args.music):
+        if isinstance(event, FinalReply):
+            reply = event.reply
         elif not args.json:
-            sys.stdout.write(item)
+            sys.stdout.write(event.text)
             sys.stdout.flush()
             printed = True
     assert reply is not None
     audio = None
     if reply.music is not None:
         name = f"m2ugen-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.wav"
-        audio = app_session.write_music(Path(args.out_dir) / name, reply)
-    record = app_session.reply_record(reply, audio)
+        audio = write_music(Path(args.out_dir) / name, reply)
+    record = reply_record(reply, audio)
     if args.json:
         record.update(model=engine.description, trained=bool(engine.model.trained))
         print(json.dumps(record, ensure_ascii=False))
@@ -121,7 +130,7 @@ def run_single(args: argparse.Namespace, engine: app_session.LoadedModel) -> int
     return 0
 
 
-def run_batch(args: argparse.Namespace, engine: app_session.LoadedModel) -> int:
+def run_batch(args: argparse.Namespace, engine: LoadedModel) -> int:
     """Every request gets a result line; failures are recorded per id and the rest still run."""
     run = BatchRun(engine, args.out_dir, defaults=app_args.settings_values(args), music=args.music,
                    progress=lambda line: print(line, file=sys.stderr))
@@ -138,15 +147,15 @@ def main(argv: Optional[Sequence[str]] = None, *, model_cache: Optional[dict] = 
     args = build_parser().parse_args(argv)
     try:
         validate_request_args(args)
-        choice = app_session.choose_model(args)
+        choice = choose_model(args)
     except InputError as err:
         return fail(PROG, err)
     setup_logging(args.verbose)
     try:
-        notice = app_session.random_weights_notice(choice)
+        notice = random_weights_notice(choice)
         if notice and (model_cache is None or choice.key not in model_cache):
             print(notice, file=sys.stderr)
-        engine = app_session.load_model(choice, model_cache)
+        engine = load_model(choice, model_cache)
         engine.max_media_seconds = args.max_media_seconds
         if args.batch_file is not None:
             return run_batch(args, engine)

@@ -32,16 +32,18 @@ from data.collate import Collator
 from data.features import MediaFeatures
 from data.paths import DataPaths
 from data.schemas import DatasetError
-from engine_train import (
-    NonFiniteLoss, TargetProvider, Trainer, loss_counts, make_step, settings_from_args,
-)
+from engine_train import NonFiniteLoss, Trainer, TrainHooks
 from llama import checkpoint as ckpt
-from llama.config import RECIPES, TRAIN_DEFAULTS, DecoderConfig, TrainRecipe, get_preset, get_recipe
+from llama.config import (
+    RECIPES, TRAIN_SETTING_FIELDS, DecoderConfig, SettingError, TrainRecipe,
+    get_preset, get_recipe,
+)
 from llama.m2ugen import M2UGen, apply_path_overrides, config_from_dict
+from training.step import loss_counts, make_step
+from training.targets import TargetProvider
+from util.atomic import append_jsonl
+from util.dtypes import DTYPE_NAMES, resolve_dtype
 from util.seed import seed_everything
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -58,22 +60,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--init_from", default=None, help="previous stage's output folder")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue an interrupted run (default: OUTPUT_DIR/checkpoint)")
-    # published hyper-parameter names; unset ones come from the preset's recipe for this stage
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--accum_iter", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--min_lr", type=float, default=None)
-    p.add_argument("--warmup_epochs", type=float, default=None)
-    p.add_argument("--weight_decay", type=float, default=None)
-    p.add_argument("--clip_grad", type=float, default=None)
-    p.add_argument("--bridge_lr_scale", type=float, default=None,
-                   help="learning-rate multiplier for the modality bridges")
-    p.add_argument("--audio_crop", type=float, default=None, metavar="MIN_FRACTION",
-                   help="train on a random span of at least this fraction of each clip's music "
-                        "frames (augmentation; 1 = whole clips)")
-    p.add_argument("--max_words", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    add_setting_flags(p)
     p.add_argument("--num_workers", type=int, default=0,
                    help="kept for the published interface; features come from the cache in-process")
     # weights (published names)
@@ -92,34 +79,36 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "(reused across runs)")
     p.add_argument("--feature_memo_mb", type=int, default=1024,
                    help="RAM (MB) for frozen-encoder features reused across epochs")
-    p.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default="no",
-                   help="autocast the forward in bf16/fp16 (fp16 adds a gradient scaler; steps "
-                        "with non-finite gradients are skipped and counted)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32",
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                    help="dtype of the frozen weights (backbone, encoders, decoder); trained "
                         "parameters and optimizer state stay float32")
     p.add_argument("--on_error", choices=("raise", "skip"), default="raise",
                    help="unreadable files: fail naming the file, or skip and report counts")
-    p.add_argument("--save_every", type=int, default=0, help="optimizer steps between checkpoints")
-    p.add_argument("--log_every", type=int, default=10)
-    p.add_argument("--ce_weight", type=float, default=None)
-    p.add_argument("--mse_weight", type=float, default=None)
-    p.add_argument("--replay", type=float, default=None,
-                   help="stages 2-3: add this fraction (of the stage's size) of samples of the "
-                        "earlier stages, so later stages do not erase what those taught")
-    p.add_argument("--projector_refit_steps", type=int, default=None,
-                   help="stage 3: after the last epoch, fit the output projector alone for this "
-                        "many steps on the final model's [AUD] states of the stage's music "
-                        "samples (engine_refit.py; 0 = off)")
-    p.add_argument("--projector_refit_lr", type=float, default=None,
-                   help="peak learning rate of the projector refit (cosine to 3e-5)")
-    p.add_argument("--projector_refit_batch_size", type=int, default=None,
-                   help="samples per projector refit step")
+    # LoRA shape and scaling: part of the model configuration (saved in config.json)
+    p.add_argument("--lora_rank", type=int, default=None,
+                   help="LoRA rank of every backbone projection (default: the preset's: 16 for the "
+                        "published presets, 8 for tiny; later stages keep the checkpoint's)")
+    p.add_argument("--lora_alpha", type=float, default=None,
+                   help="LoRA scaling: the LoRA branch is multiplied by alpha / rank (default: "
+                        "alpha = rank, i.e. no scaling, as the published model)")
+    # test hooks (engine_train.TrainHooks), not training settings
     p.add_argument("--stop_after_steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--sample_log", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     validate_args(p, args)
     return args
+
+
+def add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per `llama.config.TrainSettings` field (published names); None = not given, so
+    the preset's recipe for the stage, else the field's default, fills it in."""
+    g = p.add_argument_group(
+        "training settings", "unset flags come from the preset's recipe for this stage "
+        "(llama/config.py: get_recipe), else from llama.config.TrainSettings")
+    for f in TRAIN_SETTING_FIELDS.values():
+        g.add_argument(f"--{f.name}", type=type(f.default), default=None,
+                       choices=f.metadata.get("choices"), metavar=f.metadata.get("metavar"),
+                       help=f"{f.metadata['help']} (default: {f.default})")
 
 
 def validate_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -134,26 +123,20 @@ def validate_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--stage {args.stage} needs --init_from (the previous stage's output folder)")
     try:
         resolve_recipe(args)
+        args.settings.check_stage(args.stage)
+        check_lora_flags(args)
+    except SettingError as err:
+        p.error(f"--{err.name} {err.reason}")
     except ValueError as err:
         p.error(str(err))
-    for name in ("batch_size", "accum_iter", "epochs", "max_words", "projector_refit_batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
-    if not 0.0 < args.audio_crop <= 1.0:
-        p.error(f"--audio_crop must be in (0, 1], got {args.audio_crop}")
-    if args.projector_refit_steps < 0:
-        p.error(f"--projector_refit_steps must be >= 0, got {args.projector_refit_steps}")
-    if args.projector_refit_steps and args.stage != 3:
-        p.error("--projector_refit_steps is a stage-3 phase (stage 2 trains the projector itself)")
-    if not args.projector_refit_lr > 0:
-        p.error(f"--projector_refit_lr must be > 0, got {args.projector_refit_lr}")
 
 
 def import_release_once(args: argparse.Namespace) -> Path:
     """`--init_from RELEASE.pth`: import the released checkpoint into OUTPUT_DIR/imported_release
     (once; a complete import is reused) so training starts from our checkpoint format. The
     tokenizer comes from --llama_path or the folder of --tokenizer_path."""
-    from llama.published import PublishedCheckpointError, import_release
+    from llama.release.export import import_release
+    from llama.release.read import ReleaseFileError
 
     dst = Path(args.output_dir) / "imported_release"
     try:
@@ -169,41 +152,66 @@ def import_release_once(args: argparse.Namespace) -> Path:
     try:
         return import_release(args.init_from, dst, llama_dir=llama_dir, mert_path=args.mert_path,
                               vit_path=args.vit_path, vivit_path=args.vivit_path)
-    except PublishedCheckpointError as err:
+    except ReleaseFileError as err:
         raise ValueError(str(err)) from None
 
 
-def _checkpoint_preset(args: argparse.Namespace) -> Optional[str]:
-    """The preset name stored in the --resume / --init_from checkpoint, if there is one."""
+def _checkpoint_model_config(args: argparse.Namespace) -> Optional[dict[str, Any]]:
+    """The model configuration stored in the --resume / --init_from checkpoint, if there is one."""
     src = args.output_dir if args.resume == "auto" else (args.resume or args.init_from)
     if not src:
         return None
     try:
-        return ckpt.read_config(ckpt.resolve_checkpoint(src))["m2ugen"].get("name")
+        return ckpt.read_config(ckpt.resolve_checkpoint(src))["m2ugen"]
     except (OSError, KeyError, ValueError):
         return None  # no readable checkpoint yet: main() reports that with the real reason
 
 
+def check_lora_flags(args: argparse.Namespace) -> None:
+    """--lora_rank/--lora_alpha shape a new model (stage 1 from a preset); a checkpoint's LoRA is
+    fixed, so a flag that disagrees with it is refused rather than ignored."""
+    if args.lora_rank is not None and args.lora_rank < 0:
+        raise SettingError("lora_rank", f"must be >= 0, got {args.lora_rank}")
+    if args.lora_alpha is not None and not args.lora_alpha > 0:
+        raise SettingError("lora_alpha", f"must be > 0, got {args.lora_alpha}")
+    saved = _checkpoint_model_config(args)
+    if saved is None or not lora_flags(args):
+        return
+    llama = config_from_dict(saved).llama
+    wanted = dataclasses.replace(llama, **lora_flags(args))
+    for name, mine, theirs in (("lora_rank", wanted.lora_rank, llama.lora_rank),
+                               ("lora_alpha", wanted.lora_scale, llama.lora_scale)):
+        if mine != theirs:
+            raise SettingError(name, f"{getattr(args, name)} disagrees with the checkpoint's "
+                               f"(rank {llama.lora_rank}, alpha {llama.lora_alpha}: scale "
+                               f"{llama.lora_scale}); a trained LoRA keeps its shape and scaling")
+
+
+def lora_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The LoRA flags given on the command line (LlamaConfig field -> value)."""
+    names = ("lora_rank", "lora_alpha")
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
 def resolve_recipe(args: argparse.Namespace) -> None:
-    """Fill every training flag the user did not give from the preset's recipe for this stage
-    (llama.config.get_recipe); sets `args.preset` and `args.recipe_given` (flags given)."""
+    """Resolve the stage's `TrainSettings` (defaults < the preset's recipe < flags given) into
+    `args.settings`; sets `args.preset` and `args.recipe_given` (flags given)."""
     if args.preset is None:
-        args.preset = _checkpoint_preset(args) or "tiny"
+        args.preset = (_checkpoint_model_config(args) or {}).get("name") or "tiny"
     name = args.preset if args.preset in RECIPES else None
     recipe = get_recipe(name) if name else TrainRecipe()
-    given = []
-    for flag, value in recipe.for_stage(args.stage).items():
-        if getattr(args, flag) is None:
-            setattr(args, flag, value)
-        else:
-            given.append(flag)
+    given = {k: getattr(args, k) for k in TRAIN_SETTING_FIELDS if getattr(args, k) is not None}
+    args.settings = recipe.for_stage(args.stage, **given)
+    for flag in TRAIN_SETTING_FIELDS:  # the resolved values, as config.json's "args" records them
+        setattr(args, flag, getattr(args.settings, flag))
     args.recipe_given = ",".join(given)
 
 
 def describe_settings(args: argparse.Namespace) -> str:
     """One line: the resolved training flags, those given on the command line marked with *."""
     given = set(filter(None, args.recipe_given.split(",")))
-    flags = " ".join(f"{k}{'*' if k in given else ''}={getattr(args, k)}" for k in TRAIN_DEFAULTS)
+    flags = " ".join(f"{k}{'*' if k in given else ''}={getattr(args.settings, k)}"
+                     for k in TRAIN_SETTING_FIELDS)
     return f"stage {args.stage} settings (recipe of preset {args.preset}; * = given): {flags}"
 
 
@@ -246,10 +254,11 @@ def make_accelerator():
 
 def build_config(args: argparse.Namespace):
     """The stage's configuration: the previous stage's, or the preset with the given weights."""
-    if args.init_from:
+    if args.init_from:  # its LoRA stays (check_lora_flags refused flags that disagree)
         cfg = config_from_dict(ckpt.read_config(ckpt.resolve_checkpoint(args.init_from))["m2ugen"])
     else:
         cfg = get_preset(args.preset)
+        cfg = cfg.replace(llama=dataclasses.replace(cfg.llama, **lora_flags(args)))
     if args.music_decoder and args.music_decoder != cfg.decoder.kind:
         default_path = {"musicgen": "facebook/musicgen-small",
                         "audioldm2": "cvssp/audioldm2-music"}
@@ -293,7 +302,7 @@ def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
     if music_only:
         samples = [s for s in samples if s.music_caption is not None]
     return M2UGenDataset(samples, model.tokenizer, max_words=args.max_words, media_loader=loader,
-                         policy=policy, stage=args.stage)
+                         policy=policy, stage=args.stage, style=model.cfg.chat_style)
 
 
 def refit_projector(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
@@ -349,15 +358,10 @@ def train(args: argparse.Namespace, accelerator: Any) -> int:
         cfg = config_from_dict(ckpt.read_config(resume_dir)["m2ugen"])
     else:
         cfg = build_config(args)
-    model = M2UGen(cfg, device=accelerator.device, dtype=DTYPES[args.dtype])
+    model = M2UGen(cfg, device=accelerator.device, dtype=resolve_dtype(args.dtype))
     if args.init_from and not resume_dir:
         src = ckpt.resolve_checkpoint(args.init_from)
         ckpt.load_tuned_weights(model, ckpt.read_weights(src), source=str(src))
-        saved = ckpt.read_config(src)
-        if "published" in saved:  # an imported release: its compatibility values
-            from llama.published import restore_compat
-
-            restore_compat(model, saved)
     trainable = model.set_stage(args.stage)
     tuned = model.tuned_parameter_names()
     media = MediaFeatures(model, args.feature_cache, memo_bytes=args.feature_memo_mb * 2**20)
@@ -372,7 +376,7 @@ def train(args: argparse.Namespace, accelerator: Any) -> int:
         n_train = sum(dict(model.named_parameters())[n].numel() for n in trainable)
         print(f"stage {args.stage}: {len(dataset)} samples {dataset.task_counts()}; "
               f"{n_train:,} trainable parameters in {len(trainable)} tensors", flush=True)
-    settings = settings_from_args(args)
+    settings = args.settings
     # Augmentation streams differ per process (and are checkpointed per process).
     seed_everything(args.seed + accelerator.process_index)
     prepared = accelerator.prepare(model) if accelerator.num_processes > 1 else model
@@ -393,9 +397,8 @@ def train(args: argparse.Namespace, accelerator: Any) -> int:
     def on_epoch_end(epoch: int) -> None:
         if accelerator.is_main_process:
             print(dataset.report(), flush=True)
-            with open(log_file, "a") as fh:
-                fh.write(json.dumps({"epoch": epoch, "time": time.time(),
-                                     "skipped": len(dataset.skipped)}) + "\n")
+            append_jsonl(log_file, {"epoch": epoch, "time": time.time(),
+                                    "skipped": len(dataset.skipped)})
 
     trainer = Trainer(
         model=prepared, dataset=dataset, collate=Collator(pad_id=model.tokenizer.pad_id),
@@ -404,6 +407,7 @@ def train(args: argparse.Namespace, accelerator: Any) -> int:
         settings=settings, output_dir=out, checkpoint_config=checkpoint_config,
         tuned_names=tuned, accelerator=accelerator, on_epoch_end=on_epoch_end,
         last_epoch_completes=args.projector_refit_steps == 0,
+        hooks=TrainHooks(stop_after_steps=args.stop_after_steps, sample_log=args.sample_log),
     )
     if resume_dir is not None:
         trainer.resume(resume_dir)
@@ -411,8 +415,7 @@ def train(args: argparse.Namespace, accelerator: Any) -> int:
         metrics = trainer.train()
         if args.projector_refit_steps and trainer.epochs_done and not refit:
             refit.update(refit_projector(args, model, media, targets, accelerator.is_main_process))
-            with open(log_file, "a") as fh:
-                fh.write(json.dumps({"projector_refit": refit, "time": time.time()}) + "\n")
+            append_jsonl(log_file, {"projector_refit": refit, "time": time.time()})
             trainer.save(complete=True)
     except NonFiniteLoss as err:
         print(f"train_m2ugen: stopped: {err}", file=sys.stderr)

@@ -99,7 +99,7 @@ class MusicCaptioner:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "MusicCaptioner":
-        from app.session import choose_model, load_model
+        from app.loading import choose_model, load_model
 
         apply_offline(args)
         engine = load_model(choose_model(args))

@@ -309,9 +309,10 @@ def apply_offline(args: argparse.Namespace) -> None:
 
 
 def torch_dtype(name: str) -> Any:
-    import torch
+    """--dtype of the pipelines' own models (util.dtypes holds the one map)."""
+    from util.dtypes import resolve_dtype
 
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    return resolve_dtype(name)
 
 
 def finish(report: StepReport, out: Path | None = None) -> int:

@@ -1,5 +1,6 @@
 """The `generate` verb of the evaluation CLIs: flags and model loading through the serving layer
-(`app.args`, `app.session`), and the MusicQA answer loop.
+(`app.args`, `app.loading`), and the resumable prediction files. Each task's row loop lives in
+its own module (`Evaluation.musicqa`, `Evaluation.music_tasks`, ...).
 
 Every task loads its model the way `inference.py` does (same flags, same loader, same notices),
 so a reviewer's checkpoint runs identically in the demo and in the tables. Generation settings
@@ -13,28 +14,34 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from Evaluation._common import EvalInputError, fail
+from Evaluation._common import EvalInputError
 
 if TYPE_CHECKING:
-    from app.session import LoadedModel
+    from app.engine import LoadedModel
+    from Evaluation.media_control import MediaControl
 
 # The published generate_*.py scripts sampled with these values (MU-LLaMA / M2UGen).
 PUBLISHED_SETTINGS = {"max_new_tokens": 512, "temperature": 0.6, "top_p": 0.8, "seed": 0}
-# Models loaded in this process, keyed by app.session.ModelChoice.key: repeated CLI calls in one
+# Models loaded in this process, keyed by app.loading.ModelChoice.key: repeated CLI calls in one
 # process (tests, notebooks) load a checkpoint once.
 _MODEL_CACHE: dict = {}
 
 
-def add_generate_parser(sub, run: Callable, media_help: str, *,
-                        music: bool = False) -> argparse.ArgumentParser:
-    """The `generate` sub-command: app's model and generation flags + the evaluation's own."""
-    from app.args import add_generation_arguments, add_model_arguments
+def add_generate_parser(sub, run: Callable, media_help: str, *, music: bool = False,
+                        media_control: bool = False,
+                        inputs: Optional[Callable[[Any], None]] = None
+                        ) -> argparse.ArgumentParser:
+    """The `generate` sub-command: app's model and generation flags + the evaluation's own
+    (`media_control`: the task's model reads media, so --media_control applies; `inputs` adds
+    a task's own input flags instead of --references/--media_dir)."""
+    from app.args import add_generation_arguments, add_model_arguments, add_video_sampling_argument
 
     g = sub.add_parser("generate", help="run a model over the references, write predictions")
     add_model_arguments(g)
     add_generation_arguments(g, music_mode=False)
+    add_video_sampling_argument(g)
     g.set_defaults(**PUBLISHED_SETTINGS)
     for action in g._actions:  # help must show this CLI's defaults, not the library's
         if action.dest in PUBLISHED_SETTINGS:
@@ -44,9 +51,16 @@ def add_generate_parser(sub, run: Callable, media_help: str, *,
                            "at the decoder's maximum), as published, when the reference music "
                            "is available, else {default}")
     e = g.add_argument_group("evaluation")
-    e.add_argument("--references", required=True)
-    e.add_argument("--media_dir", required=True, help=media_help)
+    if inputs is None:
+        e.add_argument("--references", required=True)
+        e.add_argument("--media_dir", required=True, help=media_help)
+    else:
+        inputs(e)
     e.add_argument("--out", required=True, help="prediction file (resumed if it exists)")
+    if media_control:
+        from Evaluation.media_control import add_media_control_argument
+
+        add_media_control_argument(e)
     if not music:
         e.add_argument("--batch_size", type=int, default=10,
                        help="rows between atomic saves of --out (one prompt per model call)")
@@ -66,16 +80,26 @@ def add_generate_parser(sub, run: Callable, media_help: str, *,
 
 
 def load_engine(args: argparse.Namespace) -> "LoadedModel":
-    """The model the flags choose, loaded by `app.session` (cached per process).
+    """The model the flags choose, loaded by `app.loading` (cached per process).
 
     Raises app.errors.InputError (bad flags, components that cannot be loaded)."""
-    from app.session import choose_model, load_model, random_weights_notice
+    from app.loading import choose_model, load_model, random_weights_notice
 
     choice = choose_model(args)
     notice = random_weights_notice(choice)
     if notice:
         print(notice, file=sys.stderr)
     return load_model(choice, cache=_MODEL_CACHE)
+
+
+def media_control_for(args: argparse.Namespace, engine: "LoadedModel",
+                      rows_media: list[dict[str, Any]]) -> "MediaControl":
+    """The --media_control of this run over every row's media ({modality: path} per row), seeded
+    by --seed, decoding with the engine's model loaders."""
+    from Evaluation.media_control import MediaControl, model_decoder
+
+    return MediaControl(getattr(args, "media_control", "none"), args.seed, rows_media,
+                        model_decoder(engine))
 
 
 def settings_for(engine: "LoadedModel", args: argparse.Namespace, **overrides: Any):
@@ -101,44 +125,3 @@ def read_previous(path: Path, what: str) -> Any:
     except json.JSONDecodeError as exc:
         raise EvalInputError(f"{what} {path} exists but is not valid JSON ({exc}); move it "
                              "away to start over") from exc
-
-
-def run_musicqa_generation(args: argparse.Namespace) -> int:
-    """Answer every EvalMusicQA row; writes {audio_name: {question: answer}}."""
-    from tqdm.auto import tqdm
-
-    from app.errors import bad_input_errors, one_line
-    from Evaluation.musicqa import load_references
-
-    try:
-        rows = load_references(args.references)
-        out = Path(args.out)
-        preds: dict[str, dict[str, str]] = read_previous(out, "predictions") or {}
-    except EvalInputError as exc:
-        return fail(str(exc))
-    todo = [r for r in rows if r.question not in preds.get(r.audio, {})]
-    media = Path(args.media_dir)
-    absent = [r.audio for r in todo if not (media / r.audio).is_file()]
-    if absent:
-        return fail(f"{len(absent)} audio files named in {args.references} are missing from "
-                    f"{media} (first: {', '.join(sorted(set(absent))[:5])})")
-    try:
-        engine = load_engine(args)
-        settings = settings_for(engine, args)
-    except bad_input_errors() as exc:
-        return fail(one_line(exc))
-    done = 0
-    for r in tqdm(todo, desc="musicqa", unit="row", initial=len(rows) - len(todo), total=len(rows)):
-        try:
-            reply = engine.run_turn(r.question, media={"audio": str(media / r.audio)},
-                                    settings=settings, music="never")
-        except bad_input_errors() as exc:
-            save_json(out, preds)
-            return fail(f"{media / r.audio}: {one_line(exc)}")
-        preds.setdefault(r.audio, {})[r.question] = reply.text
-        done += 1
-        if done % args.batch_size == 0:
-            save_json(out, preds)
-    save_json(out, preds)
-    print(f"wrote {out}: {done} new rows, {len(rows) - len(todo)} already present")
-    return 0

@@ -4,8 +4,8 @@
         --references MUEditEvalInstructions.json --media_dir MUEdit/audios --out pred.json
     python -m Evaluation.editing score --predictions pred.json [other systems ...] \
         --references MUEditEvalInstructions.json --target_dir MUEdit/audios \
-        --media_dir MUEdit/audios [--fad_weights vggish-10086976.pth] [--kl_model AST] \
-        [--clap_model CLAP]
+        --media_dir MUEdit/audios [--fad_weights vggish-10086976.pth] \
+        [--kl_model passt --kl_weights PASST.pt] [--clap_model CLAP]
 
 References: MUEdit-schema pairs (input_file = source music, output_file = target music, first
 human turn = the instruction, last gpt caption = the target's caption). The published repository
@@ -16,7 +16,8 @@ useful where it beats copying the source.
 
 from __future__ import annotations
 
-from Evaluation.music_tasks import TaskSpec, entry, instruction_rows
+from Evaluation.music_rows import TaskSpec, instruction_rows
+from Evaluation.music_tasks import entry
 
 SPEC = TaskSpec(
     name="editing", modality="audio", load=instruction_rows("audio"),

@@ -5,8 +5,9 @@
         [--target_dir MUImage/audios] --out pred.json
     python -m Evaluation.image2music score --predictions pred.json [other systems ...] \
         --references MUImageEvalInstructions.json --target_dir MUImage/audios \
-        --media_dir MUImage/images [--fad_weights vggish-10086976.pth] [--kl_model AST] \
-        [--clap_model CLAP] [--relevance_model imagebind --imagebind_weights imagebind_huge.pth]
+        --media_dir MUImage/images [--fad_weights vggish-10086976.pth] \
+        [--kl_model passt --kl_weights PASST.pt] [--clap_model CLAP] \
+        [--relevance_model imagebind --imagebind_weights imagebind_huge.pth]
 
 References: the published instruction list (input_file = image, output_file = reference music,
 first human turn = the prompt, last gpt caption = the target caption). Published metrics: FAD,
@@ -18,7 +19,8 @@ a captioner + CLAP fallback (`--captioner BLIP`) that is NOT comparable with the
 
 from __future__ import annotations
 
-from Evaluation.music_tasks import TaskSpec, entry, instruction_rows
+from Evaluation.music_rows import TaskSpec, instruction_rows
+from Evaluation.music_tasks import entry
 
 SPEC = TaskSpec(
     name="image2music", modality="image", load=instruction_rows("image"),

@@ -9,7 +9,8 @@ Offline by default (HF_HUB_OFFLINE=1): a hub id works only if it is already in t
   non-fusion as converted by transformers).
 - AudioSet classifier: transformers `ASTForAudioClassification` (MIT/ast-finetuned-audioset-
   10-10-0.4593, 527 classes, 16 kHz, 10.24 s input). The paper used PaSST (hear21passt, 32 kHz,
-  patchout transformer): same label set, different network, so KL numbers are not comparable.
+  patchout transformer): same label set, different network, so AST's KL is not comparable; the
+  paper's classifier is `Evaluation.metrics.passt` (`--kl_model passt`).
 - Alternatives for FAD: EnCodec encoder frames (`EncodecModel`) or a HuBERT-compatible MERT
   folder's last hidden states.
 """

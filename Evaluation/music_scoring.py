@@ -17,17 +17,27 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from Evaluation._common import EvalInputError, fail, print_json
-from Evaluation.music_tasks import SHOW, MusicRow, TaskSpec, load_predictions
+from Evaluation.music_rows import SHOW, MusicRow, TaskSpec, load_predictions
 
 KL_SECONDS = 10.0  # the published KL looked at the first 10 s of each clip
+RESAMPLER = "soxr HQ (python-soxr, data.media.load_audio), channels averaged"
 
 DEFINITIONS = {
     "fad": "Frechet distance between Gaussians fitted to the embeddings of all reference clips "
-           "and of the system's clips (vggish: fad-pytorch's published framing, 10 chunks of "
-           "1.64 s from the first 16.4 s of each clip, pre-ReLU, no PCA; clap/encodec: one "
-           "embedding per clip / per latent frame)",
+           "and of the system's clips (vggish: fad-pytorch's published framing, one 16.4 s "
+           "window per clip (audio_inputs.fad.crop: random = fad-pytorch's seeded random "
+           "position with silent windows redrawn, first = the first 16.4 s) cut into 10 "
+           "chunks of 1.64 s, pre-ReLU, no PCA; clap/encodec: one embedding per clip / per "
+           "latent frame)",
+    "fad_inf": "fadtk's FAD-inf: FAD of n embeddings drawn with replacement from the system's "
+               "set (n = 25 values from 500 to the set size, seeded) against the full reference "
+               "set, extrapolated to n = infinity by a least-squares line in 1/n (value = its "
+               "intercept; slope and r2 of the fit reported)",
+    "fad_crop": "what the random crop did per set: files longer than the window, silent windows "
+                "redrawn in the same file, silent windows replaced by another file's",
     "kl": "mean over rows of KL(p_reference || p_generated), p = softmax of the AudioSet "
-          "classifier's logits on the first 10 s, torch kl_div((p_gen + 1e-6).log(), p_ref)",
+          "classifier's logits on the first 10 s (passt: the paper's PaSST; ast: AST), torch "
+          "kl_div((p_gen + 1e-6).log(), p_ref)",
     "clap": "mean over rows of the cosine between the CLAP audio embedding of the generated clip "
             "and the CLAP text embedding of the row's target caption",
     "references_clap": "the same CLAP score of the reference music itself (what a perfect "
@@ -48,6 +58,8 @@ class Scorers:
 
     fad: Any = None
     fad_kind: str = "vggish"
+    fad_crop: str = "random"
+    fad_seed: int = 0
     kl: Any = None
     clap: Any = None
     relevance: Any = None
@@ -72,9 +84,20 @@ def add_score_parser(sub, spec: TaskSpec) -> argparse.ArgumentParser:
     s.add_argument("--fad_weights", default=None,
                    help="vggish: torchvggish state dict (vggish-10086976.pth); clap/encodec: "
                         "folder or hub id. Omitted: no FAD")
+    s.add_argument("--fad_crop", default="random", choices=("random", "first"),
+                   help="vggish: which 16.4 s window of each clip FAD reads. random (default): "
+                        "fad-pytorch's seeded random position, silent windows redrawn, as the "
+                        "published run did; first: the first 16.4 s")
+    s.add_argument("--fad_seed", type=int, default=0,
+                   help="seed of the random FAD crop and of FAD-inf's sampling")
     s.add_argument("--kl_model", default=None,
-                   help="AudioSet classifier, ASTForAudioClassification folder or hub id (e.g. "
-                        "MIT/ast-finetuned-audioset-10-10-0.4593; paper: PaSST). Omitted: no KL")
+                   help="AudioSet classifier: passt (the paper's; needs --kl_weights) or an "
+                        "ASTForAudioClassification folder or hub id (e.g. MIT/ast-finetuned-"
+                        "audioset-10-10-0.4593; not comparable). Omitted: no KL")
+    s.add_argument("--kl_weights", default=None,
+                   help="--kl_model passt: the PaSST checkpoint file (passt-s-f128-p16-s10-"
+                        "ap.476-swa.pt, as hear21passt's get_basic_model loads; .pt or "
+                        ".safetensors)")
     s.add_argument("--clap_model", default=None,
                    help="ClapModel folder or hub id (paper: laion/clap-htsat-unfused). "
                         "Omitted: no CLAP")
@@ -105,12 +128,23 @@ def add_score_parser(sub, spec: TaskSpec) -> argparse.ArgumentParser:
 def load_scorers(spec: TaskSpec, args: argparse.Namespace) -> Scorers:
     from Evaluation import models as M
 
-    sc = Scorers(fad_kind=args.fad_model)
+    sc = Scorers(fad_kind=args.fad_model, fad_crop=getattr(args, "fad_crop", "random"),
+                 fad_seed=getattr(args, "fad_seed", 0))
     if args.fad_weights:
         sc.fad = M.load_embedder(args.fad_model, args.fad_weights, args.device)
     else:
         sc.why["fad"] = "no --fad_weights given"
-    if args.kl_model:
+    kl_weights = getattr(args, "kl_weights", None)
+    if args.kl_model == "passt":
+        if not kl_weights:
+            raise EvalInputError("--kl_model passt needs --kl_weights (the PaSST checkpoint, "
+                                 "passt-s-f128-p16-s10-ap.476-swa.pt)")
+        from Evaluation.metrics.passt import PasstClassifier
+
+        sc.kl = PasstClassifier(kl_weights, args.device, max_seconds=KL_SECONDS)
+    elif kl_weights:
+        raise EvalInputError("--kl_weights is the PaSST checkpoint: use it with --kl_model passt")
+    elif args.kl_model:
         sc.kl = M.ASTClassifier(args.kl_model, args.device, max_seconds=KL_SECONDS)
     else:
         sc.why["kl"] = "no --kl_model given"
@@ -173,17 +207,24 @@ class Features:
                 self._memo[(kind, p)] = o
         return [self._memo[(kind, str(p))] for p in paths]
 
-    def fad(self, paths: Sequence[Path]) -> np.ndarray:
+    def fad(self, paths: Sequence[Path]) -> tuple[np.ndarray, Optional[dict]]:
+        """(embeddings of one set, what its crop did): vggish reads one 16.4 s window per clip
+        in 10 chunks (published framing); clap / encodec embed whole clips."""
+        from data.media import load_audio
         from Evaluation.metrics.audio import fixed_chunks
+        from Evaluation.metrics.fad import CropCounts, fad_windows
 
         emb = self.sc.fad
-        if self.sc.fad_kind == "vggish":  # published framing: 10 fixed chunks per clip
-            def fn(waves):
-                return [np.concatenate([emb.embed(c) for c in fixed_chunks(w)]) for w in waves]
-        else:
+        if self.sc.fad_kind != "vggish":
             def fn(waves):
                 return [np.atleast_2d(emb.embed(w)) for w in waves]
-        return np.concatenate(self._many("fad", paths, emb.sample_rate, fn, None))
+            return np.concatenate(self._many("fad", paths, emb.sample_rate, fn, None)), None
+        counts = CropCounts()
+        windows = fad_windows(len(paths), lambda i: load_audio(paths[i], emb.sample_rate,
+                                                               max_seconds=None),
+                              self.sc.fad_crop, np.random.default_rng(self.sc.fad_seed), counts)
+        out = [emb.embed(c) for w in windows for c in fixed_chunks(w)]
+        return np.concatenate(out), counts.as_dict()
 
     def probs(self, paths: Sequence[Path]) -> np.ndarray:
         kl = self.sc.kl
@@ -237,14 +278,27 @@ def _present(rows: list[MusicRow], items: dict[str, Optional[Path]], where: str,
     return scored, files, len(missing)
 
 
+def _fad_inf(ctx: "Context", emb: np.ndarray) -> Optional[dict]:
+    from Evaluation.metrics.fad import fad_inf
+
+    try:
+        return fad_inf(ctx.reference_fad(), emb, seed=ctx.sc.fad_seed)
+    except ValueError as exc:  # e.g. exactly 500 embeddings: no spread of n to fit a line on
+        ctx.sc.why["fad_inf"] = str(exc)
+        return None
+
+
 def score_system(rows: list[MusicRow], files: list[Path], ctx: "Context") -> dict:
     """FAD / KL / CLAP (and relevance similarities, kept for ranking) of one system."""
     from Evaluation.metrics import audio as A
 
     sc, feats = ctx.sc, ctx.feats
-    out: dict[str, Any] = {"fad": None, "kl": None, "clap": None}
+    out: dict[str, Any] = {"fad": None, "fad_inf": None, "fad_crop": None, "kl": None,
+                           "clap": None}
     if sc.fad is not None:
-        out["fad"] = A.fad(ctx.reference_fad(), feats.fad(files))
+        emb, out["fad_crop"] = feats.fad(files)
+        out["fad"] = A.fad(ctx.reference_fad(), emb)
+        out["fad_inf"] = _fad_inf(ctx, emb)
     if sc.kl is not None:
         targets = [ctx.target_dir / r.target for r in rows]
         out["kl"] = A.kl_target_generated(feats.probs(targets), feats.probs(files))
@@ -269,11 +323,12 @@ class Context:
     _ref_fad: Optional[np.ndarray] = None
     _captions: dict[str, np.ndarray] = field(default_factory=dict)
     _media: dict[str, np.ndarray] = field(default_factory=dict)
+    reference_fad_crop: Optional[dict] = None
 
     def reference_fad(self) -> np.ndarray:
         if self._ref_fad is None:
             targets = list(dict.fromkeys(self.target_dir / r.target for r in self.rows))
-            self._ref_fad = self.feats.fad(targets)
+            self._ref_fad, self.reference_fad_crop = self.feats.fad(targets)
         return self._ref_fad
 
     def caption_emb(self, rows: list[MusicRow]) -> np.ndarray:
@@ -332,18 +387,44 @@ def comparable(spec: TaskSpec, sc: Scorers) -> dict[str, Any]:
     """Which numbers can be read against the paper's tables (and why not, when not)."""
     clap_id = sc.identities()["clap"] or ""
     return {
-        "fad": sc.fad is not None and sc.fad_kind == "vggish",
-        "kl": False,  # the paper used PaSST (32 kHz); AST shares the labels, not the network
+        # the published run: torchvggish weights through fad-pytorch's random crop
+        "fad": sc.fad is not None and sc.fad_kind == "vggish" and sc.fad_crop == "random",
+        "fad_inf": False,  # the paper reported no FAD-inf
+        # the paper used PaSST-S (hear21passt); AST shares the labels, not the network
+        "kl": bool(getattr(sc.kl, "is_published_architecture", False)),
         "clap": ("clap-htsat-unfused" in clap_id) and "clap" in spec.published,
         # the paper used ImageBind huge; the caption + CLAP fallback is a different model
         "relevance": (sc.relevance is not None
                       and str(sc.identities()["relevance"]).startswith("imagebind_huge:")),
-        "notes": "fad: only with the torchvggish weights; clap: the published loop overwrote "
+        "notes": "fad: only with the torchvggish weights and --fad_crop random (first reads "
+                 "the same window of every clip up to 16.4 s, but keeps silent windows); the "
+                 "published run resampled with torchaudio's sinc filter, ours with soxr; kl: "
+                 "only with --kl_model passt and the published PaSST-S checkpoint; clap: the "
+                 "published loop overwrote "
                  "its sum and used dim=0, so the printed paper numbers are not what it meant; "
                  "relevance: the model and preprocessing only with --relevance_model imagebind "
                  "(the printed IM_RANK came from a broken loop and cannot be regenerated; ours "
                  "is the intended per-row rank); see docs/EVALUATION.md",
     }
+
+
+def audio_inputs(sc: Scorers) -> dict[str, Optional[dict]]:
+    """Per audio model: what it is, the rate audio is resampled to and how, what it reads."""
+    from Evaluation.metrics.fad import FAD_SAMPLE_SIZE
+
+    def entry(model: Any, **reads: Any) -> Optional[dict]:
+        if model is None:
+            return None
+        return {"model": model.identity, "sample_rate": int(model.sample_rate),
+                "resampler": RESAMPLER, **reads}
+
+    fad_reads: dict[str, Any] = {"reads": "whole clip"}
+    if sc.fad_kind == "vggish":
+        fad_reads = {"reads": f"one {FAD_SAMPLE_SIZE}-sample window in 10 chunks",
+                     "crop": sc.fad_crop, "seed": sc.fad_seed}
+    return {"fad": entry(sc.fad, **fad_reads),
+            "kl": entry(sc.kl, reads=f"first {KL_SECONDS:g} s"),
+            "clap": entry(sc.clap, reads="whole clip (CLAP's seeded rand_trunc over 10 s)")}
 
 
 def score(spec: TaskSpec, args: argparse.Namespace, sc: Optional[Scorers] = None) -> dict:
@@ -367,7 +448,8 @@ def score(spec: TaskSpec, args: argparse.Namespace, sc: Optional[Scorers] = None
         s.pop("_sims")
     report: dict[str, Any] = {
         "task": spec.name, "references": str(args.references), "rows": len(rows),
-        "models": sc.identities(), "systems": systems,
+        "models": sc.identities(), "audio_inputs": audio_inputs(sc),
+        "reference_fad_crop": ctx.reference_fad_crop, "systems": systems,
         "references_clap": None if sc.clap is None else _reference_clap(ctx),
     }
     if spec.name == "editing":

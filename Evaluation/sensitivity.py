@@ -23,8 +23,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from app import args as app_args
-from app import session as app_session
-from app.errors import bad_input_errors, fail
+from app.errors import InputError, bad_input_errors, fail
+from app.loading import choose_model, load_model
 
 PROG = "python -m Evaluation.sensitivity"
 MODALITIES = ("audio", "image", "video")
@@ -51,8 +51,8 @@ def _items(args: argparse.Namespace, engine: Any) -> dict[str, list[str]]:
         for m in MODALITIES:
             if not items[m]:
                 items[m] = [str(x) for x in discover_media(args.data_root, m)[: args.per_modality]]
-    unsupported = getattr(getattr(engine.model, "published", None), "unsupported_modalities", ())
-    return {m: v for m, v in items.items() if v and m not in unsupported}
+    accepted = engine.model.cfg.chat_style.modalities  # a release may refuse some media
+    return {m: v for m, v in items.items() if v and m in accepted}
 
 
 def _dists(model, ids: list[int], answer: list[int], feats) -> torch.Tensor:
@@ -71,10 +71,10 @@ def _compare(p: torch.Tensor, q: torch.Tensor) -> tuple[float, float, float, flo
 
 
 def _greedy(model, ids: list[int], feats, n: int) -> list[int]:
-    from llama.published import generate_published
+    """The greedy answer, ended as the model's chat style says (the one decoding loop)."""
+    from llama.chat import answer_ids
 
-    release = getattr(getattr(model, "published", None), "release", "m2ugen")
-    return generate_published(model, ids, feats, n, release)
+    return answer_ids(model, ids, feats, n)
 
 
 def measure(engine: Any, items: dict[str, list[str]], prompt: str, max_new_tokens: int
@@ -119,11 +119,11 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        choice = app_session.choose_model(args)
-        engine = app_session.load_model(choice)
+        choice = choose_model(args)
+        engine = load_model(choice)
         items = _items(args, engine)
         if not items:
-            raise app_session.InputError("no media: give --data_root or --audio/--image/--video")
+            raise InputError("no media: give --data_root or --audio/--image/--video")
         rows = measure(engine, items, args.prompt, args.max_new_tokens)
     except bad_input_errors() as err:
         return fail(PROG, err)

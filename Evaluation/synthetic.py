@@ -56,7 +56,8 @@ import numpy as np
 import torch
 
 from app.errors import InputError, bad_input_errors, fail
-from app.session import LoadedModel, ModelChoice, load_model
+from app.engine import LoadedModel
+from app.loading import ModelChoice, load_model
 from data.dataset import tokenize_sample
 from data.features import MediaFeatures
 from data.media import load_audio
@@ -405,9 +406,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ev = Evaluator(engine.model, root, args.batch_size, args.max_new_tokens, media=engine.features)
     result = ev.run()
     if args.predictions:
-        with open(args.predictions, "w") as fh:
-            for row in ev.predictions:
-                fh.write(json.dumps(row) + "\n")
+        write_text(args.predictions, "".join(json.dumps(row) + "\n" for row in ev.predictions))
     text = json.dumps(result, indent=2)
     if args.output:
         write_text(args.output, text + "\n")

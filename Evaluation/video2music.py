@@ -5,8 +5,9 @@
         [--target_dir MUVideo/audios] --out pred.json
     python -m Evaluation.video2music score --predictions pred.json [other systems ...] \
         --references MUVideoEvalInstructions.json --target_dir MUVideo/audios \
-        --media_dir MUVideo/videos [--fad_weights vggish-10086976.pth] [--kl_model AST] \
-        [--clap_model CLAP] [--relevance_model imagebind --imagebind_weights imagebind_huge.pth]
+        --media_dir MUVideo/videos [--fad_weights vggish-10086976.pth] \
+        [--kl_model passt --kl_weights PASST.pt] [--clap_model CLAP] \
+        [--relevance_model imagebind --imagebind_weights imagebind_huge.pth]
 
 References: the published instruction list (input_file = video). Published metrics: FAD, KL and
 an ImageBind relevance rank. Relevance: ImageBind (the paper's model) with
@@ -17,7 +18,8 @@ comparable with the paper (docs/EVALUATION.md).
 
 from __future__ import annotations
 
-from Evaluation.music_tasks import TaskSpec, entry, instruction_rows
+from Evaluation.music_rows import TaskSpec, instruction_rows
+from Evaluation.music_tasks import entry
 
 SPEC = TaskSpec(
     name="video2music", modality="video", load=instruction_rows("video"),

@@ -12,14 +12,16 @@ import argparse
 from typing import Any, Optional
 
 from app.errors import EXIT_BAD_INPUT
+from util import dtypes
 
 PRESET_NAMES = (
     "tiny", "tiny-audioldm2", "m2ugen-musicgen-small", "m2ugen-musicgen-medium", "m2ugen-audioldm2",
 )  # equal to llama.config.PRESETS (checked by a test); spelled out so --help needs no torch
 DECODER_KINDS = ("musicgen", "audioldm2")
-DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_NAMES = (dtypes.AUTO, *dtypes.DTYPE_NAMES)  # util.dtypes: the one list of precisions
 QUANTIZE_NAMES = ("none", "int8")  # equal to llama.quantize.QUANTIZE_MODES (checked by a test)
 MUSIC_MODES = ("auto", "always", "never")
+VIDEO_SAMPLINGS = ("uniform", "window")  # equal to data.media.SAMPLINGS (checked by a test)
 DEFAULT_MAX_MEDIA_SECONDS = 600.0  # longer audio/video inputs are refused before decoding
 DEFAULT_MARK = "{default}"  # in a generation flag's help: replaced by the library default
 
@@ -109,6 +111,15 @@ def add_media_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max_media_seconds", type=positive_seconds, default=DEFAULT_MAX_MEDIA_SECONDS,
                    help="refuse audio/video inputs longer than this many seconds "
                         f"(default {DEFAULT_MAX_MEDIA_SECONDS:g})")
+    add_video_sampling_argument(g)
+
+
+def add_video_sampling_argument(g: Any) -> None:
+    """Which frames of a video input the video encoder sees (data.media.VideoSampling)."""
+    g.add_argument("--video_sampling", default="uniform", choices=VIDEO_SAMPLINGS,
+                   help="uniform: frames spread over the whole clip (default); window: "
+                        "consecutive frames as the published demo read them, the window centred "
+                        "or, when the command has a --seed, starting at a frame drawn from it")
 
 
 def positive_seconds(text: str) -> float:

@@ -6,7 +6,8 @@ the others still run. Ids must be unique strings or integers: a repeated id is a
 later line, naming the line of the first. WAV names come from the ids, sanitised to a safe
 file name; ids that sanitise to the same name (e.g. "a/b" and "a_b") get "-2", "-3", ... suffixes
 so no file is ever overwritten by another request (compared case-insensitively, as some file
-systems are).
+systems are). `results.jsonl` is rewritten atomically (util.atomic) after every request, so a
+reader or an interrupted run always finds whole lines for the requests done so far.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from app.args import MUSIC_MODES
+from app.engine import LoadedModel, reply_record, write_music
 from app.errors import InputError, bad_input_errors, one_line
-from app.session import LoadedModel, reply_record, write_music
+from util.atomic import write_text
 
 if TYPE_CHECKING:
     from llama.m2ugen import GenerationSettings
@@ -73,9 +75,8 @@ def _field_checks(req: dict, lineno: int) -> None:
     rid = req.get("id")
     if rid in (None, "") or isinstance(rid, bool) or not isinstance(rid, (str, int)):
         raise InputError(f"line {lineno}: \"id\" must be a non-empty string or an integer")
-    prompt = req.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError(f"line {lineno}: \"prompt\" must be a non-empty string")
+    if not isinstance(req.get("prompt"), str):  # its content is the engine's to check
+        raise InputError(f"line {lineno}: \"prompt\" must be a string")
     history = req.get("history") or []
     if not (isinstance(history, list) and all(
             isinstance(t, (list, tuple)) and len(t) == 2 and all(isinstance(s, str) for s in t)
@@ -157,17 +158,18 @@ class BatchRun:
         lines = batch_file.read_text(encoding="utf-8").splitlines()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         results_path = self.out_dir / "results.jsonl"
+        written: list[str] = []
         ok = failed = 0
-        with open(results_path, "w", encoding="utf-8") as results:
-            for lineno, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                result = self.one(line, lineno, batch_file.parent)
-                ok, failed = (ok + 1, failed) if result["error"] is None else (ok, failed + 1)
-                results.write(json.dumps(result, ensure_ascii=False) + "\n")
-                results.flush()
-                status = "ok" if result["error"] is None else f"error: {result['error']}"
-                self.progress(f"[{lineno}/{len(lines)}] {result['id']}: {status}")
+        write_text(results_path, "")
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            result = self.one(line, lineno, batch_file.parent)
+            ok, failed = (ok + 1, failed) if result["error"] is None else (ok, failed + 1)
+            written.append(json.dumps(result, ensure_ascii=False) + "\n")
+            write_text(results_path, "".join(written))
+            status = "ok" if result["error"] is None else f"error: {result['error']}"
+            self.progress(f"[{lineno}/{len(lines)}] {result['id']}: {status}")
         return BatchSummary(ok, failed, results_path)
 
     def one(self, line: str, lineno: int, base: Path) -> dict[str, Any]:

@@ -18,9 +18,28 @@ class InputError(ValueError):
     """A problem with what the user asked for (reported as one line, never a traceback)."""
 
 
+# The parts a model is loaded from: what the user calls each, and the flag that points at it.
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "checkpoint": ("checkpoint", "--model"),
+    "llama": ("LLaMA weights", "--llama_dir"),
+    "tokenizer": ("tokenizer", "--tokenizer_path"),
+    "audio": ("music encoder", "--mert_path"),
+    "image": ("image encoder", "--vit_path"),
+    "video": ("video encoder", "--vivit_path"),
+    "decoder": ("music decoder", "--music_decoder_path"),
+    "knn": ("kNN index", "--knn_dir"),
+    "model": ("model", "--model"),  # an I/O failure no single component can be blamed for
+}
+
+
 class ModelLoadError(InputError):
-    """A model component (checkpoint, LLaMA weights, tokenizer, encoder, decoder) that cannot be
-    loaded from what the user pointed at; the message names the component, its source and why."""
+    """A model component that cannot be loaded from what the user pointed at. `component` is a
+    key of COMPONENTS; the message names it, where it was looked for, its flag and why."""
+
+    def __init__(self, component: str, source: object, reason: str) -> None:
+        name, flag = COMPONENTS[component]
+        super().__init__(f"cannot load the {name} {str(source)!r} ({flag}): {reason}")
+        self.component, self.source, self.reason = component, source, reason
 
 
 @functools.cache
@@ -28,8 +47,8 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     """THE tuple of bad-input exception types (built on first use: it imports the model package).
 
     `MediaError`: unreadable/corrupt media; `PromptTooLong`: the prompt does not fit the context.
-    Library ValueErrors/OSErrors are NOT in it: the serving layer turns them into InputError or
-    ModelLoadError where it knows they come from the user's input (see app.session)."""
+    Library ValueErrors/OSErrors are NOT in it: the serving layer turns the model package's typed
+    load errors into ModelLoadError (app.loading, app.engine); anything else is a bug."""
     from data.media import MediaError
     from llama.m2ugen import PromptTooLong
 

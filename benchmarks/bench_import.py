@@ -1,5 +1,5 @@
 """Time and peak RSS of loading a 7B-shaped release `checkpoint.pth`: directly
-(`llama.published.load_published_model`) and through `python -m llama.import_published`.
+(`llama.release.load.load_release`) and through `python -m llama.import_published`.
 
     python benchmarks/bench_import.py [--workdir DIR] [--keep]   # DIR: ~20 GB free
 
@@ -67,7 +67,7 @@ def llama_shapes() -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 # The published encoders' sizes: MERT-v1-330M (HuBERT-large shape), ViT-B/16 at 224, ViViT-B 16x2
-# with 32 frames. The loader reads these back from the tensors (llama.published_encoders).
+# with 32 frames. The loader reads these back from the tensors (llama.release.components).
 ENCODERS = {
     "audio": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                   intermediate_size=4096, feat_extract_norm="layer", do_stable_layer_norm=True,
@@ -116,6 +116,8 @@ def write_release(path: Path) -> int:
     import numpy as np
     import torch
 
+    from util.atomic import atomic_path
+
     rng = np.random.default_rng(0)
     pools = {}
     for code in ("f2", "f4"):
@@ -133,7 +135,8 @@ def write_release(path: Path) -> int:
         state[name] = torch.from_numpy(arr)
         total += count * item
     args = _ap.Namespace(music_decoder="musicgen", music_decoder_path="facebook/musicgen-small")
-    torch.save({"model": state, "optimizer": {}, "epoch": 0, "scaler": {}, "args": args}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"model": state, "optimizer": {}, "epoch": 0, "scaler": {}, "args": args}, tmp)
     for pool in pools.values():
         pool.unlink()
     return total
@@ -178,10 +181,11 @@ def child(mode: str, src: str, tok: str, dst: str) -> None:
         n = write_release(Path(src))
         print(json.dumps({"bytes": n, "seconds": time.perf_counter() - t0}))
         return
-    from llama.published import import_release, load_published_model
+    from llama.release.export import import_release
+    from llama.release.load import load_release
 
     if mode == "direct":
-        model = load_published_model(src, llama_dir=tok, dtype=None)
+        model = load_release(src, llama_dir=tok, dtype=None).model
         kept = _kept_bytes(model)
     else:
         import_release(src, dst, llama_dir=tok)

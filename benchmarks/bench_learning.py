@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from util.atomic import write_text  # noqa: E402
 COLUMNS = (  # (header, path into the metrics JSON)
     ("audio", ("audio_caption",)),
     ("instr", ("details", "audio_caption", "per_attribute", "instrument")),
@@ -95,7 +98,7 @@ def one_seed(work: Path, seed: int, n: Optional[int], reuse: bool) -> dict[str, 
                     str(base / "eval.json")], base / "eval.log")
     metrics = json.loads((base / "eval.json").read_text())
     result = {"seed": seed, **timing, "eval_wall_min": wall / 60, "metrics": metrics}
-    result_file.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(result_file, json.dumps(result, indent=1) + "\n")  # reused by a later run
     return result
 
 

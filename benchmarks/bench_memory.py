@@ -32,13 +32,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine_train import MixedPrecision, param_groups  # noqa: E402
-from llama.backbone import (  # noqa: E402
-    Transformer, keep_peft_float32, parameter_group, set_trainable,
-)
+from llama.backbone import Transformer  # noqa: E402
+from llama.lora import keep_peft_float32, parameter_group, set_trainable  # noqa: E402
 from llama.bridges import build_bridges  # noqa: E402
 from llama.config import AUD_TOKENS, MODALITIES, get_preset  # noqa: E402
 from llama.projector import OutputProjector  # noqa: E402
+from training.optim import param_groups  # noqa: E402
+from training.precision import MixedPrecision  # noqa: E402
+from util.atomic import write_text  # noqa: E402
 
 GiB = 2**30
 DEFAULT_PRESET = "m2ugen-musicgen-small"
@@ -188,7 +189,7 @@ def main() -> None:
             rows.append(float32_row(bf16))
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_text(args.json, json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ def report(title: str, rows: dict[str, list[tuple[int, int, float, float]]]) -> 
 def as_served(fp32, dtype: str, quant: str):
     """What `M2UGen(dtype=..., quantize=...)` (the CLI path) runs: frozen weights in `dtype`,
     tuned parts (LoRA, biases, norms, gates, new rows) kept float32, then int8."""
-    from llama.backbone import keep_peft_float32
-    from llama.quantize import quantize_backbone_, resolve_dtype
+    from llama.lora import keep_peft_float32
+    from llama.quantize import quantize_backbone_
+    from util.dtypes import resolve_dtype
 
     model = copy.deepcopy(fp32).to(resolve_dtype(dtype))
     keep_peft_float32(model)
@@ -112,7 +113,7 @@ def held_out_prompts(engine, data_root: Path, n: int) -> list[tuple[list[int], d
 
 @torch.no_grad()
 def tiny_model(checkpoint: str, data_root: Path, n_prompts: int, new_tokens: int) -> None:
-    from app.session import ModelChoice, load_model
+    from app.loading import ModelChoice, load_model
     from llama.generation import generate
 
     engine = load_model(ModelChoice(checkpoint, preset="tiny", device="cpu", dtype="float32"))

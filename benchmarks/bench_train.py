@@ -25,9 +25,9 @@ from data.collate import Collator  # noqa: E402
 from data.dataset import PerModalityLoader, build_stage_dataset  # noqa: E402
 from data.features import MediaFeatures, media_loader_for  # noqa: E402
 from data.paths import DataPaths  # noqa: E402
-from engine_train import TrainSettings, make_step  # noqa: E402
-from llama.config import get_preset  # noqa: E402
+from llama.config import TrainSettings, get_preset  # noqa: E402
 from llama.m2ugen import M2UGen  # noqa: E402
+from training.step import make_step  # noqa: E402
 
 STAGES = {  # (stage, tasks kept, label)
     "1-audio": (1, {"audio_caption"}, "stage 1, audio captioning"),

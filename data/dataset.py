@@ -4,9 +4,10 @@ Pipeline:  annotation JSON --`data.schemas` parsers--> Sample --`data.mixes` (st
 filter)--> `M2UGenDataset` (file check) --__getitem__--> token ids + labels + media (lazy, via a
 loader callback) --> `data.collate.Collator` pads a batch.
 
-Tokenisation follows `llama.prompt` (the same layout the model sees at inference): loss on
-answers only, each answer ending with EOS, a music answer ending with [AUD0..7]. Problems follow
-the error policy of `data.schemas` (raise, or skip and count).
+Tokenisation follows `llama.prompt` in the model's chat style (the same layout the model sees at
+inference; pass `style=model.cfg.chat_style`, default: the default style): loss on answers only,
+each answer ending with EOS, a music answer ending with [AUD0..7]. Problems follow the error
+policy of `data.schemas` (raise, or skip and count).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch.utils.data import Dataset
 from data.mixes import Split, filter_split, stage_samples
 from data.paths import DataPaths
 from data.schemas import DatasetError, ErrorPolicy, OnError, Sample, SkipLog
+from llama.chat_style import ChatStyle
 from llama.config import AUD_TOKENS
 from llama.prompt import encode_turns
 
@@ -62,8 +64,9 @@ class TokenizedSample:
 # Tokenisation
 
 
-def tokenize_sample(sample: Sample, tokenizer: Any, max_words: int) -> TokenizedSample:
-    """Token ids + labels for one sample; loss only on answers (each ending with EOS).
+def tokenize_sample(sample: Sample, tokenizer: Any, max_words: int,
+                    style: Optional[ChatStyle] = None) -> TokenizedSample:
+    """Token ids + labels for one sample in `style`; loss only on answers (each ending with EOS).
 
     Truncation to `max_words` keeps the last answer whole (with its [AUD0..7] and EOS): first the
     earliest turns are dropped, then the last instruction is shortened. If even an empty last
@@ -74,11 +77,11 @@ def tokenize_sample(sample: Sample, tokenizer: Any, max_words: int) -> Tokenized
     if len(tokenizer.aud_ids) != N_AUD:
         raise ValueError(f"tokenizer has {len(tokenizer.aud_ids)} [AUD] ids, expected {N_AUD}")
     dropped = 0
-    ids, labels = encode_turns(tokenizer, turns, music=music)
+    ids, labels = encode_turns(tokenizer, turns, music=music, style=style)
     while len(ids) > max_words and len(turns) > 1:
         turns.pop(0)
         dropped += 1
-        ids, labels = encode_turns(tokenizer, turns, music=music)
+        ids, labels = encode_turns(tokenizer, turns, music=music, style=style)
     truncated = False
     if len(ids) > max_words:
         q, a = turns[0]
@@ -86,7 +89,7 @@ def tokenize_sample(sample: Sample, tokenizer: Any, max_words: int) -> Tokenized
 
         def fit(k: int) -> tuple[list[int], list[int]]:
             text = tokenizer.decode(q_ids[:k]) if k else ""
-            return encode_turns(tokenizer, [(text, a)], music=music)
+            return encode_turns(tokenizer, [(text, a)], music=music, style=style)
 
         lo, hi = 0, len(q_ids)  # largest k whose encoding fits
         best = fit(0)
@@ -186,6 +189,7 @@ class M2UGenDataset(Dataset):
         policy: Optional[ErrorPolicy] = None,
         read_errors: Optional[tuple[type[BaseException], ...]] = None,
         stage: Optional[int] = None,
+        style: Optional[ChatStyle] = None,
     ) -> None:
         if policy is None:
             policy = ErrorPolicy(on_error or "raise")
@@ -199,6 +203,7 @@ class M2UGenDataset(Dataset):
         self.media_loader = media_loader
         self.read_errors = read_errors or default_read_errors()
         self.stage = stage
+        self.style = style  # the model's chat style (None: the default style)
         kept = []
         for s in samples:
             if check_files:
@@ -237,7 +242,7 @@ class M2UGenDataset(Dataset):
     def tokenized(self, idx: int) -> TokenizedSample:
         tok = self._tokens.get(idx)
         if tok is None:
-            tok = tokenize_sample(self.samples[idx], self.tokenizer, self.max_words)
+            tok = tokenize_sample(self.samples[idx], self.tokenizer, self.max_words, self.style)
             self._tokens[idx] = tok
         return tok
 
@@ -291,6 +296,7 @@ def build_stage_dataset(
     check_files: bool = True,
     stage2_instruction: Literal["caption", "request"] = "caption",
     tasks: Optional[Iterable[str]] = None,
+    style: Optional[ChatStyle] = None,
 ) -> M2UGenDataset:
     """The dataset of one training stage (`data.mixes`), split-filtered, files checked.
 
@@ -311,4 +317,5 @@ def build_stage_dataset(
         policy=policy,
         on_error=on_error,
         stage=stage,
+        style=style,
     )

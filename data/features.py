@@ -40,21 +40,25 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from util.atomic import atomic_path
+from util.dtypes import resolve_dtype
 from util.hashing import sha256_file, sha256_json, stable_json
+
+if TYPE_CHECKING:  # decoding libraries are imported when a file is first loaded
+    from data.media import VideoSampling
 
 log = logging.getLogger(__name__)
 
 FORMAT = "m2ugen-features/1"
 TENSOR = "features"
 StorageDtype = Literal["float16", "float32"]
-_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+STORAGE_DTYPES: tuple[str, ...] = ("float16", "float32")  # names of util.dtypes
 
 MEDIA_DIRS = {"audio": "audios", "image": "images", "video": "videos"}
 MEDIA_EXTS = {
@@ -70,8 +74,8 @@ class _Store:
     """Safetensors entries addressed by key under one namespace folder."""
 
     def __init__(self, root: Path, dtype: StorageDtype) -> None:
-        if dtype not in _DTYPES:
-            raise ValueError(f"cache dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype not in STORAGE_DTYPES:
+            raise ValueError(f"cache dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}")
         self.root = root
         self.dtype = dtype
 
@@ -113,7 +117,7 @@ class _Store:
 
     def write(self, key: str, tensor: torch.Tensor, meta: Mapping[str, str]) -> torch.Tensor:
         """Store atomically; returns exactly what a later `read` will give (float32)."""
-        stored = tensor.detach().to("cpu", _DTYPES[self.dtype]).contiguous()
+        stored = tensor.detach().to("cpu", resolve_dtype(self.dtype)).contiguous()
         if not torch.isfinite(stored).all():
             raise ValueError(f"refusing to cache non-finite features for {meta.get('source', key)}"
                              f" (dtype {self.dtype})")
@@ -254,14 +258,18 @@ class MediaFeatures:
     used entries are dropped first; an item larger than the budget is simply not memoised).
     Decoded arrays pass through unchanged: the model encodes them itself. This keeps file I/O out
     of the model package while every caller shares one path -> features route.
+    `video_sampling` (`data.media.VideoSampling`; default uniform) is fixed per instance: the RAM
+    memo and the disk cache keys hold one sampling's features.
     """
 
     def __init__(self, model: Any, cache_dir: Optional[str | os.PathLike] = None, *,
                  cache_dtype: StorageDtype = "float32",
-                 memo_bytes: int = DEFAULT_MEMO_BYTES) -> None:
+                 memo_bytes: int = DEFAULT_MEMO_BYTES,
+                 video_sampling: Optional["VideoSampling"] = None) -> None:
         if memo_bytes < 0:
             raise ValueError(f"memo_bytes must be >= 0, got {memo_bytes}")
         self.model = model
+        self.video_sampling = video_sampling
         self.cache = FeatureCache(cache_dir, cache_dtype) if cache_dir else None
         self.memo_bytes = memo_bytes
         self._memo: collections.OrderedDict[tuple, torch.Tensor] = collections.OrderedDict()
@@ -294,7 +302,7 @@ class MediaFeatures:
 
     def _compute(self, modality: str, path: str) -> torch.Tensor:
         encoder = self.model.encoder(modality)
-        raw, params = media_loader_for(self.model.cfg, modality)
+        raw, params = media_loader_for(self.model.cfg, modality, self.video_sampling)
         if self.cache is not None:
             feats = self.cache.get_or_compute([path], encoder, raw, params=params)[0]
         else:
@@ -334,8 +342,10 @@ class Report:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def media_loader_for(cfg: Any, modality: str) -> tuple[Callable[[str], Any], dict[str, Any]]:
-    """The raw loader for a modality and the parameters that define its output (for the key)."""
+def media_loader_for(cfg: Any, modality: str, video_sampling: Optional["VideoSampling"] = None
+                     ) -> tuple[Callable[[str], Any], dict[str, Any]]:
+    """The raw loader for a modality and the parameters that define its output (for the key);
+    `video_sampling` (`data.media.VideoSampling`, default uniform) chooses the video frames."""
     from data import media
 
     if modality == "audio":
@@ -343,9 +353,9 @@ def media_loader_for(cfg: Any, modality: str) -> tuple[Callable[[str], Any], dic
         return (lambda p: media.load_audio(p, sr)), {"loader": "load_audio", "sr": sr}
     if modality == "image":
         return media.load_image, {"loader": "load_image"}
-    n = cfg.vivit.num_frames
-    return ((lambda p: media.load_video(p, n)),
-            {"loader": "load_video", "num_frames": n, "sampling": "uniform"})
+    n, sampling = cfg.vivit.num_frames, video_sampling or media.VideoSampling()
+    return ((lambda p: sampling.load(p, n)),
+            {"loader": "load_video", "num_frames": n, **sampling.cache_params()})
 
 
 def load_encoder(cfg: Any, modality: str, device: str) -> Any:
@@ -420,7 +430,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--preset", default="tiny", help="configuration preset naming the encoders")
     ap.add_argument("--cache_dir", required=True)
     ap.add_argument("--modalities", default="audio,image,video")
-    ap.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="storage dtype")
+    ap.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32", help="storage dtype")
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip_bad", action="store_true",

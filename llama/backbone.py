@@ -4,12 +4,11 @@ What lives here (docs/MODEL.md section 2, docs/DATA.md):
 - RMSNorm, rotary embeddings in Meta's interleaved-pair convention (HF checkpoints are permuted
   into it by the loader), grouped-query attention through `scaled_dot_product_attention`,
   SwiGLU feed-forward.
-- LoRA (no scaling, up matrix zero-initialised) on wq/wk/wv/wo/w1/w2/w3, zero-initialised biases
-  on wq/wo/w1/w2/w3, a per-head gate (init 0, tanh) for the single-token adapter of adapter layers,
-  and the learned prefix table that carries one modality feature per adapter layer group.
-- `KVCache`: preallocated per-layer key/value tensors; prefill, then one token at a time.
-  Left-padded batches (attention_mask) get per-row positions, so prompts of different lengths
-  share a batch.
+- LoRA (`llama.lora`: alpha/rank scaling, 1.0 by default as published) on wq/wk/wv/wo/w1/w2/w3,
+  zero-initialised biases on wq/wo/w1/w2/w3, a per-head gate (init 0, tanh) for the single-token
+  adapter of adapter layers, and the learned prefix table that carries one modality feature per
+  adapter layer group. Which parameters train: `llama.lora.set_trainable`.
+- The KV cache and each call's positions and masks: `llama.kv_cache`.
 - New vocabulary rows ([AUD0..7]) live in separate parameters (`new_tok_embeddings`,
   `new_output`) so only they train and weight decay never touches the frozen rows;
   `merge_new_tokens` / `split_new_tokens` convert to and from one grown matrix for export/import.
@@ -19,7 +18,7 @@ Parameter names follow Meta and the published M2UGen checkpoint so loaders can m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Optional
 
 import torch
@@ -27,10 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llama.config import LlamaConfig
-
-# Parameter groups that parameter-efficient tuning may train (see `set_trainable`).
-PEFT_GROUPS: tuple[str, ...] = ("lora", "bias", "norms", "gates", "prefix", "new_tokens")
-NEW_TOKEN_PARAMS: tuple[str, str] = ("new_tok_embeddings", "new_output")
+from llama.kv_cache import KVCache, Plan, forward_plan
+from llama.lora import NEW_TOKEN_PARAMS, cast_to, linear, make_lora
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,7 +47,7 @@ class RMSNorm(nn.Module):
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
             return F.rms_norm(x, self.shape, self.weight, self.eps)  # one fused kernel
         normed = F.rms_norm(x.float(), self.shape, eps=self.eps).type_as(x)
-        return normed * _as(self.weight, x.dtype)
+        return normed * cast_to(self.weight, x.dtype)
 
 
 def rope_frequencies(
@@ -69,114 +66,6 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     return torch.view_as_real(xc * freqs).flatten(3).type_as(x)
-
-
-def _as(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
-    """Cast a trainable float32 tensor (LoRA, bias, new rows) or an activation to the frozen
-    weights' dtype, so bf16/fp16 frozen weights train without autocast; under autocast the
-    matmul casts its inputs itself (and the cast's backward still feeds float32 gradients)."""
-    if t is None or t.dtype == dtype or torch.is_autocast_enabled(t.device.type):
-        return t
-    return t.to(dtype)
-
-
-def _linear(
-    x: torch.Tensor, base: nn.Linear, l1: Optional[nn.Linear], l2: Optional[nn.Linear]
-) -> torch.Tensor:
-    """base(x) + l2(l1(x)): a frozen projection plus its LoRA branch (no scaling, as upstream).
-
-    `base` may be a drop-in replacement of nn.Linear (llama.quantize.Int8Linear): it is called,
-    with the input in the float dtype it stands for (as nn.Linear's input is cast to its weight's).
-    """
-    if type(base) is nn.Linear:
-        dtype = base.weight.dtype
-        x = _as(x, dtype)
-        y = F.linear(x, base.weight, _as(base.bias, dtype))
-    else:
-        x = _as(x, getattr(base, "float_dtype", x.dtype))
-        y = base(x)
-    if l1 is not None:
-        y = y + F.linear(F.linear(x, _as(l1.weight, x.dtype)), _as(l2.weight, x.dtype))
-    return y
-
-
-def _make_lora(module: nn.Module, name: str, base: nn.Linear, rank: int) -> tuple:
-    """Register lora_{name}_l1 (rank x in) and lora_{name}_l2 (out x rank) next to `base`."""
-    if rank <= 0:
-        return (base, None, None)
-    l1 = nn.Linear(base.in_features, rank, bias=False)
-    l2 = nn.Linear(rank, base.out_features, bias=False)
-    setattr(module, f"lora_{name}_l1", l1)
-    setattr(module, f"lora_{name}_l2", l2)
-    return (base, l1, l2)
-
-
-# ---------------------------------------------------------------------------------------------
-# KV cache
-
-
-class KVCache:
-    """Preallocated keys/values for every layer plus which cache columns hold real tokens.
-
-    `key_valid[b, j]` is False for left-padding columns; positions of new tokens are the number of
-    real tokens before them, so each row of a left-padded batch sees positions 0, 1, 2, ...
-    `adapters[i]` keeps layer i's adapter contribution: it does not depend on the position, so it
-    is computed once at prefill and reused for every decoded token (the features are fixed for the
-    lifetime of a cache; rewinding to position 0 drops them).
-    """
-
-    def __init__(
-        self,
-        cfg: LlamaConfig,
-        batch_size: int,
-        max_len: int,
-        dtype: torch.dtype,
-        device: torch.device | str,
-    ) -> None:
-        if batch_size < 1 or max_len < 1:
-            raise ValueError(
-                f"KVCache needs batch_size >= 1 and max_len >= 1, got {batch_size}, {max_len}"
-            )
-        shape = (batch_size, cfg.kv_heads, max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
-        self.key_valid = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)
-        self.batch_size = batch_size
-        self.max_len = max_len
-        self.length = 0
-        self.padded = False  # any padding column among the first `length` columns
-        self.adapters: Optional[list[Optional[torch.Tensor]]] = None
-
-    def seek(self, start: int) -> None:
-        """Continue writing at `start` (<= length); earlier-than-length starts rewind the cache."""
-        if start > self.length:
-            raise ValueError(
-                f"start_pos {start} is past the cache length {self.length}: "
-                "positions would have a gap"
-            )
-        if start < self.length:
-            self.length = start
-            self.padded = bool(start) and not bool(self.key_valid[:, :start].all())
-            if start == 0:
-                self.adapters = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-forward plan: positions and masks computed once and shared by all layers
-
-
-class _Plan:
-    """RoPE rotations, mask / causal flag and cache slot of one forward call (built once)."""
-
-    __slots__ = ("freqs", "mask", "is_causal", "cache", "start", "end")
-
-    def __init__(self, freqs, mask, is_causal, cache, start, end) -> None:
-        self.freqs = freqs
-        self.mask = mask
-        self.is_causal = is_causal
-        self.cache = cache
-        self.start = start
-        self.end = end
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,12 +87,11 @@ class Attention(nn.Module):
         self.wk = nn.Linear(cfg.dim, kv_out, bias=False)
         self.wv = nn.Linear(cfg.dim, kv_out, bias=False)
         self.wo = nn.Linear(q_out, cfg.dim, bias=True)
-        r = cfg.lora_rank
-        # Plain tuples (not registered) so the hot loop does no attribute lookups by name.
-        self._q = _make_lora(self, "wq", self.wq, r)
-        self._k = _make_lora(self, "wk", self.wk, r)
-        self._v = _make_lora(self, "wv", self.wv, r)
-        self._o = _make_lora(self, "wo", self.wo, r)
+        r, scale = cfg.lora_rank, cfg.lora_scale
+        self._q = make_lora(self, "wq", self.wq, r, scale)
+        self._k = make_lora(self, "wk", self.wk, r, scale)
+        self._v = make_lora(self, "wv", self.wv, r, scale)
+        self._o = make_lora(self, "wo", self.wo, r, scale)
         if adapter:
             self.gate = nn.Parameter(torch.zeros(cfg.n_heads))
         else:
@@ -216,9 +104,9 @@ class Attention(nn.Module):
         per head, independent of the query, added to the attention output before wo.
         """
         if self.adapter_uses_lora:
-            v = _linear(token, *self._v)
+            v = linear(token, *self._v)
         else:
-            v = _linear(token, self.wv, None, None)  # wv has no bias
+            v = linear(token, self.wv, None, None)  # wv has no bias
         b = v.shape[0]
         v = v.view(b, 1, self.n_kv_heads, 1, self.head_dim)
         v = v.expand(b, 1, self.n_kv_heads, self.n_rep, self.head_dim).reshape(
@@ -228,12 +116,12 @@ class Attention(nn.Module):
         return (gate * v).reshape(b, 1, self.n_heads * self.head_dim)
 
     def forward(
-        self, x: torch.Tensor, plan: _Plan, layer_id: int, adapter: Optional[torch.Tensor]
+        self, x: torch.Tensor, plan: Plan, layer_id: int, adapter: Optional[torch.Tensor]
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = _linear(x, *self._q).view(B, T, self.n_heads, self.head_dim)
-        k = _linear(x, *self._k).view(B, T, self.n_kv_heads, self.head_dim)
-        v = _linear(x, *self._v).view(B, T, self.n_kv_heads, self.head_dim)
+        q = linear(x, *self._q).view(B, T, self.n_heads, self.head_dim)
+        k = linear(x, *self._k).view(B, T, self.n_kv_heads, self.head_dim)
+        v = linear(x, *self._v).view(B, T, self.n_kv_heads, self.head_dim)
         q = apply_rope(q, plan.freqs)
         k = apply_rope(k, plan.freqs)
         k = k.transpose(1, 2)
@@ -259,7 +147,7 @@ class Attention(nn.Module):
             out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         if adapter is not None:
             out = out + adapter
-        return _linear(out, *self._o)
+        return linear(out, *self._o)
 
 
 class FeedForward(nn.Module):
@@ -271,12 +159,13 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(cfg.dim, hidden, bias=True)
         self.w2 = nn.Linear(hidden, cfg.dim, bias=True)
         self.w3 = nn.Linear(cfg.dim, hidden, bias=True)
-        self._1 = _make_lora(self, "w1", self.w1, cfg.lora_rank)
-        self._2 = _make_lora(self, "w2", self.w2, cfg.lora_rank)
-        self._3 = _make_lora(self, "w3", self.w3, cfg.lora_rank)
+        r, scale = cfg.lora_rank, cfg.lora_scale
+        self._1 = make_lora(self, "w1", self.w1, r, scale)
+        self._2 = make_lora(self, "w2", self.w2, r, scale)
+        self._3 = make_lora(self, "w3", self.w3, r, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear(F.silu(_linear(x, *self._1)) * _linear(x, *self._3), *self._2)
+        return linear(F.silu(linear(x, *self._1)) * linear(x, *self._3), *self._2)
 
 
 class TransformerBlock(nn.Module):
@@ -289,7 +178,7 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
     def forward(
-        self, x: torch.Tensor, plan: _Plan, adapter: Optional[torch.Tensor]
+        self, x: torch.Tensor, plan: Plan, adapter: Optional[torch.Tensor]
     ) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), plan, self.layer_id, adapter)
         return h + self.feed_forward(self.ffn_norm(h))
@@ -404,14 +293,14 @@ class Transformer(nn.Module):
         base = self.base_vocab_size
         is_new = tokens >= base
         old = F.embedding(tokens.clamp(max=base - 1), w)
-        new = F.embedding((tokens - base).clamp(min=0), _as(self.new_tok_embeddings, w.dtype))
+        new = F.embedding((tokens - base).clamp(min=0), cast_to(self.new_tok_embeddings, w.dtype))
         return torch.where(is_new[..., None], new, old)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Final-norm hidden states -> float logits over base + new vocabulary."""
-        out = _linear(h, self.output, None, None)  # no bias; may be int8 (llama.quantize)
+        out = linear(h, self.output, None, None)  # no bias; may be int8 (llama.quantize)
         if self.new_output is not None:
-            out = torch.cat([out, F.linear(h, _as(self.new_output, h.dtype)).to(out.dtype)],
+            out = torch.cat([out, F.linear(h, cast_to(self.new_output, h.dtype)).to(out.dtype)],
                             dim=-1)
         return out.float()
 
@@ -456,81 +345,6 @@ class Transformer(nn.Module):
                 )
             self._rope[device] = table
         return table
-
-    def _plan(
-        self,
-        B: int,
-        T: int,
-        device: torch.device,
-        cache: Optional[KVCache],
-        start_pos: Optional[int],
-        attention_mask: Optional[torch.Tensor],
-    ) -> _Plan:
-        """Positions (as RoPE rotations) and the attention mask for this call, shared by layers."""
-        if cache is None:
-            if start_pos:
-                raise ValueError("start_pos > 0 needs a cache holding the earlier keys/values")
-            start = 0
-        else:
-            if cache.batch_size != B:
-                raise ValueError(f"cache was built for batch {cache.batch_size}, tokens have {B}")
-            start = cache.length if start_pos is None else start_pos
-            cache.seek(start)
-            if start + T > cache.max_len:
-                raise ValueError(
-                    f"cache holds {cache.max_len} positions; writing {T} at {start} overflows it"
-                )
-        end = start + T
-        valid = None  # (B, T) bool for the new tokens, None when all are real
-        if attention_mask is not None:
-            if attention_mask.shape == (B, end):
-                valid = attention_mask[:, start:end]
-            elif attention_mask.shape == (B, T):
-                valid = attention_mask
-            else:
-                raise ValueError(
-                    f"attention_mask must be (batch, start_pos + T) = ({B}, {end}) or ({B}, {T}); "
-                    f"got {tuple(attention_mask.shape)}"
-                )
-            valid = valid.to(device=device, dtype=torch.bool)
-            if bool(valid.all()):
-                valid = None
-        table = self._freqs(device, end)
-
-        if cache is None:
-            if valid is None or bool((valid[:, 1:] <= valid[:, :-1]).all()):
-                # No padding, or right padding (training): plain causal attention; pad queries at
-                # the end only produce outputs the loss ignores.
-                return _Plan(table[:T].view(1, T, 1, -1), None, True, None, 0, T)
-            pos = (valid.long().cumsum(-1) - 1).clamp(min=0)
-            key_valid = valid
-        else:
-            if valid is None:
-                cache.key_valid[:, start:end] = True
-            else:
-                cache.key_valid[:, start:end] = valid
-                cache.padded = True
-            cache.length = end
-            if not cache.padded:
-                freqs = table[start:end].view(1, T, 1, -1)
-                if T == 1:
-                    return _Plan(freqs, None, False, cache, start, end)
-                if start == 0:
-                    return _Plan(freqs, None, True, cache, start, end)
-                qpos = torch.arange(start, end, device=device)[:, None]
-                causal = torch.arange(end, device=device)[None, :] <= qpos
-                return _Plan(freqs, causal, False, cache, start, end)
-            key_valid = cache.key_valid[:, :end]
-            pos = (key_valid.long().cumsum(-1)[:, start:end] - 1).clamp(min=0)
-
-        freqs = table[pos].unsqueeze(2)  # (B, T, 1, hd/2)
-        if T == 1:
-            return _Plan(freqs, key_valid[:, None, None, :], False, cache, start, end)
-        kpos = torch.arange(end, device=device)[None, :]
-        qpos = torch.arange(start, end, device=device)[:, None]
-        # Pad queries may attend to themselves so that no row is fully masked (no NaNs).
-        allowed = (kpos <= qpos) & (key_valid[:, None, :] | (kpos == qpos))
-        return _Plan(freqs, allowed[:, None], False, cache, start, end)
 
     # -- forward --------------------------------------------------------------------------
 
@@ -590,7 +404,8 @@ class Transformer(nn.Module):
         B, T, _ = h.shape
         if T == 0:
             raise ValueError("forward needs at least one token per row")
-        plan = self._plan(B, T, h.device, cache, start_pos, attention_mask)
+        plan = forward_plan(B, T, h.device, cache, start_pos, attention_mask,
+                            lambda length: self._freqs(h.device, length))
         first = self.config.first_adapter_layer
         adapters: Optional[list[Optional[torch.Tensor]]] = cache.adapters if cache else None
         if adapters is None and self.config.n_adapter_layers:
@@ -617,67 +432,6 @@ class Transformer(nn.Module):
         if not return_hidden:
             return logits
         return logits, (pre if pre_norm_hidden else h)
-
-
-# ---------------------------------------------------------------------------------------------
-# Parameter-efficient tuning helpers
-
-
-def parameter_group(name: str) -> Optional[str]:
-    """Which PEFT group a parameter name belongs to ("lora", "bias", ...), None for base weights."""
-    leaf = name.rsplit(".", 1)[-1]
-    if ".lora_" in name or name.startswith("lora_"):
-        return "lora"
-    if leaf == "bias":
-        return "bias"
-    if name == "norm.weight" or name.endswith(("attention_norm.weight", "ffn_norm.weight")):
-        return "norms"
-    if leaf == "gate":
-        return "gates"
-    if name == "prefix_query.weight":
-        return "prefix"
-    if name in NEW_TOKEN_PARAMS:
-        return "new_tokens"
-    return None
-
-
-@torch.no_grad()
-def keep_peft_float32(model: nn.Module) -> None:
-    """Return every PEFT parameter to float32 after the model was cast (`.to(bf16/fp16)`), so the
-    trainable parameters, their gradients and optimizer state stay float32 while the frozen base
-    weights use the low-precision dtype (the forward casts them to the activation dtype)."""
-    for name, p in model.named_parameters():
-        if parameter_group(name) is not None and p.dtype != torch.float32:
-            p.data = p.data.float()
-
-
-def peft_parameter_names(model: Transformer) -> list[str]:
-    """Names of every parameter parameter-efficient tuning may train (all groups)."""
-    return [n for n, _ in model.named_parameters() if parameter_group(n) is not None]
-
-
-def set_trainable(
-    model: Transformer,
-    lora: bool = True,
-    bias: bool = True,
-    norms: bool = True,
-    gates: bool = True,
-    prefix: bool = True,
-    new_tokens: bool = True,
-) -> list[str]:
-    """Freeze everything except the chosen PEFT groups; returns the trainable parameter names."""
-    wanted = {
-        g
-        for g, on in zip(PEFT_GROUPS, (lora, bias, norms, gates, prefix, new_tokens))
-        if on
-    }
-    trainable = []
-    for name, p in model.named_parameters():
-        on = parameter_group(name) in wanted
-        p.requires_grad_(on)
-        if on:
-            trainable.append(name)
-    return trainable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -726,23 +480,11 @@ def split_new_tokens(
     return sd
 
 
-def count_parameters(model: nn.Module, names: Optional[Iterable[str]] = None) -> int:
-    """Number of elements in the named parameters (all when names is None)."""
-    keep = None if names is None else set(names)
-    return sum(p.numel() for n, p in model.named_parameters() if keep is None or n in keep)
-
-
 __all__ = [
-    "KVCache",
     "RMSNorm",
     "Transformer",
     "apply_rope",
-    "count_parameters",
-    "keep_peft_float32",
     "merge_new_tokens",
-    "parameter_group",
-    "peft_parameter_names",
     "rope_frequencies",
-    "set_trainable",
     "split_new_tokens",
 ]

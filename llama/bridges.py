@@ -16,13 +16,13 @@ the published `legacy_bridge` variant). What comes before differs:
   Conv1d over the S states; no RNN, no attention.
 - `TokenBridge` (image, video): a 1x1 Conv1d mixes the encoder's N tokens into one.
 
-Module names map one-to-one onto the published checkpoint keys (`published_key_map`), e.g.
+Module names map one-to-one onto the released checkpoints' keys (`llama/release/keymap.py`), e.g.
 `blocks.0.w1.weight` <-> `mu_mert_f1_1.weight`, `agg.weight` <-> `mu_mert_agg.weight`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Literal, Optional
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,6 @@ from llama.config import BridgeConfig, M2UGenConfig
 Knn = Callable[[torch.Tensor], torch.Tensor]  # (B, H) unit vectors -> (B, H) unit vectors
 NormKind = Literal["rms", "layer"]
 
-# Published checkpoint prefixes of each modality's bridge (docs/MODEL.md section 8).
-PUBLISHED_PREFIX = {"audio": "mu_mert", "image": "iu_vit", "video": "iu_vivit"}
 RMS_EPS = 1e-6  # the published RMSNorm default
 
 
@@ -90,19 +88,6 @@ class _Head(nn.Module):
         for block in self.blocks:
             x = block(x)
         return x
-
-    def published_key_map(self, prefix: str) -> dict[str, str]:
-        """{published checkpoint key: this module's state-dict key} (e.g. prefix "mu_mert")."""
-        out = {}
-        for key in self.state_dict():
-            parts = key.split(".")
-            if parts[0] == "blocks":  # blocks.{i}.{norm|w1|w2|w3}.{weight|bias}
-                i, sub, leaf = int(parts[1]) + 1, parts[2], parts[3]
-                name = f"{prefix}_norm_{i}" if sub == "norm" else f"{prefix}_f{sub[1]}_{i}"
-                out[f"{name}.{leaf}"] = key
-            else:
-                out[f"{prefix}_{key}"] = key
-        return out
 
     def _dtype(self) -> torch.dtype:
         return self.proj.weight.dtype
@@ -196,27 +181,3 @@ def build_bridges(cfg: M2UGenConfig) -> nn.ModuleDict:
         "video": TokenBridge(cfg.vivit.num_tokens, cfg.vivit.hidden_size, dim,
                              norm=b.bridge_norm, n_blocks=b.n_residual_blocks),
     })
-
-
-def published_key_map(bridges: nn.ModuleDict) -> dict[str, str]:
-    """{published checkpoint key: key in `bridges.state_dict()`} for all three bridges."""
-    out: dict[str, str] = {}
-    for modality, bridge in bridges.items():
-        for pub, ours in bridge.published_key_map(PUBLISHED_PREFIX[modality]).items():
-            out[pub] = f"{modality}.{ours}"
-    return out
-
-
-def detect_bridge_config(keys: Iterable[str]) -> BridgeConfig:
-    """Pooling and norm of a published checkpoint from its key names: the older release has no
-    `mu_mert_rnn` / `mu_mert_attention`; the legacy bridges have biased (LayerNorm) norms."""
-    keys = set(keys)
-    has_rnn = any(k.startswith(("mu_mert_rnn.", "mu_mert_attention.")) for k in keys)
-    legacy = any(k.startswith("mu_mert_norm_1.bias") for k in keys)
-    return BridgeConfig(music_pooling="rnn-attention" if has_rnn else "mean",
-                        bridge_norm="layer" if legacy else "rms")
-
-
-# Keys of the published newer release that our design has no use for: its video bridge declared
-# an RNN/attention pooling that its (broken, docs/MODEL.md section 7.5) video path never ran.
-UNUSED_PUBLISHED_PREFIXES = ("iu_vivit_rnn.", "iu_vivit_attention.")

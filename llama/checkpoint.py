@@ -16,11 +16,8 @@ in a row during the swap; readers go through `resolve_checkpoint`, which finds t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -117,28 +114,3 @@ def load_tuned_weights(
             )
         with torch.no_grad():
             params[name].copy_(value.to(params[name].dtype))
-
-
-def load_published_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """State dict of a published `checkpoint.pth`, loaded without unsafe unpickling.
-
-    The file pickles an argparse Namespace next to the tensors; that one class is allowed, nothing
-    else. A leading "module." (DDP) prefix is dropped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    zip_format = zipfile.is_zipfile(path)  # mmap needs the zip format of torch >= 1.6
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            blob = torch.load(path, weights_only=True, map_location="cpu", mmap=zip_format)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and an argparse "
-            f"Namespace ({first})"
-        ) from None
-    state = blob.get("model", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a dict with a 'model' state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
+from llama import chat_style as chat_styles
+from llama.chat_style import ChatStyle
 MODALITIES: tuple[str, ...] = ("audio", "image", "video")
 AUD_TOKENS: tuple[str, ...] = tuple(f"[AUD{i}]" for i in range(8))
 
@@ -34,14 +36,23 @@ class LlamaConfig:
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     max_seq_len: int = 1024
-    # Parameter-efficient tuning.
+    # Parameter-efficient tuning (llama/lora.py). LoRA adds (alpha / rank) * B(A(x)); the
+    # published model has rank 16 and no scaling, which alpha None (= rank, scale 1.0) keeps.
     lora_rank: int = 16
+    lora_alpha: Optional[float] = None
     adapter_layers_per_modality: int = 6  # the last 3 * this many layers take adapters
     modalities: tuple[str, ...] = MODALITIES
     # The adapter token goes through wv: False = the plain frozen wv, as the released models do
     # (the default: measured no worse on the tiny recipe, docs/SYNTHETIC.md); True = wv plus its
     # LoRA.
     adapter_uses_lora: bool = False
+
+    @property
+    def lora_scale(self) -> float:
+        """alpha / rank (1.0 when alpha is None: the published, unscaled LoRA)."""
+        if self.lora_alpha is None or self.lora_rank <= 0:
+            return 1.0
+        return float(self.lora_alpha) / self.lora_rank
 
     @property
     def kv_heads(self) -> int:
@@ -76,6 +87,11 @@ class LlamaConfig:
             raise ValueError(
                 f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.kv_heads}"
             )
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0, got {self.lora_rank}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0 (or None: equal to lora_rank), got "
+                             f"{self.lora_alpha}")
         if self.n_adapter_layers > self.n_layers:
             raise ValueError(
                 f"{self.n_adapter_layers} adapter layers requested but the model has "
@@ -185,6 +201,8 @@ class M2UGenConfig:
     knn: KnnConfig = field(default_factory=KnnConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    # How the model is prompted and decoded; stored with the weights (llama/chat_style.py).
+    chat_style: ChatStyle = field(default_factory=lambda: chat_styles.DEFAULT)
 
     def replace(self, **changes) -> "M2UGenConfig":
         return dataclasses.replace(self, **changes)
@@ -234,13 +252,8 @@ def vivit_b(path: str = "google/vivit-b-16x2-kinetics400") -> EncoderConfig:
 
 
 def mert_tiny() -> EncoderConfig:
-    """HuBERT-shaped MERT, 4 layers -> 5 hidden states, with MERT's 320-sample hop (75 frames/s).
-
-    Measured (`data.synthetic` docstring, "Carriage"): a 960-sample hop with 32 conv channels
-    carried the instrument linearly at 0.76-0.80 and lost it during training; MERT's hop with 64
-    channels carries it at 0.93. The bridge's RNN then runs over 3x more frames, which the feature
-    cache keeps affordable.
-    """
+    """HuBERT-shaped MERT, 4 layers -> 5 hidden states, with MERT's 320-sample hop (75 frames/s)
+    and 64 convolution channels (why: docs/SYNTHETIC.md, "The tiny recipe, number by number")."""
     return EncoderConfig(
         path="tiny",
         hidden_size=64,
@@ -382,28 +395,97 @@ def get_preset(name: str) -> M2UGenConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training recipes: per-stage defaults of train_m2ugen.py's flags, per preset
+# Training settings and per-preset recipes
 
-# The stage CLI's flag defaults when a preset names no recipe (the published flag defaults).
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "batch_size": 1,
-    "accum_iter": 1,
-    "epochs": 5,
-    "lr": 1e-4,
-    "min_lr": 1e-6,
-    "warmup_epochs": 1.0,
-    "weight_decay": 0.05,
-    "clip_grad": 1.0,
-    "bridge_lr_scale": 1.0,
-    "audio_crop": 1.0,
-    "max_words": 512,
-    "ce_weight": 1.0,
-    "mse_weight": 1.0,
-    "replay": 0.0,
-    "projector_refit_steps": 0,
-    "projector_refit_lr": 1e-3,
-    "projector_refit_batch_size": 16,
-}
+
+class SettingError(ValueError):
+    """A training setting out of range; `name` is the field (and the CLI flag `--name`)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name, self.reason = name, reason
+        super().__init__(f"{name} {reason}")
+
+
+MIXED_PRECISIONS: tuple[str, ...] = ("no", "bf16", "fp16")
+
+
+def _setting(default: Any, text: str, **extra: Any) -> Any:
+    """A TrainSettings field: its default and the help its CLI flag shows."""
+    return field(default=default, metadata={"help": text, **extra})
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every setting of one training stage, with its default (the published flag defaults).
+
+    The one source of training defaults: a preset's `TrainRecipe` overrides some of them per stage,
+    `train_m2ugen.py` has one flag per field (named after it, help from `metadata`), and
+    `engine_train.Trainer` reads the resolved object. Checked on construction (`SettingError`).
+    """
+
+    # optimisation
+    epochs: int = _setting(5, "passes over the stage's training samples")
+    batch_size: int = _setting(1, "samples per process and micro-step (global batch: x processes)")
+    accum_iter: int = _setting(1, "micro-steps accumulated per optimizer step")
+    lr: float = _setting(1e-4, "peak learning rate (warm-up, then half-cycle cosine)")
+    min_lr: float = _setting(1e-6, "learning rate at the end of the cosine")
+    warmup_epochs: float = _setting(1.0, "epochs of linear warm-up")
+    weight_decay: float = _setting(0.05, "AdamW weight decay (weight matrices only)")
+    clip_grad: float = _setting(1.0, "gradient-norm clip (0: none)")
+    bridge_lr_scale: float = _setting(1.0, "learning-rate multiplier for the modality bridges")
+    # data
+    audio_crop: float = _setting(
+        1.0, "train on a random span of at least this fraction of each clip's music frames "
+        "(augmentation; 1 = whole clips)", metavar="MIN_FRACTION")
+    max_words: int = _setting(512, "longest tokenised sample (tokens)")
+    replay: float = _setting(
+        0.0, "stages 2-3: add this fraction (of the stage's size) of samples of the earlier "
+        "stages, so later stages do not erase what those taught")
+    # loss
+    ce_weight: float = _setting(1.0, "weight of the text cross-entropy")
+    mse_weight: float = _setting(1.0, "weight of the projector MSE (music samples)")
+    # stage 3's last phase (engine_refit.py)
+    projector_refit_steps: int = _setting(
+        0, "stage 3: after the last epoch, fit the output projector alone for this many steps on "
+        "the final model's [AUD] states of the stage's music samples (0 = off)")
+    projector_refit_lr: float = _setting(1e-3, "peak learning rate of the projector refit "
+                                               "(cosine to 3e-5)")
+    projector_refit_batch_size: int = _setting(16, "samples per projector refit step")
+    # the run
+    mixed_precision: str = _setting(
+        "no", "autocast the forward in bf16/fp16 (fp16 adds a gradient scaler; steps with "
+        "non-finite gradients are skipped and counted)", choices=MIXED_PRECISIONS)
+    seed: int = _setting(0, "seed of the shuffling, the augmentation and the replay picks")
+    save_every: int = _setting(0, "optimizer steps between checkpoints (0: epoch ends only)")
+    log_every: int = _setting(10, "optimizer steps between log lines")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "accum_iter", "max_words",
+                     "projector_refit_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise SettingError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("projector_refit_steps", "save_every", "clip_grad", "weight_decay",
+                     "replay", "min_lr", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise SettingError(name, f"must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.audio_crop <= 1.0:
+            raise SettingError("audio_crop", f"must be in (0, 1], got {self.audio_crop}")
+        for name in ("lr", "projector_refit_lr"):
+            if not getattr(self, name) > 0:
+                raise SettingError(name, f"must be > 0, got {getattr(self, name)}")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise SettingError("mixed_precision",
+                               f"must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
+
+    def check_stage(self, stage: int) -> None:
+        """Settings that only one stage accepts."""
+        if self.projector_refit_steps and stage != 3:
+            raise SettingError("projector_refit_steps", "is a stage-3 phase (stage 2 trains the "
+                               "projector itself)")
+
+
+TRAIN_SETTING_FIELDS: dict[str, dataclasses.Field] = {
+    f.name: f for f in dataclasses.fields(TrainSettings)}
 
 
 @dataclass(frozen=True)
@@ -411,33 +493,33 @@ class TrainRecipe:
     """What `train.sh --preset NAME` trains with for every flag the user does not give.
 
     `common` applies to all stages, `stages[k]` to stage k only (it wins over `common`); flags on
-    the command line win over both. `data_n` is the `python -m data.synthetic --n` the recipe was
-    measured on (None: a recipe for real data).
+    the command line win over both; `TrainSettings` holds the rest. `data_n` is the
+    `python -m data.synthetic --n` the recipe was measured on (None: a recipe for real data).
     """
 
     common: dict[str, Any] = field(default_factory=dict)
     stages: dict[int, dict[str, Any]] = field(default_factory=dict)
     data_n: Optional[int] = None
 
-    def for_stage(self, stage: int) -> dict[str, Any]:
-        """Every flag of TRAIN_DEFAULTS resolved for `stage` (defaults < common < stage)."""
+    def values(self, stage: int) -> dict[str, Any]:
+        """The recipe's own values for `stage` (common < stage), names checked."""
         if stage not in (1, 2, 3):
             raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
-        merged = {**TRAIN_DEFAULTS, **self.common, **self.stages.get(stage, {})}
-        unknown = set(merged) - set(TRAIN_DEFAULTS)
+        merged = {**self.common, **self.stages.get(stage, {})}
+        unknown = set(merged) - set(TRAIN_SETTING_FIELDS)
         if unknown:
             raise ValueError(f"recipe names unknown training flags {sorted(unknown)}")
         return merged
 
+    def for_stage(self, stage: int, **given: Any) -> TrainSettings:
+        """Settings for `stage`: TrainSettings defaults < common < stage < `given` (non-None)."""
+        chosen = {k: v for k, v in given.items() if v is not None}
+        return TrainSettings(**{**self.values(stage), **chosen})
+
 
 def recipe_tiny() -> TrainRecipe:
-    """The tiny preset on `data.synthetic` data (measured: docs/SYNTHETIC.md). Stage 1 trains the
-    bridges at 0.3x the rate for 60 epochs (40 left the instrument at 0.79 on one data seed; 60
-    with 15 stage-3 epochs lost QA on it); stages 2-3 replay earlier stages' samples so LoRA keeps
-    captioning; stage 3 weights the projector MSE at 0.3 (its projector is frozen, the MSE only
-    keeps the [AUD] hidden states where stage 2 left them), then refits the projector on the
-    final model's [AUD] states of its music requests (engine_refit.py: 1600 steps of 64, about a
-    CPU-minute; held-out projector metric +0.04-0.06); random music crops are augmentation."""
+    """The tiny preset on `data.synthetic` data; why each number: docs/SYNTHETIC.md, "The tiny
+    recipe"."""
     return TrainRecipe(
         common={"batch_size": 16, "lr": 3e-3, "min_lr": 1e-4, "warmup_epochs": 0.5,
                 "max_words": 160, "audio_crop": 0.5},

@@ -69,6 +69,16 @@ def _processor_params(processor: Any) -> dict:
             and k not in ("feature_extractor_type", "image_processor_type")}
 
 
+class EncoderLoadError(ValueError):
+    """An encoder's weights or configuration cannot be used (weights missing from the folder, a
+    shape that does not match its configuration, failed remote code): the folder is the wrong
+    one. `modality` says which encoder; per-item content errors stay plain ValueErrors."""
+
+    def __init__(self, modality: str, message: str) -> None:
+        super().__init__(message)
+        self.modality = modality
+
+
 def _check_path(path: str, what: str) -> None:
     """A local-looking path that does not exist is a typo, not a hub id: say so immediately."""
     looks_local = path.startswith(("/", ".", "~")) or path.count("/") > 1  # hub ids: "org/name"
@@ -97,12 +107,12 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def _check_loading_info(path: str, info: dict) -> None:
+def _check_loading_info(path: str, info: dict, modality: str) -> None:
     """A checkpoint that leaves weights uninitialised would silently encode with random weights."""
     missing = list(info.get("missing_keys", []))
     if missing:
-        raise ValueError(
-            f"{path!r}: {len(missing)} encoder weights missing from the checkpoint "
+        raise EncoderLoadError(
+            modality, f"{path!r}: {len(missing)} encoder weights missing from the checkpoint "
             f"(e.g. {missing[:5]}); is this the right model folder?"
         )
     unexpected = list(info.get("unexpected_keys", []))
@@ -210,23 +220,24 @@ class MusicEncoder(FrozenEncoder):
         super().__init__(cfg, model, processor, dtype, max_batch)
         mc = model.config
         if mc.num_hidden_layers + 1 != cfg.num_hidden_states:
-            raise ValueError(
-                f"{cfg.path!r}: the model has {mc.num_hidden_layers} layers -> "
+            raise EncoderLoadError(
+                self.modality, f"{cfg.path!r}: the model has {mc.num_hidden_layers} layers -> "
                 f"{mc.num_hidden_layers + 1} hidden states, but cfg.num_hidden_states is "
                 f"{cfg.num_hidden_states}"
             )
         if mc.hidden_size != cfg.hidden_size:
-            raise ValueError(f"{cfg.path!r}: hidden size {mc.hidden_size} != cfg.hidden_size "
-                             f"{cfg.hidden_size}")
+            raise EncoderLoadError(self.modality, f"{cfg.path!r}: hidden size {mc.hidden_size} "
+                                   f"!= cfg.hidden_size {cfg.hidden_size}")
         if int(processor.sampling_rate) != int(cfg.sample_rate):
-            raise ValueError(f"{cfg.path!r}: the feature extractor expects "
-                             f"{processor.sampling_rate} Hz but cfg.sample_rate is "
-                             f"{cfg.sample_rate}")
+            raise EncoderLoadError(self.modality, f"{cfg.path!r}: the feature extractor expects "
+                                   f"{processor.sampling_rate} Hz but cfg.sample_rate is "
+                                   f"{cfg.sample_rate}")
         self.min_samples = _conv_receptive_field(mc)
         self.window = int(round(cfg.window_seconds * cfg.sample_rate))
         if self.window < self.min_samples:
-            raise ValueError(f"window_seconds {cfg.window_seconds} is shorter than the encoder's "
-                             f"receptive field ({self.min_samples} samples)")
+            raise EncoderLoadError(self.modality, f"window_seconds {cfg.window_seconds} is shorter "
+                                   f"than the encoder's receptive field ({self.min_samples} "
+                                   "samples)")
         self.min_tail = max(self.min_samples, int(round(min_tail_seconds * cfg.sample_rate)))
         self.pad_with_mask = getattr(mc, "feat_extract_norm", "group") == "layer"
         self._identity = self._make_identity({
@@ -337,13 +348,14 @@ def _load_mert_model(cfg: EncoderConfig) -> nn.Module:
             model, info = AutoModel.from_pretrained(cfg.path, trust_remote_code=True,
                                                     output_loading_info=True)
         except (ImportError, OSError, AttributeError) as e:
-            raise ValueError(f"{cfg.path}: MERT remote code failed ({type(e).__name__}: {e}); "
-                             "drop --trust_remote_code to load it with HuBERT classes") from e
-        _check_loading_info(cfg.path, info)
+            raise EncoderLoadError(
+                "audio", f"{cfg.path}: MERT remote code failed ({type(e).__name__}: {e}); "
+                "drop --trust_remote_code to load it with HuBERT classes") from e
+        _check_loading_info(cfg.path, info, "audio")
         return model
     model, info = HubertModel.from_pretrained(
         cfg.path, config=HubertConfig.from_pretrained(cfg.path), output_loading_info=True)
-    _check_loading_info(cfg.path, info)
+    _check_loading_info(cfg.path, info, "audio")
     return model
 
 
@@ -418,21 +430,21 @@ class ImageEncoder(_PixelEncoder):
     def __init__(self, cfg: EncoderConfig, model: nn.Module, processor: Any,
                  dtype: torch.dtype = torch.float32, max_batch: int = 16) -> None:
         super().__init__(cfg, model, processor, dtype, max_batch)
-        _check_token_shape(cfg, model)
+        _check_token_shape(cfg, model, self.modality)
         self._identity = self._make_identity({"processor": _processor_params(processor)})
 
     def _prepare(self, i: int, item: Any) -> Any:
         return _as_rgb(i, item, "image")
 
 
-def _check_token_shape(cfg: EncoderConfig, model: nn.Module) -> None:
+def _check_token_shape(cfg: EncoderConfig, model: nn.Module, modality: str) -> None:
     mc = model.config
     if mc.hidden_size != cfg.hidden_size:
-        raise ValueError(f"{cfg.path!r}: hidden size {mc.hidden_size} != cfg.hidden_size "
-                         f"{cfg.hidden_size}")
+        raise EncoderLoadError(modality, f"{cfg.path!r}: hidden size {mc.hidden_size} != "
+                               f"cfg.hidden_size {cfg.hidden_size}")
     if mc.image_size != cfg.image_size:
-        raise ValueError(f"{cfg.path!r}: model image_size {mc.image_size} != cfg.image_size "
-                         f"{cfg.image_size}")
+        raise EncoderLoadError(modality, f"{cfg.path!r}: model image_size {mc.image_size} != "
+                               f"cfg.image_size {cfg.image_size}")
 
 
 def _check_pixels(cfg: EncoderConfig, hw: Sequence[int]) -> None:
@@ -455,15 +467,15 @@ def load_image_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
         _check_path(cfg.path, "ViT")
         model, info = ViTModel.from_pretrained(cfg.path, add_pooling_layer=False,
                                                output_loading_info=True)
-        _check_loading_info(cfg.path, info)
+        _check_loading_info(cfg.path, info, "image")
         if _read_json(cfg.path, "preprocessor_config.json", required=False):
             processor = ViTImageProcessorPil.from_pretrained(cfg.path)
         else:
             processor = ViTImageProcessorPil(size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     n = (cfg.image_size // model.config.patch_size) ** 2 + 1
     if n != cfg.num_tokens:
-        raise ValueError(f"{cfg.path!r}: the model yields {n} tokens, cfg.num_tokens is "
-                         f"{cfg.num_tokens}")
+        raise EncoderLoadError("image", f"{cfg.path!r}: the model yields {n} tokens, "
+                               f"cfg.num_tokens is {cfg.num_tokens}")
     return ImageEncoder(cfg, model, processor, dtype, max_batch).to(device)
 
 
@@ -491,10 +503,11 @@ class VideoEncoder(_PixelEncoder):
     def __init__(self, cfg: EncoderConfig, model: nn.Module, processor: Any,
                  dtype: torch.dtype = torch.float32, max_batch: int = 4) -> None:
         super().__init__(cfg, model, processor, dtype, max_batch)
-        _check_token_shape(cfg, model)
+        _check_token_shape(cfg, model, self.modality)
         if model.config.num_frames != cfg.num_frames:
-            raise ValueError(f"{cfg.path!r}: model num_frames {model.config.num_frames} != "
-                             f"cfg.num_frames {cfg.num_frames}")
+            raise EncoderLoadError(self.modality, f"{cfg.path!r}: model num_frames "
+                                   f"{model.config.num_frames} != cfg.num_frames "
+                                   f"{cfg.num_frames}")
         self._identity = self._make_identity({"processor": _processor_params(processor),
                                               "num_frames": cfg.num_frames,
                                               "frame_resampling": "linspace-round"})
@@ -523,7 +536,7 @@ def load_video_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
         _check_path(cfg.path, "ViViT")
         model, info = VivitModel.from_pretrained(cfg.path, add_pooling_layer=False,
                                                  output_loading_info=True)
-        _check_loading_info(cfg.path, info)
+        _check_loading_info(cfg.path, info, "video")
         if _read_json(cfg.path, "preprocessor_config.json", required=False):
             processor = VivitImageProcessor.from_pretrained(cfg.path)
         else:
@@ -531,8 +544,8 @@ def load_video_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
     t, ph, pw = model.config.tubelet_size
     n = (cfg.num_frames // t) * (cfg.image_size // ph) * (cfg.image_size // pw) + 1
     if n != cfg.num_tokens:
-        raise ValueError(f"{cfg.path!r}: the model yields {n} tokens, cfg.num_tokens is "
-                         f"{cfg.num_tokens}")
+        raise EncoderLoadError("video", f"{cfg.path!r}: the model yields {n} tokens, "
+                               f"cfg.num_tokens is {cfg.num_tokens}")
     return VideoEncoder(cfg, model, processor, dtype, max_batch).to(device)
 
 
@@ -546,6 +559,7 @@ def _default_vivit_processor(cfg: EncoderConfig) -> Any:
 
 
 __all__ = [
-    "EncodedAudio", "FrozenEncoder", "MusicEncoder", "ImageEncoder", "VideoEncoder",
+    "EncodedAudio", "EncoderLoadError", "FrozenEncoder", "MusicEncoder", "ImageEncoder",
+    "VideoEncoder",
     "load_music_encoder", "load_image_encoder", "load_video_encoder", "sample_frame_indices",
 ]

@@ -9,6 +9,12 @@ sequence every step (docs/MODEL.md section 7.2).
 `generate` is the concatenation of those yields. With stop strings, tokens that could be the start
 of a stop string are held back until it is clear they are not, so streamed text never has to be
 retracted. Neither EOS nor a stop string's tokens are returned.
+
+This is the one decoding loop: our models and the released checkpoints differ only in when a row
+ends (`llama.chat_style.StopRule`, turned into the arguments below by `llama.chat`): `end_ids`
+(ids that end a row and are returned, e.g. [AUD0]), `end_after` (ids whose in-order occurrence
+ends a row) and `stop_tail_tokens` (the published check: the row ends when its last k ids decode
+exactly to a stop string, and those ids are returned).
 """
 
 from __future__ import annotations
@@ -45,14 +51,16 @@ def select_next(
 
 
 class _Row:
-    """One prompt's output: all kept ids, how many were released to the caller, done flag."""
+    """One prompt's output: all kept ids, how many were released to the caller, done flag, and
+    how much of `end_after` it has produced in order."""
 
-    __slots__ = ("ids", "released", "done")
+    __slots__ = ("ids", "released", "done", "matched")
 
     def __init__(self) -> None:
         self.ids: list[int] = []
         self.released = 0
         self.done = False
+        self.matched = 0
 
     def release(self, upto: int) -> list[int]:
         upto = max(upto, self.released)
@@ -64,13 +72,16 @@ class _Row:
 class _StopStrings:
     """Finds stop strings in decoded text and decides which tokens are safe to release."""
 
-    def __init__(self, stops: Sequence[str], tokenizer: Any) -> None:
+    def __init__(self, stops: Sequence[str], tokenizer: Any, tail_tokens: int = 0) -> None:
         if any(not s for s in stops):
             raise ValueError("stop_strings must be non-empty strings")
         if tokenizer is None:
             raise ValueError("stop_strings need a tokenizer to decode the generated tokens")
+        if tail_tokens < 0:
+            raise ValueError(f"stop_tail_tokens must be >= 0, got {tail_tokens}")
         self.stops = tuple(stops)
         self.tokenizer = tokenizer
+        self.tail = tail_tokens
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
@@ -84,8 +95,12 @@ class _StopStrings:
 
     def update(self, row: _Row) -> list[int]:
         """After row.ids grew by one token: release what is safe; finish the row on a stop."""
+        if self.tail:  # the published check: the last k ids decode to exactly a stop string
+            if len(row.ids) >= self.tail and self.decode(row.ids[-self.tail:]) in self.stops:
+                row.done = True
+                return row.release(len(row.ids))
         text = self.decode(row.ids)
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        hits = [] if self.tail else [i for i in (text.find(s) for s in self.stops) if i >= 0]
         if hits:
             keep = self._tokens_within(row.ids, min(hits), row.released)
             out = row.release(keep)
@@ -126,12 +141,20 @@ def stream_generate(
     generator: Optional[torch.Generator] = None,
     modality_features: Optional[torch.Tensor] = None,
     pad_id: int = 0,
+    end_ids: Sequence[int] = (),
+    end_after: Sequence[int] = (),
+    stop_tail_tokens: int = 0,
 ) -> Iterator[list[list[int]]]:
     """Yield, per decoding step, a list (one entry per prompt) of the token ids released then.
 
-    eos_id: int or ids that end a row (default: tokenizer.eos_id when a tokenizer is given).
+    eos_id: int or ids that end a row, not returned (default: tokenizer.eos_id when a tokenizer
+    is given; `()` for none).
     stop_strings: a row ends when its decoded output contains one (needs `tokenizer` with
-    `decode(ids) -> str`); the stop string's tokens are not returned.
+    `decode(ids) -> str`); the stop string's tokens are not returned. With `stop_tail_tokens`
+    k > 0 instead: a row ends when its last k ids decode to exactly a stop string, and they are
+    returned (the published rule).
+    end_ids: ids that end a row and are returned. end_after: ids that end a row once all of them
+    were generated in this order (others may come between; the last one is returned).
     generator: a torch.Generator on the model's device for reproducible sampling.
     modality_features: (B, n_modalities, dim) adapter features, as for `Transformer.forward`.
     """
@@ -148,13 +171,40 @@ def stream_generate(
     lengths = [len(p) for p in prompts]
     if min(lengths) == 0:
         raise ValueError(f"prompt {lengths.index(0)} is empty (it needs at least a BOS token)")
-    stops = _StopStrings(stop_strings, tokenizer) if stop_strings else None
-    eos = _eos_set(eos_id, tokenizer)
+    stops = _StopStrings(stop_strings, tokenizer, stop_tail_tokens) if stop_strings else None
+    ends = _Ends(_eos_set(eos_id, tokenizer), frozenset(int(i) for i in end_ids),
+                 tuple(int(i) for i in end_after))
     # Arguments are checked above, eagerly; the decoding loop runs lazily as the caller iterates.
     return _stream(
-        model, prompts, max_new_tokens, temperature, top_p, eos, stops, generator,
+        model, prompts, max_new_tokens, temperature, top_p, ends, stops, generator,
         modality_features, pad_id,
     )
+
+
+class _Ends:
+    """Token rules that end a row: EOS (not returned), end ids (returned), an in-order run."""
+
+    def __init__(self, eos: frozenset[int], end_ids: frozenset[int],
+                 end_after: tuple[int, ...]) -> None:
+        self.eos = eos
+        self.end_ids = end_ids
+        self.end_after = end_after
+
+    def add(self, row: _Row, tok: int, stops: Optional[_StopStrings]) -> list[int]:
+        """Append `tok` to `row` (unless EOS) and return the ids it releases now."""
+        if tok in self.eos:
+            row.done = True
+            return row.release(len(row.ids))
+        row.ids.append(tok)
+        run = self.end_after
+        if run and tok == run[row.matched]:
+            row.matched += 1
+            if row.matched == len(run):
+                row.done = True
+        if tok in self.end_ids or row.done:
+            row.done = True
+            return row.release(len(row.ids))
+        return stops.update(row) if stops else row.release(len(row.ids))
 
 
 def _stream(
@@ -163,7 +213,7 @@ def _stream(
     max_new_tokens: int,
     temperature: float,
     top_p: float,
-    eos: frozenset[int],
+    ends: _Ends,
     stops: Optional[_StopStrings],
     generator: Optional[torch.Generator],
     modality_features: Optional[torch.Tensor],
@@ -196,16 +246,8 @@ def _stream(
     for step in range(max_new_tokens):
         with torch.inference_mode():
             nxt = select_next(logits, temperature, top_p, generator)
-        released: list[list[int]] = []
-        for row, tok in zip(rows, nxt.tolist()):
-            if row.done:
-                released.append([])
-            elif tok in eos:
-                row.done = True
-                released.append(row.release(len(row.ids)))
-            else:
-                row.ids.append(tok)
-                released.append(stops.update(row) if stops else row.release(len(row.ids)))
+        released = [[] if row.done else ends.add(row, tok, stops)
+                    for row, tok in zip(rows, nxt.tolist())]
         last = step == max_new_tokens - 1 or all(r.done for r in rows)
         if last:
             # Held-back tokens that never completed a stop string belong to the answer.
@@ -224,32 +266,14 @@ def generate(
     max_new_tokens: int,
     temperature: float = 0.0,
     top_p: float = 1.0,
-    *,
-    eos_id: Union[int, Sequence[int], None] = None,
-    stop_strings: Sequence[str] = (),
-    tokenizer: Any = None,
-    generator: Optional[torch.Generator] = None,
-    modality_features: Optional[torch.Tensor] = None,
-    pad_id: int = 0,
+    **kwargs: Any,
 ) -> list[list[int]]:
     """New token ids per prompt (greedy when temperature is 0), without EOS / stop-string tokens.
 
-    Same arguments as `stream_generate`; uses the KV cache.
+    Same arguments as `stream_generate` (keyword-only ones passed through); uses the KV cache.
     """
     out: list[list[int]] = [[] for _ in prompts]
-    for step in stream_generate(
-        model,
-        prompts,
-        max_new_tokens,
-        temperature,
-        top_p,
-        eos_id=eos_id,
-        stop_strings=stop_strings,
-        tokenizer=tokenizer,
-        generator=generator,
-        modality_features=modality_features,
-        pad_id=pad_id,
-    ):
+    for step in stream_generate(model, prompts, max_new_tokens, temperature, top_p, **kwargs):
         for acc, toks in zip(out, step):
             acc.extend(toks)
     return out

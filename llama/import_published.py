@@ -41,13 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from llama.published import import_release
+    from llama.release.export import import_release
 
     try:
         out = import_release(args.src, args.dst, llama_dir=args.llama_dir,
                              mert_path=args.mert_path, vit_path=args.vit_path,
                              vivit_path=args.vivit_path, allow_partial=args.allow_partial)
-    except (ValueError, OSError) as err:  # CheckpointError, WeightsError, missing files
+    except (ValueError, OSError) as err:  # ReleaseFileError, WeightsError, missing files
         print(f"import_published: error: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"imported {args.src} -> {out}")

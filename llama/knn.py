@@ -14,10 +14,12 @@ prototypes, so gradients still reach q (and the bridge below it) during training
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import faiss
 import numpy as np
@@ -26,6 +28,12 @@ import torch.nn.functional as F
 
 from llama.config import KnnConfig
 from util.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class KnnIndexError(ValueError):
+    """An index file that is not a usable faiss index (a missing file is FileNotFoundError)."""
 
 
 def _as_matrix(vectors: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -83,7 +91,7 @@ class KnnIndex:
         try:
             index = faiss.read_index(str(p))
         except RuntimeError as e:  # faiss reports unreadable files as RuntimeError
-            raise ValueError(f"kNN index {str(p)!r} is not a readable faiss index: {e}") from e
+            raise KnnIndexError(f"kNN index {str(p)!r} is not a readable faiss index: {e}") from e
         return cls(index)
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,3 +130,34 @@ def load_knn(cfg: KnnConfig) -> Optional[KnnIndex]:
     if not cfg.index_path:
         raise ValueError("knn.enabled is set but knn.index_path is empty")
     return KnnIndex.load(cfg.index_path)
+
+
+def knn_index_file(knn_dir: str | os.PathLike) -> Path:
+    """The published layout keeps the index as `<knn_dir>/knn.index`; a file path is taken as is."""
+    p = Path(knn_dir)
+    return p / "knn.index" if p.is_dir() else p
+
+
+def attach_knn(model: Any, knn_dir: str | os.PathLike) -> list[str]:
+    """`--knn_dir`: mix every modality whose pooled feature width equals the index width with
+    its retrieved prototypes (the published forward_audio/_image/_video did this with one shared
+    index). Returns the modalities covered; an index matching no modality is an error."""
+    path = knn_index_file(knn_dir)
+    index = KnnIndex.load(path)
+    cfg = dataclasses.replace(model.cfg.knn, enabled=True, index_path=str(path))
+    mixer = index.mixer(cfg)
+    widths = {"audio": model.cfg.mert.hidden_size, "image": model.cfg.vit.hidden_size,
+              "video": model.cfg.vivit.hidden_size}
+    covered = [m for m, w in widths.items() if w == index.dim]
+    if not covered:
+        raise KnnIndexError(f"{path}: the index holds {index.dim}-wide vectors; no encoder "
+                            f"feature has that width ({widths})")
+    for modality in covered:
+        if modality == "audio":
+            model._knn = mixer  # M2UGen.bridge hands it to the music bridge
+        else:  # the token bridges take `knn=` too; bind it (their weights are untouched)
+            bridge = model.bridges[modality]
+            bridge.forward = functools.partial(type(bridge).forward, bridge, knn=mixer)
+    model.cfg.knn = cfg
+    log.info("%s: kNN retrieval enabled for %s", path, ", ".join(covered))
+    return covered

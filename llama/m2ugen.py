@@ -1,4 +1,4 @@
-"""The composed M2UGen model: losses for a training batch, and chat for inference.
+"""The composed M2UGen model: losses for a training batch, and the model side of a chat turn.
 
 Data flow (docs/MODEL.md section 1): media -> frozen encoder (or cached features) -> bridge ->
 one vector per modality -> backbone adapters; text -> backbone -> cross-entropy; for answers that
@@ -6,6 +6,8 @@ produce music, the hidden states for [AUD0..7] (`cfg.projector.input` says which
 embeddings -> output projector -> MSE to the decoder's own conditioning of the target caption
 (x target_scale). At inference the projector output conditions the decoder directly (the published
 code re-prompted the decoder with text instead: still available as `music_conditioning="text"`).
+A chat turn (prompt, decoding, reply) is `llama.chat`, driven by the model's chat style
+(`cfg.chat_style`); its types are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,120 +15,34 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llama import chat
 from llama import checkpoint as ckpt
-from llama.backbone import Transformer, keep_peft_float32, peft_parameter_names, set_trainable
+from llama.backbone import Transformer
+from llama.lora import keep_peft_float32, peft_parameter_names, set_trainable
 from llama.bridges import build_bridges
+from llama.chat import ChatReply, GenerationSettings, MediaInput, PromptTooLong
+from llama.chat_style import FIRST_STYLE, PUBLISHED_STYLES, ChatStyle
 from llama.config import AUD_TOKENS, MODALITIES, M2UGenConfig, get_preset
 from llama.projector import OutputProjector
+from llama.prompt import IGNORE_INDEX
 from llama.tokenizer import Tokenizer, load_tokenizer
-from llama.prompt import IGNORE_INDEX, encode_prompt
 from util.seed import seeded
+
+__all__ = ["ChatReply", "GenerationSettings", "LossOutput", "M2UGen", "MediaInput",
+           "PromptTooLong", "apply_path_overrides", "config_from_dict", "trainable_groups"]
 
 log = logging.getLogger(__name__)
 
 TINY_SEED = 1234  # the frozen random weights of the tiny presets must be identical in every process
 STAGES = (1, 2, 3)
-
-
-class PromptTooLong(ValueError):
-    """The prompt (after dropping all history) does not fit the context window."""
-
-
-@dataclass
-class GenerationSettings:
-    """Knobs of one chat turn (text sampling and music synthesis).
-
-    The one definition of their defaults and valid ranges: the CLI, the demo, the evaluation and
-    the library all build settings from this class (flags and UI values left unset mean these
-    defaults). Greedy decoding by default, so that one prompt gives one answer everywhere.
-    """
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: Optional[int] = None
-    audio_seconds: float = 5.0
-    guidance_scale: Optional[float] = None  # classifier-free guidance >= 1 (None: the decoder's)
-    num_inference_steps: Optional[int] = None  # AudioLDM2 diffusion steps (None: the decoder's)
-    music_conditioning: Literal["projector", "text"] = "projector"
-
-    INT_FIELDS = ("max_new_tokens", "seed", "num_inference_steps")
-
-    def validate(self, decoder: Any = None) -> None:
-        """Raise ValueError naming the first invalid field. With `decoder` (a DecoderConfig), also
-        check what depends on it: the longest clip, and steps only for a diffusion decoder."""
-        import math
-
-        def number(name: str, value: Any) -> float:
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value}")
-            return float(value)
-
-        for name in self.INT_FIELDS:
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.seed is not None and self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if number("temperature", self.temperature) < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < number("top_p", self.top_p) <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if number("audio_seconds", self.audio_seconds) <= 0:
-            raise ValueError(f"audio_seconds must be > 0, got {self.audio_seconds}")
-        if self.guidance_scale is not None and number("guidance_scale", self.guidance_scale) < 1:
-            raise ValueError(f"guidance_scale must be >= 1 (1 disables classifier-free guidance), "
-                             f"got {self.guidance_scale}")
-        if self.num_inference_steps is not None and self.num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        if self.music_conditioning not in ("projector", "text"):
-            raise ValueError(
-                f"music_conditioning must be 'projector' or 'text', got {self.music_conditioning!r}"
-            )
-        if decoder is not None:
-            if self.audio_seconds > decoder.max_seconds:
-                raise ValueError(f"audio_seconds must be <= {decoder.max_seconds} for this "
-                                 f"decoder, got {self.audio_seconds}")
-            if self.num_inference_steps is not None and decoder.kind != "audioldm2":
-                raise ValueError(f"num_inference_steps applies to the AudioLDM2 decoder, not "
-                                 f"{decoder.kind}")
-
-
-@dataclass
-class MediaInput:
-    """The media attached to a turn, per modality: a decoded array (np.ndarray: waveform, image
-    or frames) or that item's precomputed frozen-encoder features (torch.Tensor). Paths are
-    resolved outside the model package (`data.features.MediaFeatures`)."""
-
-    audio: Any = None
-    image: Any = None
-    video: Any = None
-
-    def present(self) -> dict[str, Any]:
-        return {m: v for m in MODALITIES if (v := getattr(self, m)) is not None}
-
-
-@dataclass
-class ChatReply:
-    text: str
-    music: Optional[np.ndarray] = None
-    sample_rate: Optional[int] = None
-    token_ids: list[int] = field(default_factory=list)  # the answer's text tokens
-    dropped_history_turns: int = 0
-    generated_ids: list[int] = field(default_factory=list)  # every id produced, special included
-
 
 
 @dataclass
@@ -219,6 +135,9 @@ class M2UGen(nn.Module):
         if model is not None:
             saved = ckpt.read_config(model)
             cfg = config_from_dict(saved["m2ugen"])
+            legacy = saved.get("published", {}).get("release")  # imported before styles were
+            if "chat_style" not in saved["m2ugen"] and legacy in PUBLISHED_STYLES:  # stored
+                cfg.chat_style = PUBLISHED_STYLES[legacy]
         else:
             cfg = get_preset(preset)
         cfg = apply_path_overrides(cfg, overrides or {})
@@ -240,7 +159,12 @@ class M2UGen(nn.Module):
         return names
 
     def set_stage(self, stage: int) -> list[str]:
-        """Freeze everything but the stage's trainable set; returns the trainable names."""
+        """Freeze everything but the stage's trainable set; returns the trainable names.
+
+        Training teaches our token layout (answers end with EOS; music answers with [AUD0..7]
+        before it), so a model tuned here chats with that ending afterwards, whatever chat style
+        it started from (a release's); its template stays (`ChatStyle.for_training`)."""
+        self.cfg.chat_style = self.cfg.chat_style.for_training()
         groups = trainable_groups(stage)
         set_trainable(self.backbone)
         for p in self.bridges.parameters():
@@ -400,19 +324,9 @@ class M2UGen(nn.Module):
     def build_prompt(
         self, prompt: str, history: Sequence[tuple[str, str]], max_new_tokens: int
     ) -> tuple[list[int], int]:
-        """Token ids of the dialogue, oldest turns dropped to fit the context; (ids, dropped)."""
-        if not prompt.strip():
-            raise ValueError("the prompt is empty")
-        budget = self.cfg.llama.max_seq_len - max_new_tokens - len(AUD_TOKENS)
-        history = list(history)
-        for dropped in range(len(history) + 1):
-            ids = encode_prompt(self.tokenizer, prompt, history[dropped:])
-            if len(ids) <= budget:
-                return ids, dropped
-        raise PromptTooLong(
-            f"the prompt is {len(ids)} tokens; with max_new_tokens={max_new_tokens} the context of "
-            f"{self.cfg.llama.max_seq_len} tokens allows {budget}"
-        )
+        """Token ids of the dialogue in this model's chat style, oldest turns dropped to fit the
+        context; (ids, dropped)."""
+        return chat.build_prompt(self, prompt, history, max_new_tokens)
 
     @torch.no_grad()
     def media_vector(self, media: Optional[MediaInput]) -> Optional[torch.Tensor]:
@@ -431,57 +345,10 @@ class M2UGen(nn.Module):
         settings: Optional[GenerationSettings] = None,
         want_music: bool = True,
     ) -> Iterator[Any]:
-        """Yield text deltas (without [AUD] tokens) as they are produced, then the ChatReply."""
-        from llama.generation import stream_generate
-
-        settings = settings or GenerationSettings()
-        settings.validate()
-        ids, dropped = self.build_prompt(prompt, history, settings.max_new_tokens)
-        feats = self.media_vector(media)
-        generator = None
-        if settings.seed is not None:
-            generator = torch.Generator(device=self.device_).manual_seed(settings.seed)
-        new: list[int] = []
-        shown = ""
-        aud = set(self.tokenizer.aud_ids)
-        produced_music = False
-        # stream_generate runs each step under inference_mode; no grad mode leaks to the caller
-        # while this generator is paused at a yield.
-        for step in stream_generate(
-            self.backbone,
-            [ids],
-            settings.max_new_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            eos_id=self.tokenizer.eos_id,
-            generator=generator,
-            modality_features=feats,
-            pad_id=self.tokenizer.pad_id,
-        ):
-            # stream_generate yields, per step, the list of token ids released for each prompt
-            for token in map(int, step[0]):
-                if token in aud:
-                    produced_music = True
-                    break
-                new.append(token)
-            if produced_music:
-                break
-            text = self.tokenizer.decode(new)
-            if text.startswith(shown) and len(text) > len(shown):
-                yield text[len(shown):]
-                shown = text
-        text = self.tokenizer.decode(new).strip()
-        # The full output as the model's sequence holds it: the text tokens, then either the 8
-        # [AUD] tokens of a music answer (the model emits [AUD0]; the rest are appended) or the
-        # EOS that ended the answer (absent when max_new_tokens ran out).
-        ended_by_eos = not produced_music and len(new) < settings.max_new_tokens
-        tail = list(self.tokenizer.aud_ids) if produced_music else (
-            [self.tokenizer.eos_id] if ended_by_eos else [])
-        reply = ChatReply(text=text, token_ids=list(new), dropped_history_turns=dropped,
-                          generated_ids=list(new) + tail)
-        if produced_music and want_music:
-            reply.music, reply.sample_rate = self.synthesize(ids + new, feats, text, settings)
-        yield reply
+        """Text deltas as they are produced, then the ChatReply (`llama.chat.stream_chat`; the
+        chat style in `cfg.chat_style` decides the prompt and where the answer ends)."""
+        return chat.stream_chat(self, prompt, history=history, media=media, settings=settings,
+                                want_music=want_music)
 
     def chat(self, prompt: str, **kwargs: Any) -> ChatReply:
         """Blocking form of `stream_chat`."""
@@ -490,6 +357,16 @@ class M2UGen(nn.Module):
             reply = item
         assert isinstance(reply, ChatReply)
         return reply
+
+    @torch.no_grad()
+    def music_condition(self, ids: list[int], feats: Optional[torch.Tensor]) -> torch.Tensor:
+        """The projector output for a reply's ids: [AUD0..7] appended, their hidden states (the
+        kind `cfg.projector.input` names) plus their embeddings projected; (1, N, D)."""
+        full = torch.tensor([ids + list(self.tokenizer.aud_ids)], device=self.device_)
+        hidden = self.projector_hidden(full, feats)
+        start = full.shape[1] - len(AUD_TOKENS)
+        positions = torch.arange(start, full.shape[1], device=self.device_)[None]
+        return self.project_music(hidden, positions)
 
     @torch.no_grad()
     def synthesize(
@@ -508,11 +385,7 @@ class M2UGen(nn.Module):
         if settings.music_conditioning == "text":
             waves, sr = self.decoder.synthesize_from_text([text], **decoder_kwargs)
             return waves[0], sr
-        full = torch.tensor([ids + list(self.tokenizer.aud_ids)], device=self.device_)
-        hidden = self.projector_hidden(full, feats)
-        start = full.shape[1] - len(AUD_TOKENS)
-        positions = torch.arange(start, full.shape[1], device=self.device_)[None]
-        cond = self.project_music(hidden, positions)
+        cond = self.music_condition(ids, feats)
         waves, sr = self.decoder.synthesize(cond, scale=self.cfg.projector.target_scale,
                                             **decoder_kwargs)
         return waves[0], sr
@@ -539,6 +412,7 @@ def _build_backbone(cfg: M2UGenConfig, dtype: torch.dtype, device: torch.device,
 
     overrides = dict(
         lora_rank=cfg.llama.lora_rank,
+        lora_alpha=cfg.llama.lora_alpha,
         adapter_layers_per_modality=cfg.llama.adapter_layers_per_modality,
         max_seq_len=cfg.llama.max_seq_len,
         adapter_uses_lora=cfg.llama.adapter_uses_lora,
@@ -579,7 +453,16 @@ def config_from_dict(d: dict[str, Any]) -> M2UGenConfig:
         knn=build(C.KnnConfig, d["knn"]),
         projector=build(C.ProjectorConfig, d["projector"]),
         decoder=build(C.DecoderConfig, d["decoder"]),
+        # A config.json written before chat styles were stored: the style it was trained with.
+        chat_style=_stored_style(d["chat_style"]) if "chat_style" in d else FIRST_STYLE,
     )
+
+
+def _stored_style(d: Any) -> ChatStyle:
+    try:
+        return ChatStyle.from_dict(d)
+    except (TypeError, ValueError) as err:
+        raise ckpt.CheckpointError(f"config: {err}") from None
 
 
 def apply_path_overrides(cfg: M2UGenConfig, overrides: dict[str, Optional[str]]) -> M2UGenConfig:

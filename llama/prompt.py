@@ -1,21 +1,23 @@
-"""The chat template and its token layout, shared by training data and inference.
+"""A conversation as token ids and labels, shared by training data and inference.
 
-One module owns both the text template (Alpaca's no-input form, docs/MODEL.md section 2) and the
-rule that turns a conversation into token ids, so a model sees at inference exactly the layout it
-was trained on: BOS, the first instruction in the full template, each answer followed by EOS,
-later instructions in the short follow-up template, and a music answer ending in [AUD0..7].
+The template text lives in the model's chat style (`llama.chat_style`); this module owns the rule
+that turns a conversation into token ids, so a model sees at inference exactly the layout it was
+trained on: BOS, the first instruction in the style's first-turn template, each answer followed by
+EOS, later instructions in its next-turn template, and a music answer ending in [AUD0..7].
 
 Labels mark what the loss is computed on: answers only (prompts carry `IGNORE_INDEX`).
+`format_prompt` / `format_followup` render the default style (`llama.format_prompt` is public).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Optional, Protocol
+
+from llama import chat_style
 
 __all__ = [
     "IGNORE_INDEX",
-    "PROMPT_PREAMBLE",
     "PromptTokenizer",
     "encode_prompt",
     "encode_turns",
@@ -23,10 +25,6 @@ __all__ = [
     "format_prompt",
 ]
 
-PROMPT_PREAMBLE = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request."
-)
 IGNORE_INDEX = -100  # label of positions without loss (torch's cross_entropy default)
 
 
@@ -40,26 +38,13 @@ class PromptTokenizer(Protocol):
 
 
 def format_prompt(instruction: str, history: Sequence[tuple[str, str]] = ()) -> str:
-    """Render the Alpaca no-input template; the answer follows directly.
-
-    With `history` [(q1, a1), ...] earlier turns come first, each answer directly after its
-    "### Response:"; EOS ids between turns are added at the token level (`encode_turns`).
-    """
-    turns = [*history, (instruction, None)]
-    first_q, first_a = turns[0]
-    parts = [f"{PROMPT_PREAMBLE}\n\n### Instruction:\n{first_q}\n\n### Response:"]
-    if first_a is not None:
-        parts.append(first_a)
-    for question, answer in turns[1:]:
-        parts.append(format_followup(question))
-        if answer is not None:
-            parts.append(answer)
-    return "".join(parts)
+    """The dialogue text in the default chat style (see `ChatStyle.format_prompt`)."""
+    return chat_style.DEFAULT.format_prompt(instruction, history)
 
 
 def format_followup(instruction: str) -> str:
-    """The template of a later turn in a conversation (no preamble)."""
-    return f"\n\n### Instruction:\n{instruction}\n\n### Response:"
+    """A later turn's text in the default chat style (no preamble)."""
+    return chat_style.DEFAULT.format_turn(instruction, first=False)
 
 
 def encode_turns(
@@ -68,17 +53,19 @@ def encode_turns(
     *,
     music: bool,
     answer_last: bool = True,
+    style: Optional[chat_style.ChatStyle] = None,
 ) -> tuple[list[int], list[int]]:
-    """Token ids and labels of a conversation [(question, answer), ...].
+    """Token ids and labels of a conversation [(question, answer), ...] in `style` (default:
+    the default chat style).
 
     Every answer ends with EOS; with `music` the last answer ends with [AUD0..7] before its EOS.
     With `answer_last=False` the last answer is left out (a prompt awaiting generation).
     """
+    style = style or chat_style.DEFAULT
     ids: list[int] = []
     labels: list[int] = []
     for i, (q, a) in enumerate(turns):
-        prompt = format_prompt(q) if i == 0 else format_followup(q)
-        p_ids = tokenizer.encode(prompt, bos=(i == 0))
+        p_ids = tokenizer.encode(style.format_turn(q, first=i == 0), bos=(i == 0))
         ids += p_ids
         labels += [IGNORE_INDEX] * len(p_ids)
         last = i == len(turns) - 1
@@ -94,9 +81,11 @@ def encode_turns(
 
 
 def encode_prompt(
-    tokenizer: PromptTokenizer, instruction: str, history: Sequence[tuple[str, str]] = ()
+    tokenizer: PromptTokenizer, instruction: str, history: Sequence[tuple[str, str]] = (),
+    style: Optional[chat_style.ChatStyle] = None,
 ) -> list[int]:
     """Prompt ids exactly as training builds them (BOS, template, earlier answers each + EOS):
     use this at inference so that a multi-turn chat sees the token layout it was trained on."""
-    ids, _ = encode_turns(tokenizer, [*history, (instruction, "")], music=False, answer_last=False)
+    ids, _ = encode_turns(tokenizer, [*history, (instruction, "")], music=False,
+                          answer_last=False, style=style)
     return ids

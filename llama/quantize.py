@@ -29,8 +29,9 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
+from util.dtypes import UnsupportedDtype, resolve_dtype
+
 __all__ = [
-    "DTYPES",
     "KERNEL_DTYPE",
     "QUANTIZE_MODES",
     "Int8Linear",
@@ -43,16 +44,10 @@ __all__ = [
     "prepare_for_inference",
     "quantize_backbone_",
     "quantize_weight",
-    "resolve_dtype",
     "save_quantized",
     "weight_nbytes",
 ]
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
 QUANTIZE_MODES: tuple[str, ...] = ("none", "int8")
 # Activation dtype of the int8 matmul: the CPU kernel's vectorised path; scales are stored in it.
 KERNEL_DTYPE = torch.bfloat16
@@ -72,26 +67,16 @@ class QuantizationError(ValueError):
 # Requests
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """"float32" / "bfloat16" / "float16" (or that torch dtype) -> torch dtype; else an error."""
-    if isinstance(dtype, torch.dtype):
-        if dtype in DTYPES.values():
-            return dtype
-        raise QuantizationError(f"dtype {dtype} is not supported; choose one of {sorted(DTYPES)}")
-    if dtype not in DTYPES:
-        raise QuantizationError(
-            f"--dtype {dtype!r} is not supported; choose one of {sorted(DTYPES)}"
-        )
-    return DTYPES[dtype]
-
-
 def check_supported(mode: str, device: str | torch.device, dtype: str | torch.dtype) -> None:
     """Raise QuantizationError unless `mode` can run on `device` with float parts in `dtype`.
 
     int8 needs the ATen kernel on that device type: it is probed with a 1x1 call, so a torch build
     or device without it fails here with one line instead of deep inside the first forward.
     """
-    resolve_dtype(dtype)
+    try:
+        resolve_dtype(dtype)
+    except UnsupportedDtype as err:
+        raise QuantizationError(str(err)) from None
     if mode not in QUANTIZE_MODES:
         raise QuantizationError(
             f"--quantize {mode!r} is not supported; choose one of {list(QUANTIZE_MODES)}"

@@ -3,9 +3,10 @@
 `load_tokenizer(path)` accepts a SentencePiece `tokenizer.model`, a folder of Hugging Face tokenizer
 files (or one holding `tokenizer.model`), or `"tiny"`: a small SentencePiece model trained here,
 deterministically, from `assets/tiny_tokenizer_corpus.txt` (which covers every attribute word of
-the synthetic datasets) plus the chat template (`llama.prompt`) around a few fixed requests. The
-tiny model is cached in `ckpts/tiny/tokenizer/` next to a fingerprint of its recipe, so a changed
-corpus or option rebuilds it.
+the synthetic datasets) plus the pinned chat template (`llama.chat_style.FIRST_STYLE`: a new
+default style must not change the vocabulary trained tiny checkpoints depend on) around a few
+fixed requests. The tiny model is cached in `ckpts/tiny/tokenizer/` next to a fingerprint of its
+recipe, so a changed corpus or option rebuilds it.
 
 The [AUD] tokens are appended after the base vocabulary (ids base_vocab_size + 0..7, i.e.
 32000..32007 for LLaMA-2); growing the backbone's embedding rows is the backbone's job
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llama.config import AUD_TOKENS
-from llama.prompt import format_prompt
+from llama.chat_style import FIRST_STYLE
 from util.atomic import atomic_path, write_text
 from util.hashing import sha256_text
 
@@ -224,14 +225,14 @@ _REQUESTS = (
 
 def tiny_corpus() -> str:
     """The training text of the tiny tokenizer: the asset file (minus its "# " comment lines)
-    plus the chat template around a few fixed requests."""
+    plus the pinned chat template (`FIRST_STYLE`) around a few fixed requests."""
     try:
         text = _CORPUS_FILE.read_text(encoding="utf-8")
     except OSError as err:
         raise TokenizerError(f"{_CORPUS_FILE}: cannot read tiny tokenizer corpus ({err})") from err
     lines = [line for line in text.splitlines() if not line.startswith("# ")]
     for request in _REQUESTS:
-        lines.append(format_prompt(request) + " Here is the music.")
+        lines.append(FIRST_STYLE.format_prompt(request) + " Here is the music.")
     return "\n".join(lines) + "\n"
 
 

@@ -66,7 +66,6 @@ __all__ = [
     "read_config",
     "save_hf",
     "save_meta",
-    "state_dict_nbytes",
 ]
 
 META_SHARD_RE = re.compile(r"^consolidated\.(\d+)\.pth$")
@@ -580,17 +579,3 @@ def save_hf(model_or_state_dict: Any, config: LlamaConfig, dst: str | os.PathLik
     config_json = hf_config_dict(config, next(iter(dtypes)))
     write_text(dst / "config.json", json.dumps(config_json, indent=2, default=str) + "\n")
     return dst
-
-
-def state_dict_nbytes(sd: Mapping[str, torch.Tensor]) -> int:
-    """Bytes held by the tensors of `sd` (shared tensors counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for t in sd.values():
-        key = t.data_ptr()
-        if key in seen:
-            continue
-        seen.add(key)
-        total += t.numel() * t.element_size()
-    return total
-

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 import gradio_app
-from app import session as app_session
+from app.loading import ModelChoice, load_model
 
 pytestmark = pytest.mark.browser
 
@@ -28,7 +28,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    engine = app_session.load_model(app_session.ModelChoice(None, "tiny", {}, "cpu", "float32"))
+    engine = load_model(ModelChoice(None, "tiny", {}, "cpu", "float32"))
     app = gradio_app.build_app(engine, root=tmp_path_factory.mktemp("sessions"))
     gradio_app.launch(app, host="127.0.0.1", port=0, block=False, quiet=True)
     try:

@@ -1,4 +1,4 @@
-"""The epoch loop: shuffling, decay groups, non-finite stop, exact resume."""
+"""The epoch loop (engine_train.Trainer): non-finite stop, exact resume, skipped steps."""
 
 import json
 import math
@@ -10,8 +10,9 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from engine_train import EpochBatches, NonFiniteLoss, Trainer, TrainSettings, param_groups
+from engine_train import NonFiniteLoss, Trainer, TrainHooks
 from llama import checkpoint as ckpt
+from llama.config import TrainSettings
 
 
 @dataclass
@@ -30,7 +31,8 @@ class Toy(nn.Module):
         self.frozen.requires_grad_(False)
 
 
-def _trainer(tmp_path: Path, model: Toy, nan_at: int | None = None, **kw) -> Trainer:
+def _trainer(tmp_path: Path, model: Toy, nan_at: int | None = None,
+             stop_after_steps: int | None = None, **kw) -> Trainer:
     data = [(torch.randn(4, generator=torch.Generator().manual_seed(i)), float(i % 3))
             for i in range(24)]
     calls = {"n": 0}
@@ -49,39 +51,8 @@ def _trainer(tmp_path: Path, model: Toy, nan_at: int | None = None, **kw) -> Tra
                              seed=7, **kw)
     return Trainer(model=model, dataset=data, collate=lambda b: b, step_fn=step,
                    settings=settings, output_dir=tmp_path, checkpoint_config=lambda: {"toy": 1},
-                   tuned_names=["lin.weight", "lin.bias"], accelerator=Accelerator(cpu=True))
-
-
-def test_shuffle_is_seeded_and_differs_per_epoch():
-    s = EpochBatches(10, 3, seed=1)
-    assert s.batches(0) == EpochBatches(10, 3, seed=1).batches(0)
-    assert s.batches(0) != s.batches(1)
-    assert sorted(i for b in s.batches(2) for i in b.indices) == list(range(10))
-
-
-@pytest.mark.parametrize("n,batch,world",
-                         [(10, 3, 2), (11, 2, 2), (11, 4, 2), (7, 1, 3), (5, 4, 4)])
-def test_ranks_get_equal_step_counts_and_every_sample_once(n, batch, world):
-    ranks = [EpochBatches(n, batch, seed=1, rank=r, world=world) for r in range(world)]
-    per_rank = [s.batches(3) for s in ranks]
-    # Same number of micro-steps everywhere (a rank with an extra one would wait forever).
-    assert {len(b) for b in per_rank} == {len(ranks[0])}
-    real = [i for b in per_rank for mb in b if mb.real for i in mb.indices]
-    assert sorted(real) == list(range(n))  # every sample exactly once
-    # Step k of all ranks together is global batch k of a single process with batch x world.
-    single = EpochBatches(n, batch * world, seed=1).batches(3)
-    for k, mb in enumerate(single):
-        together = [i for b in per_rank for i in b[k].indices if b[k].real]
-        assert sorted(together) == sorted(mb.indices)
-    fillers = [mb for b in per_rank for mb in b if not mb.real]
-    assert all(len(mb.indices) == 1 for mb in fillers)
-
-
-def test_no_weight_decay_on_biases_and_vectors():
-    groups = param_groups(Toy(), 0.05)
-    decay = [g for g in groups if g["weight_decay"] > 0]
-    assert [p.shape for g in decay for p in g["params"]] == [torch.Size([1, 4])]
-    assert sum(len(g["params"]) for g in groups if g["weight_decay"] == 0) == 1
+                   tuned_names=["lin.weight", "lin.bias"], accelerator=Accelerator(cpu=True),
+                   hooks=TrainHooks(stop_after_steps=stop_after_steps))
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):

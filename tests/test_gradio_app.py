@@ -21,7 +21,9 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import gradio_app
-from app import session as app_session
+from app.engine import LoadedModel
+from app.errors import InputError
+from app.loading import ModelChoice, load_model
 
 
 def write_media(folder: Path) -> dict[str, Path]:
@@ -48,7 +50,7 @@ def write_media(folder: Path) -> dict[str, Path]:
 class Spy:
     """Wraps the model's build_prompt and the media front end to record what every turn used."""
 
-    def __init__(self, engine: app_session.LoadedModel) -> None:
+    def __init__(self, engine: LoadedModel) -> None:
         self.prompts: list[dict] = []
         self.media: list[tuple[str, list]] = []
         model = engine.model
@@ -79,7 +81,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    engine = app_session.load_model(app_session.ModelChoice(None, "tiny", {}, "cpu", "float32"))
+    engine = load_model(ModelChoice(None, "tiny", {}, "cpu", "float32"))
     spy = Spy(engine)
     root = tmp_path_factory.mktemp("sessions")
     app = gradio_app.build_app(engine, root=root)
@@ -126,6 +128,46 @@ def test_cli_defaults_are_safe():
     args = gradio_app.build_parser().parse_args([])
     assert (args.host, args.share, args.concurrency) == ("127.0.0.1", False, 1)
     assert args.max_file_size
+
+
+def test_demo_has_the_limit_flag():
+    args = gradio_app.build_parser().parse_args(["--max_media_seconds", "30"])
+    assert args.max_media_seconds == 30.0
+    assert gradio_app.build_parser().parse_args([]).max_media_seconds == 600.0
+
+
+def exit_status(main, argv: list[str]) -> int:
+    """A CLI's exit status, whether returned or raised by argparse."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--host", "0.0.0.0"], "--host 0.0.0.0 is reachable from other machines: also give --auth "
+                            "USER:PASS (or listen on 127.0.0.1)"),
+    (["--host", "example.org"], "--host example.org is reachable from other machines: also give "
+                                "--auth USER:PASS (or listen on 127.0.0.1)"),
+    (["--share"], "--share publishes the demo on the internet: also give --auth USER:PASS"),
+    (["--auth", "nopassword"], "argument --auth: expected USER:PASS with both parts non-empty "
+                               "(see --help)"),
+])
+def test_exposed_demo_requires_auth(argv, expected, capsys, monkeypatch):
+    monkeypatch.setattr(gradio_app, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert exit_status(gradio_app.main, argv) == 2
+    assert capsys.readouterr().err.strip() == f"gradio_app.py: error: {expected}"
+
+
+def test_loopback_rules():
+    for host in ("127.0.0.1", "127.1.2.3", "::1", "localhost"):
+        assert gradio_app.is_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.168.1.5", "demo.example.org", ""):
+        assert not gradio_app.is_loopback(host), host
+    assert gradio_app.parse_auth("ann:se:cret") == ("ann", "se:cret")
+    gradio_app.check_exposure("0.0.0.0", False, ("ann", "pw"))  # allowed with a login
+    with pytest.raises(InputError):
+        gradio_app.launch(None, host="0.0.0.0")  # refused before anything is served
 
 
 def test_text_turn_streams(client, served):
@@ -252,7 +294,7 @@ def test_concurrent_sessions_keep_their_own_state(served):
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
     """A server with a login whose sessions expire after 2 idle seconds."""
-    engine = app_session.load_model(app_session.ModelChoice(None, "tiny", {}, "cpu", "float32"))
+    engine = load_model(ModelChoice(None, "tiny", {}, "cpu", "float32"))
     root = tmp_path_factory.mktemp("guarded-sessions")
     app = gradio_app.build_app(engine, root=root, session_ttl=2)
     gradio_app.launch(app, host="127.0.0.1", port=0, block=False, quiet=True,
@@ -286,7 +328,9 @@ def test_idle_session_expires_with_its_files_and_uploads(guarded, media):
     assert upload.is_file() and folder.is_dir() and any(folder.iterdir())
     assert str(upload).startswith(gradio_app.gr.utils.get_upload_folder())
     deadline = time.monotonic() + 30  # gradio sweeps expired state every second
-    while session.key in service.sessions and time.monotonic() < deadline:
+    # the sweep runs on a server thread: it drops the session, then deletes its files
+    while ((session.key in service.sessions or folder.exists() or upload.exists())
+           and time.monotonic() < deadline):
         time.sleep(0.5)
     assert session.key not in service.sessions, "the idle session was not ended"
     assert session.closed and not folder.exists() and not upload.exists()

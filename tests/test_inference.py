@@ -19,7 +19,7 @@ import soundfile as sf
 from PIL import Image
 
 import inference
-from app import session as app_session
+from app import loading
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def cache() -> dict:
 @pytest.fixture(autouse=True)
 def no_trained_checkpoint(monkeypatch, tmp_path):
     """Tests must not depend on whether ckpts/tiny/stage3 exists in the work tree."""
-    monkeypatch.setattr(app_session, "REPO", tmp_path / "repo")
+    monkeypatch.setattr(loading, "REPO", tmp_path / "repo")
 
 
 def run(argv: list[str], capsys, cache: dict) -> tuple[int, str, str]:

@@ -3,16 +3,10 @@
 This is the suite's long test (about 15 CPU-minutes of training on one thread; the time is
 printed, and measured by `benchmarks/bench_learning.py`, never asserted here): it runs exactly
 what a user runs, `python -m data.synthetic --out D --seed S` and `bash train.sh --preset tiny
---data_root D --output_dir O` with their defaults, then `python -m Evaluation.synthetic`.
-
-It asserts what the recipe reaches on data seed 23, a seed the recipe was not tuned on (it was
-tuned on 0 and 1). Measured on three fresh seeds (7, 11, 23; docs/SYNTHETIC.md): every caption,
-attribute, QA and routing threshold holds on all three (lowest: instrument 0.81, QA 0.91,
-routing 0.94). The projector read from the model's own [AUD] states for an unseen attribute
-combination (after stage 3's projector refit) scores 0.900-0.919 with unrouted requests counted as
-0, and 0.900-0.967 over the routed answers against 0.844-0.913 for a same-template shuffled target
-on the same answers: margins 0.051-0.109 (before the refit: 0.001-0.027). The test asserts a
-margin of 0.04, below the lowest seed's. Training runs on one thread, as measured, so the numbers
+--data_root D --output_dir O` with their defaults, then `python -m Evaluation.synthetic`, on data
+seed 23 (the recipe was tuned on seeds 0 and 1). Each bar and the range every measured seed
+reached (one seed, 17, misses the two projector bars): docs/SYNTHETIC.md, "What the learning test
+asserts, against every measured seed". Training runs on one thread, as measured, so the numbers
 do not depend on the machine's core count.
 """
 
@@ -83,13 +77,15 @@ def test_projector_fits_the_targets_it_was_trained_on(trained):
 
 def test_projector_on_its_own_aud_tokens_for_unseen_combinations(trained):
     metrics = trained[0]
-    assert metrics["projector_cosine"] >= 0.88  # unrouted requests count 0; 0.900-0.919 measured
-    # clearly above a shuffled target scored on the same answers (margins 0.051-0.109 measured)
+    # unrouted requests count 0; measured 0.851-0.952 over eight runs (seed 17 below, 23: 0.919)
+    assert metrics["projector_cosine"] >= 0.88
+    # clearly above a shuffled target scored on the same answers: margins measured 0.026-0.109
+    # over eight runs (seed 17's 0.026 is below this bar; seed 23, run here: 0.109)
     margin = metrics["projector_cosine_routed"] - metrics["projector_cosine_shuffled"]
     assert margin >= 0.04, metrics["details"]["music_requests"]
 
 
 def test_music_requests_route_to_aud_tokens_and_questions_do_not(trained):
     metrics = trained[0]
-    assert metrics["aud_tokens_on_music_requests"] >= 0.9  # unseen phrasings: 0.942-1.0
+    assert metrics["aud_tokens_on_music_requests"] >= 0.9  # unseen phrasings: 0.933-1.0
     assert metrics["aud_tokens_on_questions"] <= 0.05

@@ -47,14 +47,24 @@ def test_audio_crop_outside_0_1_is_refused(small_synthetic, tmp_path, fraction, 
     assert exc.value.code == 2 and "--audio_crop" in capsys.readouterr().err
 
 
-def test_next_stage_starts_from_previous_output(small_synthetic, tmp_path):
+def test_next_stage_starts_from_previous_output(small_synthetic, tmp_path, capsys):
+    """Stage 2 starts from stage 1's weights and keeps its LoRA shape and scaling (chosen by
+    --lora_rank/--lora_alpha in stage 1, saved in config.json); a flag that disagrees is refused."""
     cache = tmp_path / "cache"
-    assert _run(small_synthetic, tmp_path / "s1", cache, "--epochs", "1") == 0
+    lora = ("--lora_rank", "4", "--lora_alpha", "8")
+    assert _run(small_synthetic, tmp_path / "s1", cache, "--epochs", "1", *lora) == 0
     s1 = ckpt.read_weights(tmp_path / "s1")
+    saved = ckpt.read_config(tmp_path / "s1")["m2ugen"]["llama"]
+    assert (saved["lora_rank"], saved["lora_alpha"]) == (4, 8.0)
+    assert s1["backbone.layers.0.attention.lora_wq_l1.weight"].shape[0] == 4
     argv = ["--stage", "2", "--init_from", str(tmp_path / "s1"), "--data_root",
             str(small_synthetic), "--output_dir", str(tmp_path / "s2"), "--epochs", "1",
             "--batch_size", "4", "--feature_cache", str(cache)]
-    assert train_m2ugen.main(argv) == 0
+    with pytest.raises(SystemExit) as exc:
+        train_m2ugen.main(argv + ["--lora_alpha", "4"])
+    assert exc.value.code == 2 and "--lora_alpha 4.0 disagrees" in capsys.readouterr().err
+    assert train_m2ugen.main(argv + ["--lora_rank", "4"]) == 0  # agreeing flags are fine
+    assert ckpt.read_config(tmp_path / "s2")["m2ugen"]["llama"]["lora_alpha"] == 8.0
     s2 = ckpt.read_weights(tmp_path / "s2")
     # Bridges are frozen in stage 2: carried over unchanged from stage 1; the projector trained.
     bridge = next(n for n in s1 if n.startswith("bridges.audio"))
@@ -193,7 +203,7 @@ def test_init_from_a_release_file_imports_it_once(tmp_path, monkeypatch):
         vit_path=str(comp / "vit"), vivit_path=str(comp / "vivit"))
     folder = train_m2ugen.import_release_once(args)
     saved = ckpt.read_config(folder)
-    assert saved["published"]["release"] == "mumu-llama"
+    assert saved["release"]["layout"] == "mumu-llama"
     assert saved["m2ugen"]["llama"]["adapter_uses_lora"] is False
     stamp = (folder / ckpt.WEIGHTS_FILE).stat().st_mtime_ns
     assert train_m2ugen.import_release_once(args) == folder  # reused, not imported again
@@ -258,3 +268,24 @@ def test_projector_refit_is_a_stage3_phase(small_synthetic, tmp_path, capsys):
         _run(small_synthetic, tmp_path / "out", tmp_path / "cache",
              "--projector_refit_steps", "10")
     assert exc.value.code == 2 and "stage-3" in capsys.readouterr().err
+
+
+def test_lora_flags_shape_a_new_model_and_are_checked(capsys):
+    base = ["--stage", "1", "--preset", "tiny", "--data_root", ".", "--output_dir", "."]
+    args = train_m2ugen.parse_args(base + ["--lora_rank", "2", "--lora_alpha", "6"])
+    llama = train_m2ugen.build_config(args).llama
+    assert (llama.lora_rank, llama.lora_alpha, llama.lora_scale) == (2, 6.0, 3.0)
+    default = train_m2ugen.build_config(train_m2ugen.parse_args(base)).llama
+    assert (default.lora_rank, default.lora_alpha, default.lora_scale) == (8, None, 1.0)
+    for flag, value in (("--lora_rank", "-1"), ("--lora_alpha", "0")):
+        with pytest.raises(SystemExit) as exc:
+            train_m2ugen.parse_args(base + [flag, value])
+        assert exc.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_test_hooks_are_not_training_settings():
+    args = train_m2ugen.parse_args(["--stage", "1", "--data_root", ".", "--output_dir", ".",
+                                    "--stop_after_steps", "3"])
+    assert args.stop_after_steps == 3
+    assert not hasattr(args.settings, "stop_after_steps")
+    assert "stop_after_steps" not in train_m2ugen.describe_settings(args)

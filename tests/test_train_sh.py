@@ -3,6 +3,7 @@ works from any directory, and a three-stage chain resumes where it stopped."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 import train_m2ugen
 from llama import checkpoint as ckpt
-from llama.config import TRAIN_DEFAULTS, get_recipe
+from llama.config import TRAIN_SETTING_FIELDS, TrainSettings, get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,16 +26,16 @@ def test_unset_flags_come_from_the_stage_recipe_and_given_flags_win():
     args = _parse("--stage", "3", "--init_from", "nowhere", "--lr", "0.01")
     expected = get_recipe("tiny").for_stage(3)
     assert args.preset == "tiny" and args.lr == 0.01
-    for flag, value in expected.items():
-        if flag != "lr":
-            assert getattr(args, flag) == value, flag
+    assert args.settings == dataclasses.replace(expected, lr=0.01)
+    for flag in TRAIN_SETTING_FIELDS:  # the resolved values stay on args (config.json "args")
+        assert getattr(args, flag) == getattr(args.settings, flag), flag
     line = train_m2ugen.describe_settings(args)
-    assert "lr*=0.01" in line and f"replay={expected['replay']}" in line
+    assert "lr*=0.01" in line and f"replay={expected.replay}" in line
 
 
 def test_a_preset_without_tuned_numbers_gets_the_published_defaults():
     args = _parse("--stage", "1", "--preset", "m2ugen-musicgen-small")
-    assert {k: getattr(args, k) for k in TRAIN_DEFAULTS} == TRAIN_DEFAULTS
+    assert args.settings == TrainSettings()
 
 
 def test_resolved_values_are_still_validated(capsys):

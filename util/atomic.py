@@ -64,6 +64,26 @@ def write_json(dst: str | os.PathLike, obj: Any) -> None:
     write_text(dst, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def append_jsonl(dst: str | os.PathLike, obj: Any) -> None:
+    """Append one JSON line to a log (train_log.jsonl, ...), whole or not at all.
+
+    The line goes out in one `os.write` on an O_APPEND descriptor, then fsync: concurrent
+    appenders never interleave inside a line, and a crash can leave at most a torn last line (a
+    reader of the log skips a line that does not parse), never a rewritten earlier one.
+    """
+    data = (json.dumps(obj) + "\n").encode("utf-8")
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(dst, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"{dst}: short append ({written} of {len(data)} bytes)")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def old_copy(folder: str | os.PathLike) -> Path:
     """Where `swap_in_dir` keeps the previous complete version of `folder` during a swap."""
     folder = Path(folder)

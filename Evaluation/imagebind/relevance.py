@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from Evaluation.imagebind import preprocess as P
+import Evaluation.imagebind.preprocess as P
 from Evaluation.imagebind.config import HUGE, USED, ImageBindConfig, checkpoint_shapes, modality_of
 from Evaluation.imagebind.model import ImageBindVisionAudio
 from Evaluation.metrics.audio import cosine_rows

@@ -7,7 +7,10 @@ Published variants (MU-LLaMA / M2UGen `evaluate.py`), each a per-row score avera
   lowercases inside; WordNet 3.0 synonyms).
 - `rouge_l`: rouge-score `RougeScorer(['rougeL'], use_stemmer=True).score(ref, cand)` RECALL.
 - `bert_score`: `bert_score.score(cands, refs)` RECALL (paper: roberta-large, layer 17, no idf,
-  no baseline rescaling).
+  no baseline rescaling). bert_score asks RoBERTa / GPT-2 byte-level BPE tokenizers for a prefix
+  space (`encode(..., add_prefix_space=True)`), which transformers 5 silently ignores; we load
+  such tokenizers with `add_prefix_space=True` so every sentence's first word is encoded as the
+  published environment encoded it (" The", not "The").
 Nothing is lowercased or stripped beyond what those calls do; empty candidates are scored as the
 libraries score them (0 for BLEU/METEOR/ROUGE), as the published script did.
 
@@ -17,9 +20,11 @@ it), ROUGE-L F1, METEOR (same call as above: it is already the standard nltk MET
 
 from __future__ import annotations
 
+import json
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -132,7 +137,7 @@ def bert_scores(
     from bert_score import score
 
     _check_pairs(cands, refs)
-    with _empty_sentences_encodable():
+    with _prefix_space_tokenizers(), _empty_sentences_encodable():
         p, r, f = score(list(cands), list(refs), model_type=str(model), num_layers=num_layers,
                     idf=False, rescale_with_baseline=False, batch_size=batch_size,
                     device=device or "cpu", verbose=False)
@@ -158,3 +163,64 @@ def _empty_sentences_encodable() -> Iterator[None]:
         yield
     finally:
         U.sent_encode = original
+
+
+def is_byte_level_bpe(tokenizer) -> bool:
+    """True for tokenizers whose pre-tokenizer is byte-level BPE (RoBERTa, GPT-2, BART...): the
+    ones bert_score encodes with a prefix space."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    return '"ByteLevel"' in json.dumps(json.loads(backend.to_str()).get("pre_tokenizer"))
+
+
+def _prefix_space_enabled(tokenizer) -> bool:
+    state = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    parts = state.get("pretokenizers", [state])
+    return any(p.get("type") == "ByteLevel" and p.get("add_prefix_space") for p in parts)
+
+
+def load_bertscore_tokenizer(model: str, use_fast: bool = False):
+    """bert_score's tokenizer for `model`, with the prefix space bert_score intends: a byte-level
+    BPE tokenizer is reloaded with `add_prefix_space=True` (checked, since transformers ignores
+    unknown keywords silently)."""
+    from bert_score.utils import get_tokenizer
+    from transformers import AutoTokenizer
+
+    tokenizer = get_tokenizer(model, use_fast)
+    if not is_byte_level_bpe(tokenizer):
+        return tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(model, use_fast=use_fast, add_prefix_space=True)
+    if not _prefix_space_enabled(tokenizer):
+        raise RuntimeError(f"the byte-level BPE tokenizer of {model} did not accept "
+                           "add_prefix_space=True: BERTScore would not be bert_score's")
+    return tokenizer
+
+
+@contextmanager
+def _prefix_space_tokenizers() -> Iterator[None]:
+    """Make `bert_score.score` load its tokenizer through `load_bertscore_tokenizer`."""
+    import importlib
+
+    module = importlib.import_module("bert_score.score")  # the module, not the function
+    original = module.get_tokenizer
+    module.get_tokenizer = load_bertscore_tokenizer
+    try:
+        yield
+    finally:
+        module.get_tokenizer = original
+
+
+# roberta-large as bert_score's lang="en" default loads it (transformers config facts)
+PAPER_BERTSCORE_SHAPE = {"model_type": "roberta", "num_hidden_layers": 24, "hidden_size": 1024,
+                         "vocab_size": 50265}
+
+
+def bertscore_matches_paper(model: str, num_layers: Optional[int]) -> bool:
+    """True only for the paper's BERTScore: roberta-large (name and architecture) at layer 17."""
+    from transformers import AutoConfig
+
+    if Path(str(model)).name != PAPER_BERTSCORE_MODEL or num_layers != PAPER_BERTSCORE_LAYERS:
+        return False
+    cfg = AutoConfig.from_pretrained(str(model))
+    return all(getattr(cfg, k, None) == v for k, v in PAPER_BERTSCORE_SHAPE.items())

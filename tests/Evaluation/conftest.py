@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 
-def _clap(d: Path) -> None:
+def _clap(d: Path, max_positions: int = 64) -> None:
     from transformers import (ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel,
                               ClapProcessor, ClapTextConfig, RobertaTokenizer)
 
     text = ClapTextConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1,
-                          num_attention_heads=2, intermediate_size=16, max_position_embeddings=64,
-                          projection_dim=8)
+                          num_attention_heads=2, intermediate_size=16,
+                          max_position_embeddings=max_positions, projection_dim=8)
     audio = ClapAudioConfig(spec_size=256, window_size=8, num_mel_bins=64,
                             patch_embeds_hidden_size=8, hidden_size=16, depths=[1, 1],
                             num_heads=[1, 1], patch_stride=(4, 4), projection_dim=8)
@@ -75,3 +75,14 @@ def scoring_models(tmp_path_factory) -> dict[str, Path]:
         out[name] = root / name
         build(out[name])
     return out
+
+
+@pytest.fixture(scope="session")
+def clap_text_dir(tmp_path_factory) -> Path:
+    """A tiny random ClapModel folder whose text tower takes LAION-CLAP's 77 tokens."""
+    import torch
+
+    d = tmp_path_factory.mktemp("clap_text")
+    torch.manual_seed(0)
+    _clap(d, max_positions=80)
+    return d

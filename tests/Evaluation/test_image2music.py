@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -16,7 +17,27 @@ def _run(argv):
     return main(I.SPEC, I.__doc__, argv)
 
 
-def test_generate_then_score_ranks_systems(small_synthetic, scoring_models, tmp_path, capsys):
+def _matching_relevance(monkeypatch, rows: list[dict], audio_dir):
+    """Make the relevance model embed each input image as the CLAP audio embedding of that row's
+    reference music: a system that outputs the reference music then matches every input."""
+    from data.media import load_audio
+    from Evaluation.relevance import CaptionClapRelevance
+
+    target = {r["input_file"]: audio_dir / r["output_file"] for r in rows}
+    assert len(target) == len(rows)  # one reference per input, so the match is unambiguous
+
+    def media_embeddings(self, modality, paths):
+        waves = [load_audio(target[p.name], self.clap.sample_rate) for p in paths]
+        return np.stack([self.clap.audio([w])[0] for w in waves])
+
+    monkeypatch.setattr(CaptionClapRelevance, "media_embeddings", media_embeddings)
+
+
+def test_generate_then_score_ranks_the_matching_system_first(small_synthetic, scoring_models,
+                                                             tmp_path, capsys, monkeypatch):
+    """Two systems on three rows: the model's music and the reference music itself. With input
+    embeddings equal to the reference music's, the reference system must win every row (rank 1,
+    similarity 1) and the model's music must come second on every row."""
     d = small_synthetic / "MUImage"
     refs = tmp_path / "refs.json"
     rows = json.loads((d / "MUImageInstructions.json").read_text())[:3]
@@ -30,6 +51,7 @@ def test_generate_then_score_ranks_systems(small_synthetic, scoring_models, tmp_
     assert all(sf.info(str(tmp_path / i["audio"])).duration == pytest.approx(1.0, abs=0.05)
                for i in items.values())
     capsys.readouterr()
+    _matching_relevance(monkeypatch, rows, d / "audios")
     m = scoring_models
     assert _run(["score", "--predictions", str(out), str(d / "audios"), "--references",
                  str(refs), "--target_dir", str(d / "audios"), "--media_dir", str(d / "images"),
@@ -40,9 +62,10 @@ def test_generate_then_score_ranks_systems(small_synthetic, scoring_models, tmp_
     rel = {n: s["relevance"] for n, s in rep["systems"].items()}
     assert set(rel) == {"m2ugen", "audios"}
     assert all(r["rows_ranked"] == 3 and r["systems_ranked"] == 2 for r in rel.values())
-    # two systems: the ranks of each row are {1, 2} (or a 1.5 tie), so mean ranks sum to 3
-    assert rel["m2ugen"]["mean_rank"] + rel["audios"]["mean_rank"] == pytest.approx(3.0)
-    assert all(0.5 <= r["mrr"] <= 1 and -1 <= r["similarity"] <= 1 for r in rel.values())
+    assert rel["audios"]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert rel["m2ugen"]["similarity"] < 0.99
+    assert (rel["audios"]["mean_rank"], rel["audios"]["mrr"]) == (1.0, 1.0)
+    assert (rel["m2ugen"]["mean_rank"], rel["m2ugen"]["mrr"]) == (2.0, 0.5)
 
 
 def test_instruction_rows_follow_the_published_schema(tmp_path):

@@ -72,3 +72,50 @@ def test_generate_then_score_on_synthetic_data(small_synthetic, tmp_path, capsys
     assert "0 new rows" in capsys.readouterr().out
     assert M.main(["score", "--predictions", str(out), "--references", str(refs)]) == 0
     assert json.loads(capsys.readouterr().out)["rows_missing"] == 0
+
+
+def test_score_reports_clap_text_beside_the_chance_baseline(tmp_path, capsys, clap_text_dir):
+    refs = _refs(tmp_path / "refs.json", ROWS)
+    preds = {"1.wav": {"Describe the audio": "A slow piano melody in a low register.",
+                       "What is the tempo of the music?": "The tempo is slow."},
+             "2.wav": {"Describe the audio": "A flute tune.",
+                       "What is the tempo of the music?": "It is slow."}}
+    (tmp_path / "p.json").write_text(json.dumps(preds))
+    assert M.main(["score", "--predictions", str(tmp_path / "p.json"), "--references", str(refs),
+                   "--clap_text_model", str(clap_text_dir)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["models"]["clap_text"] == f"clap_text:{clap_text_dir}"
+    assert -1 <= out["standard"]["clap_text"] <= 1 and -1 <= out["chance"]["clap_text"] <= 1
+    qa, cap = out["by_kind"]["qa"]["standard"], out["by_kind"]["captioning"]["standard"]
+    # two rows per kind: the overall mean is the mean of the two kinds
+    assert (qa["clap_text"] + cap["clap_text"]) / 2 == pytest.approx(
+        out["standard"]["clap_text"], abs=1e-12)
+    assert out["comparable_with_paper"]["clap_text"] is False
+    assert out["comparable_with_paper"]["bert_score"] is False
+
+
+def test_control_predictions_add_media_effect_per_metric(tmp_path, capsys, clap_text_dir):
+    refs = _refs(tmp_path / "refs.json", ROWS)
+    main = {a: {} for a, *_ in ROWS}
+    silent = {a: {} for a, *_ in ROWS}
+    for a, q, ans in ROWS:
+        main[a][q] = ans
+        silent[a][q] = "Nothing is heard." if q == "Describe the audio" else ans
+    (tmp_path / "main.json").write_text(json.dumps(main))
+    (tmp_path / "silence.json").write_text(json.dumps(silent))
+    (tmp_path / "same.json").write_text(json.dumps(main))
+    args = ["score", "--predictions", str(tmp_path / "main.json"), "--references", str(refs),
+            "--clap_text_model", str(clap_text_dir), "--control_predictions",
+            f"silence={tmp_path / 'silence.json'},same={tmp_path / 'same.json'}"]
+    assert M.main(args) == 0
+    effect = json.loads(capsys.readouterr().out)["media_effect"]
+    assert effect["silence"]["identical_answers"] == 0.5
+    assert set(effect["silence"]) == {"identical_answers", "bleu", "bleu4", "meteor",
+                                      "rouge_l", "clap_text"}
+    assert effect["silence"]["rouge_l"]["delta"] > 0  # the references beat "Nothing is heard."
+    for metric in ("bleu", "bleu4", "meteor", "rouge_l", "clap_text"):
+        assert effect["same"][metric] == {"delta": 0.0, "ci95": [0.0, 0.0]}
+    (tmp_path / "part.json").write_text(json.dumps({"1.wav": main["1.wav"]}))
+    assert M.main(args[:-1] + [f"silence={tmp_path / 'part.json'}"]) == 2
+    assert "control silence: 2 of the 4 rows scored have no prediction" in \
+        capsys.readouterr().err

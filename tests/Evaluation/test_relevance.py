@@ -5,7 +5,7 @@ import pytest
 
 from Evaluation.models import ClapEmbedder
 from Evaluation.music_scoring import _relevance
-from Evaluation.music_tasks import MusicRow
+from Evaluation.music_rows import MusicRow
 from Evaluation.relevance import CaptionClapRelevance
 
 pytestmark = pytest.mark.usefixtures("one_thread")

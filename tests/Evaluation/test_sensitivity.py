@@ -12,7 +12,7 @@ from PIL import Image
 
 from Evaluation import sensitivity
 from data.media import write_wav
-from llama.published import read_published
+from llama.release.read import read_release
 
 REF = Path(__file__).resolve().parents[1] / "llama" / "published_reference"
 COMP = REF / "components"
@@ -43,7 +43,7 @@ def test_open_gates_media_matter_zero_gates_media_inert(tmp_path, capsys):
     assert {r["modality"] for r in rows} == {"audio", "image"} and len(rows) == 4
     assert all(r["removed_kl_first"] > 1e-6 and r["swapped_tv_mean"] > 1e-6 for r in rows)
 
-    state, args = read_published(REF / "m2ugen" / "checkpoint.pth")
+    state, args = read_release(REF / "m2ugen" / "checkpoint.pth")
     state = {k: (torch.zeros_like(v) if k.endswith(".attention.gate") else v.clone())
              for k, v in state.items()}
     closed = tmp_path / "closed.pth"

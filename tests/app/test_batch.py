@@ -89,3 +89,24 @@ def test_output_names_are_safe_file_names():
     assert all(set(n) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
                for n in got)
     assert safe_name("a" * 200) == "a" * 80 and safe_name("///") == "item"
+
+
+def test_an_interrupted_batch_leaves_whole_result_lines(tmp_path):
+    """results.jsonl is rewritten atomically after every request: a run stopped midway leaves the
+    finished requests' lines, complete, and no temporary file."""
+
+    class Interrupting(FakeEngine):
+        def run_turn(self, prompt, **kwargs):
+            if prompt == "stop":
+                raise KeyboardInterrupt
+            return super().run_turn(prompt, **kwargs)
+
+    batch = tmp_path / "b.jsonl"
+    lines = [{"id": 1, "prompt": "p"}, {"id": 2, "prompt": "q"}, {"id": 3, "prompt": "stop"}]
+    batch.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out_dir = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        BatchRun(Interrupting(), out_dir, defaults={}).run(batch)
+    results = [json.loads(x) for x in (out_dir / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in results] == [1, 2] and all(r["error"] is None for r in results)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["1.wav", "2.wav", "results.jsonl"]

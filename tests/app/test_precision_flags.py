@@ -10,9 +10,10 @@ import torch
 
 import inference
 from app import args as app_args
-from app import session as app_session
+from app import loading
 from app.errors import InputError
-from llama.quantize import DTYPES, QUANTIZE_MODES, Int8Linear
+from llama.quantize import QUANTIZE_MODES, Int8Linear
+from util.dtypes import DTYPE_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,7 +27,7 @@ def _int8_layers(model) -> int:
 
 def test_flag_values_are_the_library_modes():
     assert app_args.QUANTIZE_NAMES == QUANTIZE_MODES
-    assert set(app_args.DTYPE_NAMES) - {"auto"} == set(DTYPES)
+    assert app_args.DTYPE_NAMES == ("auto", *DTYPE_NAMES)
 
 
 def test_int8_on_an_unsupported_device_is_one_line_exit_2(capsys):
@@ -51,22 +52,22 @@ def test_missing_kernel_is_bad_input(monkeypatch):
 
     monkeypatch.setattr(torch, "_weight_int8pack_mm", missing)
     with pytest.raises(InputError, match="no int8 weight-only matmul"):
-        app_session.check_precision("int8", "cpu", torch.bfloat16)
-    app_session.check_precision("none", "cpu", torch.float16)  # no kernel needed
+        loading.check_precision("int8", "cpu", torch.bfloat16)
+    loading.check_precision("none", "cpu", torch.float16)  # no kernel needed
 
 
 def test_choice_carries_the_mode_and_caches_it_apart():
     p = app_args.OneLineParser()
     app_args.add_model_arguments(p)
-    plain = app_session.choose_model(p.parse_args([]))
-    int8 = app_session.choose_model(p.parse_args(["--quantize", "int8", "--dtype", "bfloat16"]))
+    plain = loading.choose_model(p.parse_args([]))
+    int8 = loading.choose_model(p.parse_args(["--quantize", "int8", "--dtype", "bfloat16"]))
     assert (plain.quantize, int8.quantize, int8.dtype) == ("none", "int8", "bfloat16")
     assert plain.key != int8.key
 
 
 def test_int8_bfloat16_preset_loads_quantized_and_answers():
-    engine = app_session.load_model(
-        app_session.ModelChoice(None, "tiny", {}, "cpu", "bfloat16", quantize="int8"))
+    engine = loading.load_model(
+        loading.ModelChoice(None, "tiny", {}, "cpu", "bfloat16", quantize="int8"))
     model = engine.model
     assert _int8_layers(model) == 7 * model.cfg.llama.n_layers + 1
     assert model.backbone.norm.weight.dtype == torch.float32  # tuned: kept float32
@@ -82,8 +83,8 @@ def test_released_checkpoint_is_quantized_after_loading():
         "--mert_path", str(COMP / "mert"), "--vit_path", str(COMP / "vit"),
         "--vivit_path", str(COMP / "vivit"), "--device", "cpu", "--quantize", "int8",
         "--prompt", "hi"])
-    engine = app_session.load_model(app_session.choose_model(args))
-    assert app_session.is_published(engine.model)
+    engine = loading.load_model(loading.choose_model(args))
+    assert engine.model.cfg.chat_style.name == "published-m2ugen"
     assert _int8_layers(engine.model) == 7 * engine.model.backbone.config.n_layers + 1
     settings = engine.settings({"max_new_tokens": 3, "temperature": 0.0})
     assert len(engine.run_turn("hi", settings=settings, music="never").token_ids) >= 1

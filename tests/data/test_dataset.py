@@ -92,6 +92,18 @@ def test_truncation_keeps_aud_and_eos(root: Path) -> None:
         tokenize_sample(s, tok, 20)
 
 
+def test_samples_are_tokenised_in_the_models_chat_style(root: Path) -> None:
+    """A model trained in another template (its checkpoint's style) gets its data in it."""
+    from llama.chat_style import ChatStyle
+
+    tok = WordTokenizer()
+    style = ChatStyle("qa", "Q: {instruction} A:", " Q: {instruction} A:")
+    ds = build_stage_dataset(3, DataPaths.from_root(root), tok, split="all", style=style)
+    item = ds[[s.id for s in ds.samples].index("MusicQA:0")]
+    assert tok.decode(item["input_ids"].tolist()).startswith("Q: What instrument plays? A:")
+    assert "### Instruction" not in tok.decode(item["input_ids"].tolist())
+
+
 def test_too_long_sample_policy(root: Path) -> None:
     tok = WordTokenizer()
     paths = DataPaths.from_root(root)

@@ -308,3 +308,45 @@ def test_media_features_passes_decoded_arrays_through_and_uses_the_disk_cache(tm
 def test_media_features_rejects_a_negative_budget():
     with pytest.raises(ValueError, match="memo_bytes"):
         features.MediaFeatures(_FakeModel(), memo_bytes=-1)
+
+
+def _grey_video(path: Path, n: int) -> Path:
+    """Frame i is a flat grey of value 10 + 20 * i (so the frames a loader kept can be read)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        for i in range(n):
+            frame = np.full((32, 32, 3), 10 + 20 * i, np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_video_sampling_reaches_the_loader_and_the_cache_key(tmp_path):
+    """Uniform and window samplings give different frames, and a cache written under one is
+    never served for the other (nor for another window seed)."""
+    from data.media import VideoSampling
+
+    model = _FakeModel()  # tiny ViViT config: 8 frames
+    video = _grey_video(tmp_path / "v.mp4", 12)
+    frames = {}
+    for name, sampling in {"uniform": VideoSampling(), "centre": VideoSampling("window"),
+                           "seed0": VideoSampling("window", 0),
+                           "seed5": VideoSampling("window", 5)}.items():
+        media = features.MediaFeatures(model, tmp_path / "cache", video_sampling=sampling)
+        # CountingEncoder's features are 1.1 x the decoded frames: the frame ids are readable
+        grey = media.item_features("video", video).reshape(8, -1).mean(1) / 1.1
+        frames[name] = [int(round((float(g) - 10) / 20)) for g in grey]
+    assert frames["uniform"] != frames["centre"]
+    assert frames["centre"] == [2, 3, 4, 5, 6, 7, 8, 9]  # consecutive, centred
+    assert len(model.enc.calls) == 4  # four keys: every sampling computed its own entry
+    assert len(_entries(tmp_path / "cache")) == 4
+    again = features.MediaFeatures(model, tmp_path / "cache",
+                                   video_sampling=VideoSampling("window", 5))
+    grey = again.item_features("video", video).reshape(8, -1).mean(1) / 1.1
+    assert [int(round((float(g) - 10) / 20)) for g in grey] == frames["seed5"]
+    assert len(model.enc.calls) == 4  # read from the cache under its own key

@@ -360,10 +360,31 @@ def test_video_window_sampling(files) -> None:
     # window longer than the clip: the last frame repeats
     long_window = load_video(files["v.mp4"], 8, "window", frame_stride=2)
     assert _frame_ids(long_window) == [0, 2, 4, 6, 8, 10, 11, 11]
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        ids = _frame_ids(load_video(files["v.mp4"], 3, "window", rng=rng))
-        assert ids == list(range(ids[0], ids[0] + 3)) and 0 <= ids[0] <= 9
+    starts = set()
+    for seed in range(8):
+        ids = _frame_ids(load_video(files["v.mp4"], 3, "window", seed=seed))
+        assert ids == list(range(ids[0], ids[0] + 3)) and 0 <= ids[0] <= 9  # consecutive
+        assert _frame_ids(load_video(files["v.mp4"], 3, "window", seed=seed)) == ids  # reproducible
+        starts.add(ids[0])
+    assert len(starts) > 1  # the seed does move the window
+
+
+def test_video_sampling_spec_loads_what_it_names_and_keys_differ(files) -> None:
+    from data.media import VideoSampling
+
+    centred = VideoSampling("window")
+    assert _frame_ids(centred.load(files["v.mp4"], 4)) == [4, 5, 6, 7]
+    assert _frame_ids(VideoSampling().load(files["v.mp4"], 4)) == [1, 4, 7, 10]
+    drawn = _frame_ids(VideoSampling("window", seed=3).load(files["v.mp4"], 4))
+    assert drawn == _frame_ids(load_video(files["v.mp4"], 4, "window", seed=3))
+    keys = [VideoSampling().cache_params(), centred.cache_params(),
+            VideoSampling("window", 3).cache_params(), VideoSampling("window", 4).cache_params()]
+    assert len({str(k) for k in keys}) == 4
+    assert VideoSampling(seed=3).cache_params() == VideoSampling().cache_params()  # unused seed
+    with pytest.raises(ValueError, match="video sampling"):
+        VideoSampling("random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seed"):
+        load_video(files["v.mp4"], 4, seed=1)
 
 
 def test_video_variable_frame_rate_is_sampled_in_time(tmp_path) -> None:

@@ -10,12 +10,10 @@ from llama.backbone import (
     Transformer,
     apply_rope,
     merge_new_tokens,
-    parameter_group,
-    peft_parameter_names,
     rope_frequencies,
-    set_trainable,
     split_new_tokens,
 )
+from llama.lora import parameter_group, peft_parameter_names, set_trainable
 from llama.config import LlamaConfig, llama_tiny
 
 

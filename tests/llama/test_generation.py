@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llama.backbone import Transformer, parameter_group
+from llama.backbone import Transformer
+from llama.lora import parameter_group
 from llama.config import llama_tiny
 from llama.generation import generate, select_next, stream_generate
 
@@ -148,3 +149,42 @@ def test_bad_arguments_fail_before_decoding(model):
     with pytest.raises(ValueError, match="top_p"):
         generate(model, PROMPTS, 4, temperature=1.0, top_p=0.0)
     assert generate(model, PROMPTS, 0) == [[], [], []]
+
+
+def _first_new(ids: list[int], start: int) -> int:
+    return next(j for j in range(start, len(ids)) if ids[j] not in ids[:j])
+
+
+def test_end_ids_end_a_row_and_are_returned(model):
+    free = generate(model, PROMPTS, 20, eos_id=())
+    j = _first_new(free[0], 4)
+    out = generate(model, PROMPTS, 20, eos_id=(), end_ids=[free[0][j]])
+    assert out[0] == free[0][: j + 1]
+    for b in (1, 2):
+        t = free[b].index(free[0][j]) if free[0][j] in free[b] else None
+        assert out[b] == (free[b] if t is None else free[b][: t + 1])
+
+
+def test_end_after_needs_the_ids_in_order_with_others_between(model):
+    free = generate(model, [PROMPTS[0]], 24, eos_id=())[0]
+    a, b = _first_new(free, 2), _first_new(free, 10)
+    out = generate(model, [PROMPTS[0]], 24, eos_id=(), end_after=[free[a], free[b]])[0]
+    assert out == free[: b + 1]
+    backwards = generate(model, [PROMPTS[0]], 24, eos_id=(), end_after=[free[b], free[a]])[0]
+    assert len(backwards) > b + 1 or backwards == free  # free[a] before free[b] does not count
+
+
+def test_tail_stop_keeps_its_tokens_and_needs_an_exact_match(model):
+    tok = CharTokenizer()
+    free = generate(model, [PROMPTS[0]], 24, eos_id=())[0]
+    stop = tok.decode(free[9:12])
+    end = next(i for i in range(2, 24) if tok.decode(free[i - 2: i + 1]) == stop)
+    out = generate(model, [PROMPTS[0]], 24, eos_id=(), stop_strings=[stop], tokenizer=tok,
+                   stop_tail_tokens=3)[0]
+    assert out == free[: end + 1]
+    # Text merely contained in the last tokens' text is no match (the published check).
+    part = stop[1:]
+    ends = [i for i in range(2, 24) if tok.decode(free[i - 2: i + 1]) == part]
+    out = generate(model, [PROMPTS[0]], 24, eos_id=(), stop_strings=[part], tokenizer=tok,
+                   stop_tail_tokens=3)[0]
+    assert out == (free[: ends[0] + 1] if ends else free)

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llama import chat_style
+from llama.chat import MediaInput, answer_ids
 from llama.import_published import main
-from llama.m2ugen import MediaInput
-from llama.published import generate_published, load_imported
+from llama.release.load import load_imported
 
 REF = Path(__file__).parent / "published_reference"
 COMP = REF / "components"
@@ -25,7 +26,9 @@ def test_imported_folder_reproduces_the_published_greedy_ids(tmp_path, monkeypat
     dst = tmp_path / "imported"
     assert main([str(REF / "m2ugen" / "checkpoint.pth"), str(dst), *FLAGS]) == 0
     saved = json.loads((dst / "config.json").read_text())
-    assert saved["published"]["release"] == "m2ugen"
+    assert saved["release"]["layout"] == "m2ugen"
+    stored = chat_style.ChatStyle.from_dict(saved["m2ugen"]["chat_style"])
+    assert stored == chat_style.PUBLISHED_M2UGEN
     assert saved["m2ugen"]["llama"]["adapter_uses_lora"] is False
     assert saved["m2ugen"]["projector"]["input"] == "pre_norm_predicting"
 
@@ -34,11 +37,12 @@ def test_imported_folder_reproduces_the_published_greedy_ids(tmp_path, monkeypat
 
     monkeypatch.setattr(torch, "load", no_pickle)
     model = load_imported(dst)
+    assert model.cfg.chat_style == chat_style.PUBLISHED_M2UGEN
     ref = json.loads((REF / "m2ugen" / "reference.json").read_text())
     media = dict(np.load(REF / "media.npz"))
     for kind in ("text", "audio", "image", "video"):
         feats = model.media_vector(MediaInput(**({} if kind == "text" else {kind: media[kind]})))
-        ids = generate_published(model, ref["prompt_ids"], feats, 24, "m2ugen")
+        ids = answer_ids(model, ref["prompt_ids"], feats, 24)
         assert ids == ref["kinds"][kind]["greedy_ids"], kind
 
 

@@ -59,11 +59,18 @@ class _RecordingDecoder:
         return [np.zeros(8, np.float32)], 16000
 
 
-def test_synthesis_divides_by_the_configured_target_scale(model):
-    model._decoder = _RecordingDecoder()
+def test_synthesis_divides_by_the_configured_target_scale(model, monkeypatch):
+    recorder = _RecordingDecoder()
+    # monkeypatch restores the shared module-scoped model's decoder after this test
+    monkeypatch.setattr(model, "_decoder", recorder)
     ids = model.tokenizer.encode("hello", bos=True)
     model.synthesize(ids, None, "hello", GenerationSettings(audio_seconds=1.0))
-    assert model._decoder.kwargs["scale"] == 4.0
+    assert recorder.kwargs["scale"] == 4.0
+
+
+def test_the_shared_model_keeps_its_own_decoder(model):
+    """Runs after the recording test (file order): the fake decoder did not leak into it."""
+    assert not isinstance(model._decoder, _RecordingDecoder)
 
 
 def test_int8_at_construction_keeps_logits_close():

@@ -116,16 +116,16 @@ def test_lora_and_bias_are_applied_exactly_on_top_of_the_int8_base():
     x = torch.randn(1, 3, 64)
     base = Int8Linear(ff_q.w1.qweight, ff_q.w1.scales, None)(x)
     lora = ff_q.lora_w1_l2(ff_q.lora_w1_l1(x))
-    from llama.backbone import _linear
+    from llama.lora import linear
 
-    torch.testing.assert_close(_linear(x, *ff_q._1), base + ff_q.w1.bias + lora, atol=0, rtol=0)
+    torch.testing.assert_close(linear(x, *ff_q._1), base + ff_q.w1.bias + lora, atol=0, rtol=0)
 
 
 def test_int8_with_half_frozen_weights_and_float32_tuned_parts():
     """The composed model's layout (M2UGen(dtype=bf16, quantize="int8")): frozen weights in
     bf16, tuned parts (LoRA, biases, norms, gates) kept float32; the int8 layers must compute in
     the frozen dtype like the nn.Linear they replace, so attention sees one dtype."""
-    from llama.backbone import keep_peft_float32
+    from llama.lora import keep_peft_float32
 
     m = _tuned_model().to(torch.bfloat16)
     keep_peft_float32(m)

@@ -21,3 +21,14 @@ def test_failure_keeps_previous_file(tmp_path):
             raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_append_jsonl_adds_whole_lines(tmp_path):
+    from util.atomic import append_jsonl
+
+    log = tmp_path / "sub" / "log.jsonl"
+    append_jsonl(log, {"step": 1})
+    append_jsonl(log, {"step": 2, "text": "é"})
+    assert [json.loads(x) for x in log.read_text().splitlines()] == [
+        {"step": 1}, {"step": 2, "text": "é"}]
+    assert os.listdir(log.parent) == ["log.jsonl"]

@@ -14,19 +14,24 @@ is allowed, from the config folder, the decoder named in the file's args or `fac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
 from llama.decoders.musicgen import has_tokenizer_files
-from llama.published import PublishedCheckpointError, count_indexed, load_component
+from llama.release.components import fill_component
+from llama.release.infer import count_indexed
+from llama.release.keymap import COMPONENTS
+from llama.release.read import ReleaseFileError
 
 log = logging.getLogger(__name__)
 
-PREFIX = "generation_model."
-_DECODER_LAYER = r"^generation_model\.decoder\.model\.decoder\.layers\.(\d+)\."
+PREFIX = next(p for p, part in COMPONENTS.items() if part == "musicgen")  # generation_model.
+_DECODER_LAYER = "^" + re.escape(PREFIX) + r"decoder\.model\.decoder\.layers\.(\d+)\."
 _EMBED = PREFIX + "decoder.model.decoder.embed_tokens.0.weight"
 # (decoder width, layers) -> (published size, attention heads): the MusicGen conversion's table.
 PUBLISHED_SIZES: dict[tuple[int, int], tuple[str, int]] = {
@@ -50,12 +55,12 @@ def published_musicgen_config(state: Mapping[str, torch.Tensor], path: str):
 
     shape = decoder_shape(state)
     if shape is None:
-        raise PublishedCheckpointError(f"{path}: {PREFIX}* has no {_EMBED[len(PREFIX):]}; give "
+        raise ReleaseFileError(f"{path}: {PREFIX}* has no {_EMBED[len(PREFIX):]}; give "
                                        "--music_decoder_path (a MusicGen folder or hub id)")
     width, layers = shape
     if shape not in PUBLISHED_SIZES:
         known = ", ".join(f"{n} ({w} x {n_l})" for (w, n_l), (n, _) in PUBLISHED_SIZES.items())
-        raise PublishedCheckpointError(
+        raise ReleaseFileError(
             f"{path}: {PREFIX}* is a MusicGen decoder of width {width} with {layers} layers, not "
             f"a published size ({known}); give --music_decoder_path with its config")
     _, heads = PUBLISHED_SIZES[(width, layers)]
@@ -95,7 +100,7 @@ def build_release_musicgen(state: Mapping[str, torch.Tensor], path: str,
               else published_musicgen_config(state, path))
     with init_empty_weights():  # parameters on meta; buffers (strides, paddings) real
         model = MusicgenForConditionalGeneration(config)
-    unused = load_component(model, PREFIX, state, path, dtype)
+    unused = fill_component(model, PREFIX, state, path, dtype)
     return model.eval(), unused
 
 
@@ -128,3 +133,51 @@ def load_tokenizer(sources: list[str]) -> tuple[Any, str]:
         except (OSError, ValueError) as exc:
             failures.append(f"{src}: {' '.join(str(exc).split())[:160]}")
     return None, "; ".join(failures) or "no source named"
+
+
+def decoder_factory(decoder: Any, state: Mapping[str, torch.Tensor], path: str,
+                    args: Mapping[str, Any], given: Optional[str], dtype: torch.dtype,
+                    device: str, unused: dict[str, list[str]]
+                    ) -> tuple[Optional[Callable[[], Any]], Any]:
+    """(a builder of the MusicGen decoder the release file holds, the DecoderConfig to record).
+
+    The builder runs on first use, from the published config of the file's size or a
+    config-only `given` folder. It is None, and `decoder` is returned unchanged, when the decoder
+    loads from `decoder.path` instead: `given` supplies weights (a folder with weights or a hub
+    id), the file's MusicGen has no published shape, the file holds none, or the decoder is not
+    MusicGen. The file's MusicGen keys that go unused are added to `unused` with the reason."""
+    from llama.release.components import has_weights
+
+    keys = [k for k in state if k.startswith(PREFIX)]
+    if not keys:
+        return None, decoder
+    if decoder.kind != "musicgen":
+        unused[f"MusicGen weights (the {decoder.kind} decoder was chosen)"] = keys
+        return None, decoder
+    if given is not None and has_weights(given):
+        unused[f"{PREFIX}* (superseded by {given})"] = keys
+        return None, decoder
+    if given is None and published_size(state) is None:
+        unused[f"{PREFIX}* (shape {decoder_shape(state)} is no published MusicGen size; "
+               f"the decoder loads from {decoder.path})"] = keys
+        return None, decoder
+    mine = {k: state[k] for k in keys}  # the closure keeps only these tensors (memory-mapped)
+    decoder = dataclasses.replace(decoder, path=given or f"published MusicGen in {path}")
+
+    def build():
+        from llama.decoders import DecoderLoadError, MusicGenDecoder
+
+        try:
+            musicgen, extra = build_release_musicgen(mine, path, given, dtype)
+        except (ReleaseFileError, OSError, ValueError) as exc:
+            raise DecoderLoadError(f"cannot build the MusicGen of {path}: {exc}") from exc
+        if extra:
+            log.info("%s: %d MusicGen key(s) not used, e.g. %s", path, len(extra), extra[:2])
+        tokenizer, why = load_tokenizer(tokenizer_sources(given, args, mine))
+        if tokenizer is None:
+            log.warning("%s: MusicGen weights taken from the file; no T5 tokenizer found (%s): "
+                        "music from text needs --music_decoder_path", path, why)
+        return MusicGenDecoder(decoder, musicgen, tokenizer, device, dtype,
+                               missing_tokenizer=why)
+
+    return build, decoder

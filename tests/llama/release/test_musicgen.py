@@ -10,15 +10,17 @@ import pytest
 import torch
 
 from llama.decoders import DecoderLoadError, MusicGenDecoder, tiny_t5_tokenizer
-from llama.published import load_imported, load_published_model, read_published, write_imported
-from llama.published_musicgen import (
+from llama.release.export import write_imported
+from llama.release.load import load_imported, load_release
+from llama.release.musicgen import (
     PUBLISHED_SIZES,
     build_release_musicgen,
     published_musicgen_config,
     published_size,
 )
+from llama.release.read import read_release
 
-REF = Path(__file__).parent / "published_reference"
+REF = Path(__file__).resolve().parents[1] / "published_reference"
 COMP = REF / "components"
 N_TOKENS, WIDTH = 4, 16  # the reference release's projector output (tokens, width)
 
@@ -61,7 +63,7 @@ def release(tmp_path_factory):
     """(release file holding the tiny MusicGen, config-only folder, the MusicGen, tokenizer)."""
     tmp = tmp_path_factory.mktemp("release_musicgen")
     musicgen, tok = _tiny_musicgen()
-    state, args = read_published(REF / "m2ugen" / "checkpoint.pth")
+    state, args = read_release(REF / "m2ugen" / "checkpoint.pth")
     state = {k: v.clone() for k, v in state.items() if not k.startswith("generation_model.")}
     state.update({f"generation_model.{k}": v
                   for k, v in _old_names(musicgen.state_dict()).items()})
@@ -75,15 +77,14 @@ def release(tmp_path_factory):
 
 
 def _load(path: Path, **kw):
-    return load_published_model(path, llama_dir=str(COMP), mert_path=str(COMP / "mert"),
-                                vit_path=str(COMP / "vit"), vivit_path=str(COMP / "vivit"), **kw)
+    return load_release(path, llama_dir=str(COMP), mert_path=str(COMP / "mert"),
+                        vit_path=str(COMP / "vit"), vivit_path=str(COMP / "vivit"), **kw)
 
 
 def test_file_weights_run_as_the_decoder(release):
     path, config_dir, musicgen, tok = release
-    model = _load(path, music_decoder_path=str(config_dir))
-    assert model.published.unused.get("generation_model.*") is None
-    assert not any("generation_model" in reason for reason in model.published.unused)
+    model, report = _load(path, music_decoder_path=str(config_dir))
+    assert not any("generation_model" in reason for reason in report.unused)
     dec = model.decoder
     assert isinstance(dec, MusicGenDecoder)
     for name, value in musicgen.state_dict().items():
@@ -106,8 +107,8 @@ def test_without_a_tokenizer_only_the_text_route_fails(release, tmp_path, caplog
     bare = tmp_path / "config_only"
     bare.mkdir()
     (bare / "config.json").write_text((config_dir / "config.json").read_text())
-    model = _load(path, music_decoder_path=str(bare))
-    with caplog.at_level(logging.WARNING, logger="llama.published"):
+    model, _ = _load(path, music_decoder_path=str(bare))
+    with caplog.at_level(logging.WARNING, logger="llama.release.musicgen"):
         dec = model.decoder
     assert any("no T5 tokenizer" in r.message for r in caplog.records)
     waves, _ = dec.synthesize(torch.randn(1, N_TOKENS, WIDTH), seconds=0.1, seed=0)
@@ -122,17 +123,17 @@ def test_a_weights_folder_supersedes_the_file(release, tmp_path):
     folder = tmp_path / "musicgen"
     musicgen.save_pretrained(folder)
     tok.save_pretrained(folder)
-    model = _load(path, music_decoder_path=str(folder))
+    model, report = _load(path, music_decoder_path=str(folder))
     assert model.decoder_factory is None
-    assert any("superseded" in reason for reason in model.published.unused)
+    assert any("superseded" in reason for reason in report.unused)
     assert isinstance(model.decoder, MusicGenDecoder)
 
 
 def test_a_non_published_size_without_config_keeps_the_named_decoder():
     """The reference file's tiny MusicGen has no published shape: reported, decoder by path."""
-    model = _load(REF / "m2ugen" / "checkpoint.pth")
+    model, report = _load(REF / "m2ugen" / "checkpoint.pth")
     assert model.decoder_factory is None
-    reasons = [r for r in model.published.unused if r.startswith("generation_model.*")]
+    reasons = [r for r in report.unused if r.startswith("generation_model.*")]
     assert reasons and "no published MusicGen size" in reasons[0]
 
 
@@ -145,7 +146,7 @@ def test_wrong_config_names_the_key(release, tmp_path):
     bad = tmp_path / "bad_config"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps(cfg))
-    state, _ = read_published(path)
+    state, _ = read_release(path)
     with pytest.raises(Exception, match=r"generation_model\.decoder\.model\.decoder\.layers\.0\."
                                         r"fc1\.weight has shape"):
         build_release_musicgen(state, str(path), str(bad), torch.float32)
@@ -177,11 +178,12 @@ def test_published_configs(size):
 
 
 def test_import_keeps_the_file_musicgen(release, tmp_path):
-    """Import (`llama.import_published` = load + `write_imported`) writes the file's MusicGen
-    as a folder the imported checkpoint loads (same weights, tokenizer included if found)."""
+    """Import (`llama.import_published` = load_release + `write_imported`) writes the file's
+    MusicGen as a folder the imported checkpoint loads (same weights, tokenizer included if
+    found)."""
     path, config_dir, musicgen, _ = release
-    model = _load(path, music_decoder_path=str(config_dir))
-    dst = write_imported(model, tmp_path / "imported", llama_dir=str(COMP))
+    model, report = _load(path, music_decoder_path=str(config_dir))
+    dst = write_imported(model, report, tmp_path / "imported", llama_dir=str(COMP))
     assert (dst / "musicgen" / "config.json").is_file()
     again = load_imported(dst)
     assert again.cfg.decoder.path == str(dst / "musicgen")

@@ -1,0 +1,209 @@
+"""The web demo's serving policy: one session per browser (or API client), uploads, expiry.
+
+`gradio_app.py` only lays out the page and wires events; what a turn does and what a session owns
+is decided here:
+- each browser session gets a `DemoSession`: its `app.chat.ChatSession` (history, last music, a
+  private folder), the messages on its page, and the uploads its turns used;
+- the service indexes the live sessions by gradio's session hash, so a closing tab ends its own
+  session and no other; a session also ends when gradio drops its idle state (`--session_ttl`);
+- ending a session deletes its folder and the uploads no other live session uses, and only
+  files inside gradio's upload folder (an API caller's own files are never ours to delete);
+- a turn's failure becomes a message: bad input is named (server paths shown as file names), an
+  internal error shows only a reference whose details go to the server log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+from app.chat import ChatSession, TurnResult
+from app.engine import LoadedModel
+from app.errors import bad_input_errors, one_line
+
+log = logging.getLogger("m2ugen.service")
+
+SESSION_TTL_SECONDS = 6 * 3600  # idle sessions (and their WAV files) are dropped after this
+
+
+@dataclasses.dataclass
+class DemoSession:
+    """What one browser session (or one API client) owns: its chat, the displayed messages, and
+    the uploaded files its turns used (deleted with it)."""
+
+    chat: ChatSession
+    messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    key: str = ""  # gradio's session hash
+    uploads: set[Path] = dataclasses.field(default_factory=set)
+    closed: bool = False
+
+
+@dataclasses.dataclass
+class TurnRequest:
+    """One message as the page or the API sent it (settings: widget values, None = default)."""
+
+    text: str
+    audio: Optional[str]
+    image: Optional[str]
+    video: Optional[str]
+    edit_last_music: bool
+    music: str
+    settings: dict[str, Any]
+
+    @property
+    def files(self) -> list[str]:
+        return [p for p in (self.audio, self.image, self.video) if p]
+
+
+@dataclasses.dataclass(frozen=True)
+class AnswerSoFar:
+    """The answer text produced so far (the page replaces the previous one)."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """The finished turn: the answer, the generated WAV (or None), a note for the user."""
+
+    text: str
+    wav: Optional[str]
+    note: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnFailed:
+    """A turn that failed: the message to show (the session's history is unchanged)."""
+
+    message: str
+
+
+DemoEvent = Union[AnswerSoFar, Answer, TurnFailed]
+
+
+class ChatService:
+    """The loaded model plus the demo's turn and session policy. Per-user data lives in the
+    DemoSession objects (held by gradio's per-session state); the service only indexes the live
+    ones by session hash, so a closing tab can end its own session and no other."""
+
+    def __init__(self, engine: LoadedModel, root: Path, description: str = "") -> None:
+        self.engine = engine
+        self.root = root
+        self.description = description or engine.description
+        self.sessions: dict[str, DemoSession] = {}
+        self._lock = threading.Lock()
+
+    def new_session(self, key: str = "") -> DemoSession:
+        self.root.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="session-", dir=self.root))
+        session = DemoSession(ChatSession(self.engine, folder), key=key or folder.name)
+        with self._lock:
+            self.sessions[session.key] = session
+        return session
+
+    def session_for(self, state: Any, request: Any) -> DemoSession:
+        """The session in `state`, or a new one for this browser session / API client
+        (`request`: gradio's Request, whose session_hash identifies the browser session)."""
+        if isinstance(state, DemoSession) and not state.closed:
+            return state
+        key = getattr(request, "session_hash", None) or ""
+        with self._lock:
+            known = self.sessions.get(key) if key else None
+        return known if known is not None else self.new_session(key)
+
+    def end_session(self, session: Optional[DemoSession]) -> None:
+        """Delete the session's folder and the uploads no other live session uses (idempotent;
+        called when the tab closes and when gradio drops the expired state)."""
+        if not isinstance(session, DemoSession):
+            return
+        with self._lock:
+            if self.sessions.get(session.key) is session:
+                del self.sessions[session.key]
+            session.closed = True
+            in_use = set().union(*(s.uploads for s in self.sessions.values()))
+            uploads, session.uploads = session.uploads - in_use, set()
+        session.chat.close()
+        removed = sum(remove_upload(path) for path in uploads)
+        log.info("session %s ended: folder and %d upload(s) deleted", session.key, removed)
+
+    def end_by_key(self, key: Optional[str]) -> None:
+        """End the live session of gradio session hash `key` (no-op when there is none)."""
+        with self._lock:
+            session = self.sessions.get(key or "")
+        self.end_session(session)
+
+    def remember_uploads(self, session: DemoSession, req: TurnRequest) -> None:
+        """Record the uploads a turn used, so they go when the session ends."""
+        with self._lock:
+            session.uploads.update(Path(p) for p in req.files)
+
+    def settings(self, values: dict[str, Any]):
+        """Validated settings from UI values; a decoder knob only for the decoder that has it
+        (the other's slider is hidden, its value meaningless)."""
+        kind = self.engine.model.cfg.decoder.kind
+        values = dict(values)
+        if kind != "musicgen":
+            values["guidance_scale"] = None
+        if kind != "audioldm2":
+            values["num_inference_steps"] = None
+        return self.engine.settings(values)
+
+    def turn(self, session: DemoSession, req: TurnRequest) -> Iterator[DemoEvent]:
+        """AnswerSoFar events, then an Answer or a TurnFailed. The session's history changes only
+        when the turn succeeded; files a turn writes after its session ended are deleted when it
+        finishes."""
+        try:
+            settings = self.settings(req.settings)
+            media = {"audio": req.audio or None, "image": req.image or None,
+                     "video": req.video or None}
+            shown = ""
+            for event in session.chat.stream(req.text, media=media, settings=settings,
+                                             music=req.music,
+                                             edit_last_music=req.edit_last_music):
+                if isinstance(event, TurnResult):
+                    wav = str(event.wav) if event.wav else None
+                    yield Answer(event.reply.text, wav, event.note)
+                else:
+                    shown += event.text
+                    yield AnswerSoFar(shown)
+        except bad_input_errors() as err:
+            yield TurnFailed(hide_paths(one_line(err), req))
+        except Exception:  # noqa: BLE001 - a demo must answer, not die; logged in full
+            ref = uuid.uuid4().hex[:8]
+            log.exception("chat turn failed (reference %s)", ref)
+            yield TurnFailed(f"internal error (reference {ref}); the details are in the server "
+                             "log")
+        finally:
+            if session.closed:  # the tab closed (or the state expired) while this turn ran
+                session.chat.close()
+
+
+def remove_upload(path: Path) -> bool:
+    """Delete an upload and its now-empty folder, only if it lies in gradio's upload folder
+    (API callers may name files elsewhere: those are never ours to delete)."""
+    from gradio.utils import get_upload_folder
+
+    upload_root = Path(get_upload_folder()).resolve()
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return False
+    if upload_root not in resolved.parents or not resolved.is_file():
+        return False
+    resolved.unlink(missing_ok=True)
+    parent = resolved.parent
+    if parent != upload_root and not any(parent.iterdir()):
+        parent.rmdir()
+    return True
+
+
+def hide_paths(message: str, req: TurnRequest) -> str:
+    """Name uploads by their file name: server-side temp paths mean nothing to the user."""
+    for path in req.files:
+        message = message.replace(str(path), Path(path).name)
+    return message
