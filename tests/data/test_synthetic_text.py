@@ -37,7 +37,8 @@ def _flat(groups) -> tuple[str, ...]:
 def _training_texts() -> list[str]:
     """Every sentence (template) a training item can contain: questions, answers, captions,
     requests, text-only exchanges."""
-    texts = list(st.MUSIC_TEMPLATES + st.IMAGE_TEMPLATES + st.VIDEO_TEMPLATES + st.ANSWERS)
+    texts = list(st.MUSIC_TEMPLATES + st.IMAGE_TEMPLATES + st.VIDEO_TEMPLATES)
+    texts += [st.MUSIC_OPENER, *st.ANSWER_BASIS.values()]
     texts += [t for pairs in st.QA.values() for pair in pairs for t in pair]
     texts += [t for pair in st.ALPACA for t in pair]
     texts += list(st.DESCRIBE_QUESTIONS)
