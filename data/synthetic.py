@@ -79,18 +79,14 @@ from data.synthetic_media import (
     write_png,
 )
 from data.synthetic_text import (
-    AUDIO_QUESTIONS,
     ALPACA,
-    DESCRIBE_QUESTIONS,
     EDIT_REQUESTS,
     EDIT_REQUESTS_HELD_OUT,
-    IMAGE_QUESTIONS,
     MUIMAGE_REQUESTS,
     MUIMAGE_REQUESTS_HELD_OUT,
     MUVIDEO_REQUESTS,
     MUVIDEO_REQUESTS_HELD_OUT,
-    QA,
-    VIDEO_QUESTIONS,
+    UNDERSTANDING,
     fill,
     image_caption,
     music_answer,
@@ -98,6 +94,7 @@ from data.synthetic_text import (
     music_caption,
     music_captions,
     music_template_of,
+    understanding_turn,
     video_caption,
 )
 from llama.config import get_recipe
@@ -252,7 +249,7 @@ def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
             _music_clip(w, apath, target, rng)
             templates = MUVIDEO_REQUESTS_HELD_OUT if test[i] else MUVIDEO_REQUESTS
             request = fill(templates, {"register": target["register"]}, rng)
-            lead = None if test[i] else _lead_turn(VIDEO_QUESTIONS, a, vcap, lead_rng)
+            lead = None if test[i] else _lead_turn("video", a, vcap, lead_rng)
             items.append(_any_to_music(vpath.name, apath.name, "video", request, vcap, a,
                                        target, rng, lead))
             files.append(apath)
@@ -282,7 +279,7 @@ def _muimage(w: _Writer, n: int, seed: int) -> None:
         templates = MUIMAGE_REQUESTS_HELD_OUT if test[i] else MUIMAGE_REQUESTS
         request = fill(templates, {"tempo": target["tempo"]}, rng)
         icap = image_caption(a, rng)
-        lead = None if test[i] else _lead_turn(IMAGE_QUESTIONS, a, icap, rng)
+        lead = None if test[i] else _lead_turn("image", a, icap, rng)
         items.append(_any_to_music(ipath.name, apath.name, "image", request, icap, a, target,
                                    rng, lead))
         w.assign([ipath, apath], bool(test[i]))
@@ -318,7 +315,7 @@ def _muedit(w: _Writer, n: int, seed: int) -> None:
         _music_clip(w, dst, b, rng)
         templates = EDIT_REQUESTS_HELD_OUT if test[i] else EDIT_REQUESTS
         request = fill(templates[changed], b, rng)
-        lead = None if test[i] else _lead_turn(AUDIO_QUESTIONS, a, cap_in, rng)
+        lead = None if test[i] else _lead_turn("audio", a, cap_in, rng)
         items.append(_any_to_music(src.name, dst.name, "audio", request, cap_in, a, b, rng,
                                    lead))
         w.assign([src, dst], bool(test[i]))
@@ -334,17 +331,14 @@ def _musicqa(w: _Writer, n: int, seed: int) -> None:
     for i, a in enumerate(balanced(music_combos(w.held_out, False), n, rng)):
         path = audios / f"musicqa_{i:05d}.wav"
         caption = _music_clip(w, path, a, rng)
-        asked = list(rng.permutation(list(AUDIO_ATTRIBUTES)))[: int(rng.integers(1, 4))]
+        asked: list[str | None] = [
+            str(x) for x in rng.permutation(list(AUDIO_ATTRIBUTES))[: int(rng.integers(1, 4))]]
         conversation: list[dict[str, str]] = []
-        for attr in asked:
-            q, ans = QA[str(attr)][int(rng.integers(0, len(QA[str(attr)])))]
-            conversation += [
-                {"from": "human", "value": q},
-                {"from": "gpt", "value": ans.format(**a)},
-            ]
         if rng.random() < DESCRIBE_FRACTION:
-            q = DESCRIBE_QUESTIONS[int(rng.integers(0, len(DESCRIBE_QUESTIONS)))]
-            conversation += [{"from": "human", "value": q}, {"from": "gpt", "value": caption}]
+            asked.append(None)
+        for attr in asked:
+            q, ans = understanding_turn("audio", attr, a, caption, rng)
+            conversation += [{"from": "human", "value": q}, {"from": "gpt", "value": ans}]
         items.append({"audio_name": path.name, "conversation": conversation})
         w.assign([path], bool(test[i]))
     _json(w.root / "MusicQA" / "MusicQA.json", items)
@@ -388,14 +382,15 @@ def _any_to_music(
     return {"input_file": input_file, "output_file": output_file, "conversation": turns}
 
 
-def _lead_turn(questions: tuple[tuple[str, str | None], ...], attrs: Attrs, caption: str,
-               rng: np.random.Generator) -> tuple[str, str] | None:
+def _lead_turn(modality: str, attrs: Attrs, caption: str, rng: np.random.Generator
+               ) -> tuple[str, str] | None:
     """An understanding turn about an input for LEAD_FRACTION of the training items (None for
-    the rest): a question answered from `attrs`, or a description answered with `caption`."""
+    the rest): a question about one of its attributes, or a request for its description."""
     if rng.random() >= LEAD_FRACTION:
         return None
-    question, answer = questions[int(rng.integers(0, len(questions)))]
-    return question, caption if answer is None else answer.format(**attrs)
+    topics = list(UNDERSTANDING[modality])
+    asked = topics[int(rng.integers(0, len(topics)))]
+    return understanding_turn(modality, asked, attrs, caption, rng)
 
 
 def generate(out: str | os.PathLike, seed: int = 0, n: int = DEFAULT_N) -> dict[str, int]:

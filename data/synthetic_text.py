@@ -8,6 +8,7 @@ training item has, built only from tokens the training phrasings use (why: docs/
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -104,69 +105,114 @@ def video_caption(attrs: Attrs, rng: np.random.Generator) -> str:
     return fill(VIDEO_TEMPLATES, attrs, rng)
 
 
-# MusicQA: (question, answer) per attribute, and requests for a description (answered with the
-# clip's caption). Several phrasings each, some with the nouns and verbs music requests use
-# ("song", "tune", "Give me"), so that the intent, not a word, decides whether music is made.
-QA = {
-    "instrument": (
-        ("What instrument is playing?", "The instrument is the {instrument}."),
-        ("Which instrument do you hear in this music?", "I hear a {instrument}."),
-        ("Name the instrument in this song.", "It is played on the {instrument}."),
-        ("What instrument plays this tune?", "A {instrument} plays it."),
-        ("Describe the instrument you hear.", "It sounds like a {instrument}."),
-        ("What is the instrument of this music?", "The instrument is the {instrument}."),
-    ),
-    "register": (
-        ("Is this music in a low or high register?", "It is in a {register} register."),
-        ("Describe the register of the melody.", "The melody is in the {register} register."),
-        ("What register is this song in?", "This song is in the {register} register."),
-        ("Is the tune low or high?", "The register is {register}."),
-        ("Describe the register of this piece.", "The piece is in a {register} register."),
-        ("What is the register of this music?", "It is in a {register} register."),
-    ),
-    "tempo": (
-        ("Is the tempo slow or fast?", "The tempo is {tempo}."),
-        ("How fast is this music?", "It is {tempo} music."),
-        ("What is the tempo of this song?", "The song is {tempo}."),
-        ("Is this tune slow or fast?", "This tune is {tempo}."),
-        ("Describe the tempo of this tune.", "The tempo is {tempo}."),
-    ),
+# Phrasings are generated from small grammars: a sentence picks one shape, then one choice per
+# part (joined by spaces), so that every verb meets every noun and object. A tiny model trained on
+# a handful of fixed sentences decides by their surface (on one seed "What is the tempo of this
+# music?" made music because the edit requests said "the tempo of this music"); across many
+# recombinations only the intent (asking versus making) predicts the answer. Held-out phrasings
+# (below) are removed from what training draws from, and some lie outside the grammars.
+Grammar = tuple[tuple[tuple[str, ...], ...], ...]
+
+
+def expand(grammar: Grammar) -> tuple[str, ...]:
+    """Every sentence of `grammar`, in a fixed order, without repeats."""
+    out: dict[str, None] = {}
+    for shape in grammar:
+        for words in itertools.product(*shape):
+            text = " ".join(w for w in words if w)
+            out[text.replace(" ?", "?").replace(" .", ".")] = None
+    return tuple(out)
+
+
+def training_phrasings(grammar: Grammar, held_out: tuple[str, ...]) -> tuple[str, ...]:
+    """The sentences of `grammar` that training may use: all but the held-out ones."""
+    return tuple(t for t in expand(grammar) if t not in set(held_out))
+
+
+_OF_MUSIC = ("this music", "this song", "this tune", "this melody", "this piece", "the music",
+             "this clip")
+_OF_IMAGE = ("this image", "this picture", "this photo", "the image", "the picture")
+_OF_VIDEO = ("this video", "this clip", "the video", "the clip")
+
+# Understanding: modality -> attribute (None: a description, answered with the caption) ->
+# (question grammar, answer templates). MusicQA asks the audio ones; a training MUImage, MUVideo
+# or MUEdit item may first ask one about its input.
+UNDERSTANDING: dict[str, dict[str | None, tuple[Grammar, tuple[str, ...]]]] = {
+    "audio": {
+        "instrument": (
+            ((("What instrument plays", "Which instrument plays", "What instrument do you hear in",
+               "Which instrument is in"), _OF_MUSIC, ("?",)),
+             (("Name the instrument of", "Describe the instrument of", "Tell me the instrument of"),
+              _OF_MUSIC, (".",)),
+             (("What instrument is playing?", "Which instrument do you hear?"),)),
+            ("The instrument is the {instrument}.", "I hear a {instrument}.",
+             "It is played on the {instrument}.", "A {instrument} plays it.",
+             "It sounds like a {instrument}."),
+        ),
+        "register": (
+            ((("Is",), _OF_MUSIC, ("in a low or high register?", "in a high or low register?",
+                                   "low or high?")),
+             (("What register is",), _OF_MUSIC, ("in?",)),
+             (("Describe the register of", "Tell me the register of"), _OF_MUSIC, (".",))),
+            ("It is in a {register} register.", "The melody is in the {register} register.",
+             "The register is {register}.", "It is played in the {register} register."),
+        ),
+        "tempo": (
+            ((("Is",), _OF_MUSIC, ("slow or fast?", "fast or slow?")),
+             (("What is the tempo of", "How fast is"), _OF_MUSIC, ("?",)),
+             (("Describe the tempo of", "Tell me the tempo of"), _OF_MUSIC, (".",)),
+             (("Is the tempo slow or fast?",),)),
+            ("The tempo is {tempo}.", "It is {tempo} music.", "It is {tempo}.",
+             "The tempo of this music is {tempo}."),
+        ),
+        None: (
+            ((("Describe", "Tell me about", "Give me a description of"), _OF_MUSIC, (".",)),
+             (("What do you hear in", "What is in"), _OF_MUSIC, ("?",)),
+             (("What is",), _OF_MUSIC, ("like?",))),
+            (),
+        ),
+    },
+    "image": {
+        "colour": (
+            ((("What colour is the object in", "What colour is the shape in",
+               "Which colour is the object in", "Which colour is the shape in"), _OF_IMAGE,
+              ("?",)),
+             (("What colour is the object?", "What colour is the shape?"),)),
+            ("The object is {colour}.", "The shape is {colour}.", "It is {colour}."),
+        ),
+        "size": (
+            ((("Is the object in", "Is the shape in"), _OF_IMAGE,
+              ("small or large?", "large or small?")),
+             (("How large is the object in", "How large is the shape in"), _OF_IMAGE, ("?",))),
+            ("The object is {size}.", "The shape is {size}.", "It is {size}."),
+        ),
+        None: (
+            ((("Describe", "Give me a description of", "Tell me about"), _OF_IMAGE, (".",)),
+             (("What do you see in", "What is in", "What is shown in"), _OF_IMAGE, ("?",))),
+            (),
+        ),
+    },
+    "video": {
+        "colour": (
+            ((("What colour is the object in", "What colour is the shape in",
+               "Which colour is the object in", "Which colour is the shape in"), _OF_VIDEO,
+              ("?",)),),
+            ("The object is {colour}.", "The shape is {colour}.", "It is {colour}."),
+        ),
+        "brightness": (
+            ((("Is", "Is the scene in"), _OF_VIDEO, ("brightening or darkening?",)),
+             (("Is",), _OF_VIDEO, ("darkening or brightening?",)),
+             (("Does",), _OF_VIDEO, ("get brighter or darker?",))),
+            ("The scene is {brightness}.", "It is {brightness}.", "The video is {brightness}."),
+        ),
+        None: (
+            ((("Describe", "Give me a description of", "Tell me about"), _OF_VIDEO, (".",)),
+             (("What happens in", "What is in", "What do you see in", "What is shown in"),
+              _OF_VIDEO, ("?",))),
+            (),
+        ),
+    },
 }
-DESCRIBE_QUESTIONS = (
-    "Describe the music.",
-    "What do you hear in this clip?",
-    "Describe this song for me.",
-    "What does this tune sound like?",
-    "Give me a description of this melody.",
-    "What is this music like?",
-    "Tell me about this music.",
-)
-# The questions an edit request may follow (its input music's QA and descriptions).
-AUDIO_QUESTIONS: tuple[tuple[str, str | None], ...] = (
-    tuple(pair for pairs in QA.values() for pair in pairs)
-    + tuple((q, None) for q in DESCRIBE_QUESTIONS))
-# Image and video understanding: the first turn of some MUImage / MUVideo training items (the
-# second asks for music), so that describing a picture is learned apart from scoring it.
-IMAGE_QUESTIONS = (
-    ("Describe the image.", None),
-    ("What do you see in this picture?", None),
-    ("Give me a description of this photo.", None),
-    ("What is shown in the image?", None),
-    ("What colour is the object?", "The object is {colour}."),
-    ("Which colour is the shape in this photo?", "The shape is {colour}."),
-    ("Is the object in the picture small or large?", "The object is {size}."),
-    ("How large is the shape in this image?", "The shape is {size}."),
-)
-VIDEO_QUESTIONS = (
-    ("Describe the video.", None),
-    ("What happens in this clip?", None),
-    ("Give me a description of this video.", None),
-    ("What is shown in the clip?", None),
-    ("What colour is the shape in the video?", "The shape is {colour}."),
-    ("Which colour is the object in this clip?", "The object is {colour}."),
-    ("Is the clip brightening or darkening?", "The scene is {brightness}."),
-    ("Does this video get brighter or darker?", "It is {brightness}."),
-)
 
 ALPACA = (
     ("Name an instrument with keys and hammers.", "The piano."),
@@ -191,73 +237,82 @@ ALPACA = (
     ("Is a video made of images?", "Yes, a video is a sequence of images."),
 )
 
-# Training phrasings: several per task, so that the intent (make music) is learned apart from the
-# wording and carries over to the held-out phrasings below.
-MUIMAGE_REQUESTS = (
-    "Compose {tempo} music for this image.",
-    "Generate {tempo} music that matches this picture.",
-    "Write a {tempo} song inspired by this image.",
-    "Produce a {tempo} tune for this photo.",
-    "I need {tempo} music that suits this image.",
-    "Give me a {tempo} melody for this picture.",
+_MAKE = ("Compose", "Generate", "Write", "Produce", "Create", "Make", "Give me", "I need",
+         "I want")
+_OF_EDITED = ("this", "this music", "this song", "this tune", "this piece")
+MUIMAGE_GRAMMAR: Grammar = (
+    (_MAKE, ("{tempo} music", "a {tempo} song", "a {tempo} tune", "a {tempo} melody",
+             "a {tempo} piece"),
+     ("for this image.", "for this picture.", "for this photo.", "that matches this image.",
+      "that suits this picture.", "that fits this photo.", "inspired by this image.",
+      "to go with this picture.")),
 )
-MUVIDEO_REQUESTS = (
-    "Compose music in a {register} register for this video.",
-    "Generate {register} register music that fits this clip.",
-    "Write a song for this video, in the {register} register.",
-    "Produce {register} register music for this video.",
-    "I need a tune in the {register} register for this clip.",
-    "Give me {register} register music for this clip.",
+MUVIDEO_GRAMMAR: Grammar = (
+    (_MAKE, ("music in a {register} register", "{register} register music",
+             "a song in the {register} register", "a {register} register tune",
+             "a melody in the {register} register", "a piece in a {register} register"),
+     ("for this video.", "for this clip.", "that fits this video.", "that matches this clip.",
+      "to go with this video.", "inspired by this clip.")),
 )
+EDIT_GRAMMAR: dict[str, Grammar] = {
+    "instrument": (
+        (("Play", "Rewrite", "Redo", "Arrange", "Give me"), _OF_EDITED,
+         ("with a {instrument}.", "for the {instrument}.", "on the {instrument}.",
+          "with the {instrument} instead.", "on a {instrument} instead.")),
+        (("Change the instrument of", "Set the instrument of"), _OF_EDITED[1:],
+         ("to the {instrument}.", "to a {instrument}.")),
+        (("Turn",), _OF_EDITED[:3], ("into {instrument} music.",)),
+    ),
+    "register": (
+        (("Move", "Put", "Play", "Shift", "Set"), _OF_EDITED,
+         ("in a {register} register.", "in the {register} register.", "to a {register} register.",
+          "to the {register} register.", "into the {register} register.")),
+        (("Change the register of",), _OF_EDITED[1:], ("to {register}.",)),
+        (("Turn",), _OF_EDITED[:3], ("into {register} register music.",)),
+    ),
+    "tempo": (
+        (("Make", "Change", "Rework", "Set"),
+         ("the tempo of this music", "the tempo of this song", "the tempo of this tune",
+          "the tempo of this piece"), ("{tempo}.", "to {tempo}.")),
+        (("Play", "Make", "Rework", "Redo"), _OF_EDITED[:4],
+         ("at a {tempo} tempo.", "with a {tempo} tempo.", "{tempo}.")),
+        (("Turn",), _OF_EDITED[:3], ("into {tempo} music.",)),
+    ),
+}
 # Held-out phrasings: only test items use them (the routing metric sees unseen instructions).
 # Each is a sentence no training item has, built from tokens the training requests use: a model
 # trained from scratch cannot know a word it never saw ("Score this video..." was routed on 19 of
 # 21 items for one seed and on 4 of 23 for another), so these test the intent carried over to a
 # new wording, not a guess at an unknown word. Each also names what it asks for (music, song,
 # tune, melody, or the attribute it changes): "Make this fast." named nothing and was answered
-# as a caption request on every item for two seeds.
+# as a caption request on every item for two seeds. The first two of each set are sentences of
+# the grammar above (removed from training); the last is a shape the grammar does not have.
 MUIMAGE_REQUESTS_HELD_OUT = (
     "Write a {tempo} melody that suits this picture.",
     "I need a {tempo} song that matches this image.",
+    "Write music for this picture at a {tempo} tempo.",
 )
 MUVIDEO_REQUESTS_HELD_OUT = (
     "Compose a song in the {register} register for this clip.",
     "I need {register} register music that fits this video.",
+    "Write music for this video in the {register} register.",
 )
 EDIT_REQUESTS_HELD_OUT = {
-    "instrument": ("Rewrite this for a {instrument}.",
-                   "Play this music with the {instrument} instead."),
+    "instrument": ("Play this music with the {instrument} instead.",
+                   "Rewrite this tune for the {instrument}.",
+                   "Rewrite this for a {instrument}."),
     "register": ("Move this to the {register} register.",
-                 "Put this in the {register} register."),
+                 "Put this in the {register} register.",
+                 "Make the register of this music {register}."),
     "tempo": ("Make the tempo of this music {tempo}.",
-              "Rework the tempo of this music to {tempo}."),
+              "Rework the tempo of this music to {tempo}.",
+              "Change this music to a {tempo} tempo."),
 }
-EDIT_REQUESTS = {
-    "instrument": (
-        "Change the instrument of this music to the {instrument}.",
-        "Play this with a {instrument} instead.",
-        "Rewrite this music for the {instrument}.",
-        "Turn this into {instrument} music.",
-        "Give me this music on the {instrument}.",
-        "Make this music with a {instrument}.",
-    ),
-    "register": (
-        "Move this music to a {register} register.",
-        "Play this in the {register} register.",
-        "Put this music in a {register} register.",
-        "Change the register of this music to {register}.",
-        "Turn this into {register} register music.",
-        "Give me this music in the {register} register.",
-    ),
-    "tempo": (
-        "Make this music {tempo}.",
-        "Change the tempo of this music to {tempo}.",
-        "Rework this music to be {tempo}.",
-        "Play this music at a {tempo} tempo.",
-        "Turn this into {tempo} music.",
-        "Give me this music with a {tempo} tempo.",
-    ),
-}
+MUIMAGE_REQUESTS = training_phrasings(MUIMAGE_GRAMMAR, MUIMAGE_REQUESTS_HELD_OUT)
+MUVIDEO_REQUESTS = training_phrasings(MUVIDEO_GRAMMAR, MUVIDEO_REQUESTS_HELD_OUT)
+EDIT_REQUESTS = {attr: training_phrasings(g, EDIT_REQUESTS_HELD_OUT[attr])
+                 for attr, g in EDIT_GRAMMAR.items()}
+
 # Every music answer opens with the same word, so that whether to make music is one decision
 # at the first token: with three openers the music answers' probability was split three ways
 # (one of them, "This", also opens captions and answers), and a request phrased in a new way was
@@ -289,6 +344,10 @@ UNDERSTANDING_REQUESTS_HELD_OUT: dict[str, tuple[tuple[str, str | None], ...]] =
         ("Describe the instrument of this tune.", "instrument"),
         ("What is the tempo of this music?", "tempo"),
         ("Which instrument plays this piece?", "instrument"),
+        ("Tell me about the music in this clip.", None),
+        ("What is the instrument in this song?", "instrument"),
+        ("Is the tempo of this melody slow or fast?", "tempo"),
+        ("Which register is this tune in?", "register"),
     ),
     "image": (
         ("Describe this image.", None),
@@ -296,6 +355,8 @@ UNDERSTANDING_REQUESTS_HELD_OUT: dict[str, tuple[tuple[str, str | None], ...]] =
         ("Is the shape in this image small or large?", "size"),
         ("What is in this picture?", None),
         ("Describe the object in this photo.", None),
+        ("Tell me the colour of the object in this image.", "colour"),
+        ("Which colour is this object?", "colour"),
     ),
     "video": (
         ("Describe this video.", None),
@@ -303,6 +364,27 @@ UNDERSTANDING_REQUESTS_HELD_OUT: dict[str, tuple[tuple[str, str | None], ...]] =
         ("Is the scene in this video brightening or darkening?", "brightness"),
         ("What is in this clip?", None),
         ("Describe the object in this video.", None),
+        ("Tell me about the object in this clip.", None),
+        ("Which colour is this shape?", "colour"),
     ),
 }
 
+
+
+def understanding_questions(modality: str, asked: str | None) -> tuple[str, ...]:
+    """The training questions about `asked` (None: requests for a description) of a modality's
+    input: its grammar's sentences, without any held-out understanding request (whatever its
+    modality: "What is in this clip?" is held out for videos, so no clip is asked it)."""
+    held = tuple(q for pairs in UNDERSTANDING_REQUESTS_HELD_OUT.values() for q, _ in pairs)
+    return training_phrasings(UNDERSTANDING[modality][asked][0], held)
+
+
+def understanding_turn(modality: str, asked: str | None, attrs: Attrs, caption: str,
+                       rng: np.random.Generator) -> tuple[str, str]:
+    """(question, answer) about an input with attributes `attrs` and caption `caption`."""
+    questions = understanding_questions(modality, asked)
+    question = questions[int(rng.integers(0, len(questions)))]
+    answers = UNDERSTANDING[modality][asked][1]
+    if asked is None:
+        return question, caption
+    return question, answers[int(rng.integers(0, len(answers)))].format(**attrs)

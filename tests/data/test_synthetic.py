@@ -239,13 +239,12 @@ def test_default_size_is_the_one_the_tiny_recipe_is_measured_on() -> None:
     assert f"default {syn.DEFAULT_N}" in " ".join(out.split())
 
 
-def test_a_third_of_training_instructions_first_ask_about_their_input() -> None:
+def test_most_training_instructions_first_ask_about_their_input() -> None:
     rng = np.random.default_rng(0)
     attrs = {"colour": "red", "size": "small"}
-    leads = [syn._lead_turn(syn.IMAGE_QUESTIONS, attrs, "A small red object.", rng)
-             for _ in range(600)]
+    leads = [syn._lead_turn("image", attrs, "A small red object.", rng) for _ in range(600)]
     asked = [lead for lead in leads if lead is not None]
     assert abs(len(asked) / len(leads) - syn.LEAD_FRACTION) < 0.06
-    assert {q for q, _ in asked} == {q for q, _ in syn.IMAGE_QUESTIONS}
+    assert len({q for q, _ in asked}) > 20  # drawn from the grammar's many sentences
     for _, answer in asked:
         assert answer == "A small red object." or _words(answer) & set(attrs.values())

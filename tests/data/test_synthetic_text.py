@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from data import synthetic_text as st
@@ -39,10 +40,10 @@ def _training_texts() -> list[str]:
     requests, text-only exchanges."""
     texts = list(st.MUSIC_TEMPLATES + st.IMAGE_TEMPLATES + st.VIDEO_TEMPLATES)
     texts += [st.MUSIC_OPENER, *st.ANSWER_BASIS.values()]
-    texts += [t for pairs in st.QA.values() for pair in pairs for t in pair]
+    for modality, topics in st.UNDERSTANDING.items():
+        for asked, (_, answers) in topics.items():
+            texts += [*st.understanding_questions(modality, asked), *answers]
     texts += [t for pair in st.ALPACA for t in pair]
-    texts += list(st.DESCRIBE_QUESTIONS)
-    texts += [t for q, a in st.IMAGE_QUESTIONS + st.VIDEO_QUESTIONS for t in (q, a) if t]
     texts += _flat(st.MUIMAGE_REQUESTS) + _flat(st.MUVIDEO_REQUESTS) + _flat(st.EDIT_REQUESTS)
     return texts
 
@@ -81,13 +82,40 @@ def test_answers_and_captions_name_every_value() -> None:
         for caption in st.music_captions(attrs) + [st.music_answer_caption(attrs)]:
             assert set(attrs.values()) <= set(re.findall(r"[a-z]+", caption.lower()))
         assert st.music_answer_caption(attrs) == st.music_captions(attrs)[st.ANSWER_TEMPLATE]
-    for attr, pairs in st.QA.items():
-        for _, answer in pairs:
-            assert "{" + attr + "}" in answer
-    for questions, space in ((st.IMAGE_QUESTIONS, IMAGE_ATTRIBUTES),
-                             (st.VIDEO_QUESTIONS, VIDEO_ATTRIBUTES)):
-        for _, answer in questions:
-            assert answer is None or re.findall(r"\{([a-z]+)\}", answer)[0] in space
+    for modality, topics in st.UNDERSTANDING.items():
+        for asked, (_, answers) in topics.items():
+            assert bool(answers) == (asked is not None), (modality, asked)
+            for answer in answers:
+                assert "{" + str(asked) + "}" in answer and asked in SPACES[modality]
+
+
+def test_grammars_expand_to_sentences_and_leave_the_held_out_ones_out() -> None:
+    grammar = ((("Play", "Make"), ("this", "that"), ("fast.", "slow.")), (("Stop?",),))
+    assert st.expand(grammar) == ("Play this fast.", "Play this slow.", "Play that fast.",
+                                  "Play that slow.", "Make this fast.", "Make this slow.",
+                                  "Make that fast.", "Make that slow.", "Stop?")
+    assert "Make this slow." not in st.training_phrasings(grammar, ("Make this slow.",))
+    for grammar, held in ((st.MUIMAGE_GRAMMAR, st.MUIMAGE_REQUESTS_HELD_OUT),
+                          (st.MUVIDEO_GRAMMAR, st.MUVIDEO_REQUESTS_HELD_OUT),
+                          *((st.EDIT_GRAMMAR[a], st.EDIT_REQUESTS_HELD_OUT[a])
+                            for a in st.EDIT_GRAMMAR)):
+        sentences = st.expand(grammar)
+        assert len(sentences) >= 30
+        # some held-out phrasings are sentences of the grammar, some a shape it does not have
+        assert 0 < sum(h in sentences for h in held) < len(held), held
+    for modality, pairs in st.UNDERSTANDING_REQUESTS_HELD_OUT.items():
+        every = {q for asked in st.UNDERSTANDING[modality]
+                 for q in st.expand(st.UNDERSTANDING[modality][asked][0])}
+        assert 0 < sum(q in every for q, _ in pairs) < len(pairs), modality
+
+
+def test_understanding_turns_answer_what_they_ask() -> None:
+    rng = np.random.default_rng(0)
+    attrs = {"instrument": "flute", "register": "low", "tempo": "fast"}
+    for _ in range(50):
+        q, a = st.understanding_turn("audio", "tempo", attrs, "A caption.", rng)
+        assert "fast" in a and q in st.understanding_questions("audio", "tempo")
+    assert st.understanding_turn("audio", None, attrs, "A caption.", rng)[1] == "A caption."
 
 
 def test_music_template_of_finds_the_template_whatever_fills_it() -> None:
