@@ -134,7 +134,7 @@ __all__ = [
 ]
 
 TEST_FRACTION = 0.2
-LEAD_FRACTION = 2 / 3  # training MUImage / MUVideo / MUEdit items that first ask about the input
+LEAD_FRACTION = 0.5  # training MUImage / MUVideo / MUEdit items that first ask about the input
 DESCRIBE_FRACTION = 0.5  # MusicQA items that also ask for a description
 DEFAULT_N = get_recipe("tiny").data_n  # the size the tiny training recipe is measured on
 
