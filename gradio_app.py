@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import ipaddress
 import shutil
 import sys
@@ -279,7 +280,7 @@ def build_app(engine: LoadedModel, *, description: str = "",
     if root is None:
         root = Path(tempfile.mkdtemp(prefix="m2ugen-demo-"))
         atexit.register(shutil.rmtree, root, True)
-    service = ChatService(engine, root, description)
+    service = ChatService(engine, root, description, stale_after=session_ttl)
     sweep = (min(int(session_ttl), 3600), int(session_ttl))
     with gr.Blocks(title="M2UGen demo", fill_height=False, delete_cache=sweep) as app:
         gr.Markdown(f"# M2UGen: music understanding and generation\n{service.description}")
@@ -299,8 +300,21 @@ def build_app(engine: LoadedModel, *, description: str = "",
         api = _api_components()
         _wire(service, ui, api, session)
         app.unload(_make_unload(service))
+    service.on_end = functools.partial(forget_gradio_session, app)
+    service.start_janitor()
     app.chat_service = service  # what tests and operators inspect: the live sessions
     return app
+
+
+def forget_gradio_session(app: gr.Blocks, key: str) -> None:
+    """Drop gradio's own record of an ended session (a copy of the page's configuration per
+    session hash, kept until 10,000 sessions otherwise: only the State's value expires)."""
+    holder = getattr(app, "state_holder", None)
+    if holder is None:
+        return
+    with holder.lock:
+        holder.session_data.pop(key, None)
+        holder.time_last_used.pop(key, None)
 
 
 def _make_unload(service: ChatService):

@@ -230,7 +230,9 @@ def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
     test = np.concatenate([_test_mask(n_instr, rng), _test_mask(n - n_instr, rng)])
     targets = _request_targets(w.held_out, test[:n_instr], rng)
     plain = shuffled_attrs(VIDEO_ATTRIBUTES, n - n_instr, rng)
-    lead_rng = seeded_rng(seed, "MUVideo lead turns")  # apart, so the captions stay as they were
+    # the instructions' words have a stream of their own: rephrasing them leaves the captions
+    # (stage 1's data) as they are
+    words_rng = seeded_rng(seed, "MUVideo instruction words")
     for i in range(n):
         if i < n_instr:
             target = targets[i]
@@ -248,10 +250,10 @@ def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
             apath = audios / f"muvideo_{i:05d}.wav"
             _music_clip(w, apath, target, rng)
             templates = MUVIDEO_REQUESTS_HELD_OUT if test[i] else MUVIDEO_REQUESTS
-            request = fill(templates, {"register": target["register"]}, rng)
-            lead = None if test[i] else _lead_turn("video", a, vcap, lead_rng)
+            request = fill(templates, {"register": target["register"]}, words_rng)
+            lead = None if test[i] else _lead_turn("video", a, vcap, words_rng)
             items.append(_any_to_music(vpath.name, apath.name, "video", request, vcap, a,
-                                       target, rng, lead))
+                                       target, lead))
             files.append(apath)
         w.assign(files, bool(test[i]))
     _json(w.root / "MUVideo" / "MUVideoCaptions.json", captions)
@@ -281,7 +283,7 @@ def _muimage(w: _Writer, n: int, seed: int) -> None:
         icap = image_caption(a, rng)
         lead = None if test[i] else _lead_turn("image", a, icap, rng)
         items.append(_any_to_music(ipath.name, apath.name, "image", request, icap, a, target,
-                                   rng, lead))
+                                   lead))
         w.assign([ipath, apath], bool(test[i]))
     _json(w.root / "MUImage" / "MUImageInstructions.json", items)
 
@@ -316,8 +318,7 @@ def _muedit(w: _Writer, n: int, seed: int) -> None:
         templates = EDIT_REQUESTS_HELD_OUT if test[i] else EDIT_REQUESTS
         request = fill(templates[changed], b, rng)
         lead = None if test[i] else _lead_turn("audio", a, cap_in, rng)
-        items.append(_any_to_music(src.name, dst.name, "audio", request, cap_in, a, b, rng,
-                                   lead))
+        items.append(_any_to_music(src.name, dst.name, "audio", request, cap_in, a, b, lead))
         w.assign([src, dst], bool(test[i]))
     _json(w.root / "MUEdit" / "MUEditInstructions.json", items)
 
@@ -362,14 +363,12 @@ def _any_to_music(
     input_caption: str,
     basis: Attrs,
     music: Attrs,
-    rng: np.random.Generator,
     lead: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """One instruction item; the answer restates the input's attributes (`basis`), then writes
     the music's caption in the answer template (`data.synthetic_text.music_answer`).
     `lead`: an understanding turn (question, answer) about the input, asked first."""
     caption = music_answer_caption(music)
-    rng.integers(0, 3)  # TEMPORARY: keeps the MUVideo caption stream of the experiments
     answer = music_answer(basis, modality, music)
     turns: list[dict[str, str]] = []
     if lead is not None:
