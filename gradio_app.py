@@ -9,8 +9,10 @@ What differs from the published demo, and why:
 - every browser session has its own state (gr.State holding an `app.service.DemoSession`:
   history, last generated music, a private folder); nothing is shared between users. When the
   tab closes (`demo.unload`) or the session has been idle for --session_ttl seconds (the state's
-  time_to_live), its folder and the uploads it used are deleted; gradio's own copies of uploads
-  and outputs are swept after the same time (`delete_cache`) and at shutdown;
+  time_to_live), its folder, the uploads it used and their remembered features are deleted,
+  gradio's record of it is dropped and the freed heap memory is returned; gradio's own copies of
+  uploads and outputs (and the empty files and folders it leaves) are swept after the same time
+  and at shutdown (app/service.py; measured under load: docs/DEMO.md);
 - editing the last generated music is an explicit checkbox, never a silent swap of the upload;
 - it listens on 127.0.0.1 unless told otherwise; a public share link is opt-in (--share), and
   it or any non-loopback --host requires --auth user:pass;

@@ -10,7 +10,8 @@ is decided here:
   files inside gradio's upload folder (an API caller's own files are never ours to delete);
 - a turn's failure becomes a message: bad input is named (server paths shown as file names), an
   internal error shows only a reference whose details go to the server log;
-- after a session ends, what the server still held for it goes too: gradio's empty leftovers in
+- after a session ends, what the server still held for it goes too: its uploads' remembered
+  features (the memo is keyed by path), gradio's empty leftovers in
   its upload folder (every request with a file input leaves an empty temporary file, and swept
   uploads leave empty folders) once older than the session lifetime, and the heap memory the
   finished turns freed, which glibc otherwise keeps (measured in docs/DEMO.md: 16 sessions left
@@ -168,6 +169,7 @@ class ChatService:
             uploads, session.uploads = session.uploads - in_use, set()
         session.chat.close()
         removed = sum(remove_upload(path) for path in uploads)
+        self.engine.forget_media(uploads)
         swept = sweep_empty_leftovers(self.stale_after)
         if self.on_end is not None:
             self.on_end(session.key)
