@@ -9,8 +9,10 @@ What differs from the published demo, and why:
 - every browser session has its own state (gr.State holding an `app.service.DemoSession`:
   history, last generated music, a private folder); nothing is shared between users. When the
   tab closes (`demo.unload`) or the session has been idle for --session_ttl seconds (the state's
-  time_to_live), its folder and the uploads it used are deleted; gradio's own copies of uploads
-  and outputs are swept after the same time (`delete_cache`) and at shutdown;
+  time_to_live), its folder, the uploads it used and their remembered features are deleted,
+  gradio's record of it is dropped and the freed heap memory is returned; gradio's own copies of
+  uploads and outputs (and the empty files and folders it leaves) are swept after the same time
+  and at shutdown (app/service.py; measured under load: docs/DEMO.md);
 - editing the last generated music is an explicit checkbox, never a silent swap of the upload;
 - it listens on 127.0.0.1 unless told otherwise; a public share link is opt-in (--share), and
   it or any non-loopback --host requires --auth user:pass;
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import ipaddress
 import shutil
 import sys
@@ -279,7 +282,7 @@ def build_app(engine: LoadedModel, *, description: str = "",
     if root is None:
         root = Path(tempfile.mkdtemp(prefix="m2ugen-demo-"))
         atexit.register(shutil.rmtree, root, True)
-    service = ChatService(engine, root, description)
+    service = ChatService(engine, root, description, stale_after=session_ttl)
     sweep = (min(int(session_ttl), 3600), int(session_ttl))
     with gr.Blocks(title="M2UGen demo", fill_height=False, delete_cache=sweep) as app:
         gr.Markdown(f"# M2UGen: music understanding and generation\n{service.description}")
@@ -299,8 +302,21 @@ def build_app(engine: LoadedModel, *, description: str = "",
         api = _api_components()
         _wire(service, ui, api, session)
         app.unload(_make_unload(service))
+    service.on_end = functools.partial(forget_gradio_session, app)
+    service.start_janitor()
     app.chat_service = service  # what tests and operators inspect: the live sessions
     return app
+
+
+def forget_gradio_session(app: gr.Blocks, key: str) -> None:
+    """Drop gradio's own record of an ended session (a copy of the page's configuration per
+    session hash, kept until 10,000 sessions otherwise: only the State's value expires)."""
+    holder = getattr(app, "state_holder", None)
+    if holder is None:
+        return
+    with holder.lock:
+        holder.session_data.pop(key, None)
+        holder.time_last_used.pop(key, None)
 
 
 def _make_unload(service: ChatService):

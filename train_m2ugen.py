@@ -277,8 +277,10 @@ def build_config(args: argparse.Namespace):
 
 def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
                   music_only: bool = False):
-    """The stage's training samples (+ replay of earlier stages); `music_only`: only the stage's
-    own samples whose answer produces music (what the projector refit fits on)."""
+    """The stage's training samples (+ replay of earlier stages); `music_only`: only those whose
+    answer produces music (what the projector refit fits on: the stage's requests and the
+    replayed stage-2 captions, whose several caption templates keep the projector from learning
+    only the few targets the requests' answers name; docs/SYNTHETIC.md)."""
     from data.dataset import M2UGenDataset, PerModalityLoader
     from data.mixes import filter_split, stage_samples
     from data.schemas import ErrorPolicy
@@ -290,9 +292,7 @@ def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
     )
     policy = ErrorPolicy(args.on_error)
     samples = filter_split(stage_samples(args.stage, paths, policy=policy), split, paths)
-    if music_only:
-        samples = [s for s in samples if s.music_caption is not None]
-    elif args.stage > 1 and args.replay > 0:
+    if args.stage > 1 and args.replay > 0:
         # Earlier stages' formats, so LoRA keeps what they taught: captioning (stage 1) and, in
         # stage 3, caption -> [AUD] (stage 2, the format the projector was aligned on).
         g = torch.Generator().manual_seed(args.seed)
@@ -301,6 +301,8 @@ def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
             k = min(len(pool), int(round(args.replay * len(samples) / (args.stage - 1))))
             picks = torch.randperm(len(pool), generator=g)[:k].tolist()
             samples = samples + [pool[i] for i in sorted(picks)]
+    if music_only:
+        samples = [s for s in samples if s.music_caption is not None]
     return M2UGenDataset(samples, model.tokenizer, max_words=args.max_words, media_loader=loader,
                          policy=policy, stage=args.stage, style=model.cfg.chat_style)
 

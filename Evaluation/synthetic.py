@@ -26,11 +26,17 @@ prints one JSON object:
   `projector_cosine_routed` over this (both average the same answers; `projector_cosine` also
   counts unrouted requests as 0, which the baseline does not).
   `details.music_requests.retrieval`: share of projected requests whose nearest description
-  (same template) among all 16 attribute combinations is the true one (chance 1/16).
+  (same template) among all 16 attribute combinations is the true one (chance 1/16);
+  `details.music_requests.named`: share of answers whose text names the requested value, per
+  attribute and for the whole combination (the projector can only follow the text).
 - `qa`: share of held-out MusicQA questions whose answer names the right value (and no other).
 - `aud_tokens_on_music_requests`: share of held-out music requests (unseen phrasings) whose
   generated answer ends with the eight [AUD] tokens.
 - `aud_tokens_on_questions`: share of held-out MusicQA answers containing any [AUD] token.
+- `aud_tokens_on_unseen_understanding`: share of captioning and question requests phrased in ways
+  no training item uses (`data.synthetic_text.UNDERSTANDING_REQUESTS_HELD_OUT`), asked of the
+  held-out music clips, images and videos, answered with any [AUD] token. Per modality, and how
+  often those answers name the right values, under `details.understanding_requests`.
 `details.projector_cosine_teacher_forced` keeps the older, optimistic diagnostic (held-out MUCaps
 captions in the stage-2 format, the answer teacher-forced). With `--predictions FILE`, one JSON
 line per held-out item: file, task, prompt, output; `--output FILE` also writes the JSON there.
@@ -59,6 +65,7 @@ from data.mixes import filter_split, stage_samples
 from data.paths import DataPaths
 from data.schemas import Sample
 from data.synthetic import AUDIO_ATTRIBUTES, music_captions, music_template_of
+from data.synthetic_text import UNDERSTANDING_REQUESTS_HELD_OUT, last_music_caption
 from Evaluation.ground_truth import missing_ground_truth
 from llama.generation import generate
 from llama.m2ugen import M2UGen
@@ -219,20 +226,60 @@ class Evaluator:
                 "aud_rate": float(np.mean(with_aud)) if with_aud else float("nan"),
                 "n": len(right)}
 
+    def understanding_requests(self) -> dict[str, Any]:
+        """Captioning and question requests in phrasings no training item uses
+        (`data.synthetic_text.UNDERSTANDING_REQUESTS_HELD_OUT`), asked of the held-out media of the
+        captioning sets (the k-th item of a modality gets its k-th phrasing, cycling): the share
+        answered with any [AUD] token (routing: should be near 0), and the share of answers that
+        name the asked attribute's value (a description: every attribute's), per modality."""
+        tok = self.model.tokenizer
+        aud = set(tok.aud_ids)
+        prompts, media, refs = [], [], []
+        for task, modality in CAPTION_TASKS.items():
+            phrasings = UNDERSTANDING_REQUESTS_HELD_OUT[modality]
+            for k, s in enumerate(self.test_samples(1, [task])):
+                request, asked = phrasings[k % len(phrasings)]
+                truth = self.truth(s.media[modality])
+                prompts.append(encode_prompt(tok, request))
+                media.append({modality: s.media[modality]})
+                refs.append((s.media[modality], modality, request,
+                             truth if asked is None else {asked: truth[asked]}))
+        outputs = self.answer(prompts, media)
+        routed: dict[str, list[bool]] = {}
+        right: dict[str, list[float]] = {}
+        for (path, modality, request, expected), out in zip(refs, outputs):
+            music = any(t in aud for t in out)
+            text = tok.decode(out) + (" [AUD]" if music else "")  # decode drops [AUD] ids
+            self.record(path, f"{modality}_understanding", request, text)
+            routed.setdefault(modality, []).append(music)
+            hits = attribute_hits(text, expected, self.vocab)
+            right.setdefault(modality, []).append(float(np.mean(list(hits.values()))))
+        every = [r for v in routed.values() for r in v]
+        return {"aud_rate": float(np.mean(every)) if every else float("nan"), "n": len(every),
+                "aud_rate_per_modality": {m: float(np.mean(v)) for m, v in routed.items()},
+                "accuracy_per_modality": {m: float(np.mean(v)) for m, v in right.items()}}
+
     def music_requests(self) -> dict[str, Any]:
         """Routing of held-out requests, and the projector on the model's own [AUD] states."""
-        samples = self.test_samples(3, MUSIC_REQUEST_TASKS)
+        samples = [s for s in self.test_samples(3, MUSIC_REQUEST_TASKS)
+                   if s.output_music is not None]
         tok = self.model.tokenizer
         prompts = [encode_prompt(tok, s.turns[-1][0], s.turns[:-1]) for s in samples]
         media = [{m: p for m, p in s.media.items()} for s in samples]
         outputs = self.answer(prompts, media)
         aud = list(tok.aud_ids)
         ends, preds, targets, templates, worded = [], [], [], [], 0
+        named: dict[str, list[bool]] = {}  # the answer names the requested value, per attribute
         for s, prompt, item, out in zip(samples, prompts, media, outputs):
             ok = out[-len(aud):] == aud
             ends.append(ok)
             text = tok.decode(out) + (" " + "".join(f"[AUD{i}]" for i in range(8)) if ok else "")
             self.record(next(iter(s.media.values()), ""), s.task, s.turns[-1][0], text)
+            found = last_music_caption(text)  # the caption, after what the answer restates
+            hits = attribute_hits(found[1] if found else text,
+                                  _music_attrs(self.truth(s.output_music)), self.vocab)
+            for attr, hit in [*hits.items(), ("combination", all(hits.values()))]:
+                named.setdefault(attr, []).append(hit)
             if s.music_caption.lower() in s.turns[-1][0].lower():
                 worded += 1  # the request spells out its answer: not a test of the projector
                 continue
@@ -241,6 +288,7 @@ class Evaluator:
             templates.append(music_template_of(text))
         return {"rate": float(np.mean(ends)) if ends else float("nan"), "n": len(ends),
                 "skipped_containing_caption": worded,
+                "named": {a: float(np.mean(v)) for a, v in named.items()},
                 **self.projector_scores(preds, targets, templates)}
 
     @torch.no_grad()
@@ -302,6 +350,7 @@ class Evaluator:
         details["projector_cosine_teacher_forced"] = self.projector_teacher_forced()
         details["qa"] = self.music_qa()
         details["music_requests"] = self.music_requests()
+        details["understanding_requests"] = self.understanding_requests()
         return {
             "audio_caption": details["audio_caption"]["accuracy"],
             "audio_caption_silenced": details["audio_caption_silenced"]["accuracy"],
@@ -313,6 +362,7 @@ class Evaluator:
             "qa": details["qa"]["accuracy"],
             "aud_tokens_on_music_requests": details["music_requests"]["rate"],
             "aud_tokens_on_questions": details["qa"]["aud_rate"],
+            "aud_tokens_on_unseen_understanding": details["understanding_requests"]["aud_rate"],
             "details": details,
         }
 

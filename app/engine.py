@@ -13,7 +13,8 @@ import dataclasses
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Protocol, Sequence, Union
+from typing import (TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Optional, Protocol, Sequence,
+                    Union)
 
 from app.args import DEFAULT_MAX_MEDIA_SECONDS, MUSIC_MODES
 from app.errors import InputError, ModelLoadError, one_line
@@ -162,6 +163,12 @@ class LoadedModel:
                     name = Path(item).name if isinstance(item, (str, os.PathLike)) else "input"
                     raise InputError(f"{modality} {name}: {one_line(err)}") from None
         return MediaInput(**out)
+
+    def forget_media(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Drop the remembered features of these files (deleted uploads): the memo is keyed by
+        path, so they would otherwise hold their share of it until newer files push them out."""
+        with self._media_lock:
+            return self.features.forget(paths)
 
     def stream_turn(
         self,

@@ -39,9 +39,13 @@ COLUMNS = (  # (header, path into the metrics JSON)
     ("proj", ("projector_cosine",)),
     ("proj_routed", ("projector_cosine_routed",)),
     ("proj_shuf", ("projector_cosine_shuffled",)),
+    ("margin", ("projector_margin",)),  # proj_routed - proj_shuf, computed below
     ("retrieval", ("details", "music_requests", "retrieval")),
+    ("named", ("details", "music_requests", "named", "combination")),
     ("route", ("aud_tokens_on_music_requests",)),
     ("q_aud", ("aud_tokens_on_questions",)),
+    ("u_aud", ("aud_tokens_on_unseen_understanding",)),
+    ("u_acc", ("understanding_accuracy",)),  # mean over modalities, computed below
 )
 
 
@@ -101,6 +105,13 @@ def one_seed(work: Path, seed: int, n: Optional[int], reuse: bool,
 
 
 def _get(metrics: dict, path: Sequence[str]) -> float:
+    if path == ("projector_margin",):
+        return _get(metrics, ("projector_cosine_routed",)) - _get(
+            metrics, ("projector_cosine_shuffled",))
+    if path == ("understanding_accuracy",):
+        per = metrics.get("details", {}).get("understanding_requests", {}).get(
+            "accuracy_per_modality", {})
+        return sum(per.values()) / len(per) if per else float("nan")
     node: Any = metrics
     for key in path:
         node = node.get(key, float("nan")) if isinstance(node, dict) else float("nan")

@@ -43,7 +43,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Optional, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -309,6 +309,16 @@ class MediaFeatures:
     def loader(self, modality: str) -> Callable[[str], torch.Tensor]:
         """A `path -> features` callback (what a training dataset's media loader returns)."""
         return lambda path: self.item_features(modality, path)
+
+    def forget(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Drop the memo entries of these files (e.g. a demo session's uploads, deleted with it);
+        returns how many entries went."""
+        real = {os.path.realpath(p) for p in paths}
+        keys = [k for k in self._memo if k[1] in real]
+        for key in keys:
+            dropped = self._memo.pop(key)
+            self._memo_used -= dropped.numel() * dropped.element_size()
+        return len(keys)
 
     def _compute(self, modality: str, path: str) -> torch.Tensor:
         encoder = self.model.encoder(modality)

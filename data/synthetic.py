@@ -9,34 +9,27 @@ MUVideo and MUEdit instructions, plus `attributes.json` (ground truth of every m
 Same seed and N -> byte-identical files (no timestamps in WAV/PNG/MP4; see `write_mp4`). The
 folder is built aside and swapped in (`util.atomic.atomic_dir`): it is complete or absent.
 
-Design (the reasons and the measured numbers: docs/SYNTHETIC.md). The data must teach something
-the `tiny` preset can learn with frozen random-weight encoders whose features the bridges pool
-over time or tokens, so every attribute is a property that survives pooling:
+Design (the reasons and the measured numbers: docs/SYNTHETIC.md). The parts live by concern:
+`data.synthetic_attributes` (the attribute words, the cross-modal maps, the held-out
+combinations), `data.synthetic_media` (music, images, videos and their writers) and
+`data.synthetic_text` (captions, questions, answers, request phrasings); this module assembles
+the dataset files and is the command line.
 
-- music (3 s, 16 kHz mono WAV): instrument {piano, organ, flute, guitar} as a 2 x 2 design of
-  spectrum (dark / bright) and envelope (sustained / percussive) plus noise cues (see `_note`),
-  register {low, high}, tempo {slow, fast} (legato versus staccato note rate);
-- images (64x64 PNG): colour {red, green, blue, yellow} of one object at a random position, and
-  its size {small, large}; the object's shape varies as a nuisance;
-- videos (16 frames, 32x32, 8 fps H.264 intra-only MP4): colour of a drifting object and
-  brightness {brightening, darkening} of the whole scene over time.
-
-The attribute vocabularies below (INSTRUMENTS ... BRIGHTNESS) are the project's one source of
-these words. Learnable cross-modal mappings make any-to-music targets follow from the input:
-- MUImage: colour -> instrument (red piano, green organ, blue flute, yellow guitar),
-  size -> register (small high, large low); the tempo is named in the instruction.
-- MUVideo: colour -> instrument (same map), brightening -> fast, darkening -> slow; the register is
-  named in the instruction.
-- MUEdit: output = input with exactly one attribute changed; the instruction names the new value.
-
-Captions come from several templates and always contain every attribute value as a word.
+- MUCaps, COCO, MUVideo captions: every attribute value named, in one of several templates.
+- MusicQA: questions about one attribute each, and requests for a description, about a clip.
+- MUImage / MUVideo / MUEdit: a request for music whose target follows from the input (colour ->
+  instrument, size -> register, brightness -> tempo; an edit changes one named attribute); the
+  answer restates what it was made from, then names the music in one caption template. A third
+  of the training items first ask about their input (a description or a question).
 
 Held out (`split.json` "test"), so the metrics measure generalisation and not recall:
 - three music attribute combinations (`held_out_combinations(seed)`, one per instrument) never
   occur in training: no training clip, caption, answer or request target has them. Every held-out
   music request (MUImage, MUVideo, MUEdit test items) asks for one of them; MUCaps and MusicQA
   hold the other 13 combinations (20% of their items held out at random);
-- held-out music requests are phrased with request templates that no training item uses.
+- held-out music requests are phrased with request templates that no training item uses, and
+  `Evaluation.synthetic` asks the held-out media understanding requests in phrasings no training
+  item uses (`data.synthetic_text.UNDERSTANDING_REQUESTS_HELD_OUT`).
 """
 
 from __future__ import annotations
@@ -44,22 +37,69 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
 
-import av
 import numpy as np
-from PIL import Image
 
-from data.media import write_wav
+from data.synthetic_attributes import (
+    AUDIO_ATTRIBUTES,
+    BRIGHTNESS,
+    BRIGHTNESS_TO_TEMPO,
+    COLOUR_TO_INSTRUMENT,
+    COLOURS,
+    HELD_OUT_COMBINATIONS,
+    IMAGE_ATTRIBUTES,
+    INSTRUMENT_TO_COLOUR,
+    INSTRUMENTS,
+    REGISTER_TO_SIZE,
+    REGISTERS,
+    SIZE_TO_REGISTER,
+    SIZES,
+    TEMPO_TO_BRIGHTNESS,
+    TEMPOS,
+    VIDEO_ATTRIBUTES,
+    Attrs,
+    balanced,
+    held_out_combinations,
+    music_combos,
+    seeded_rng,
+    shuffled_attrs,
+)
+from data.synthetic_media import (
+    SAMPLE_RATE,
+    draw_image,
+    render_video,
+    synth_music,
+    write_mp4,
+    write_music,
+    write_png,
+)
+from data.synthetic_text import (
+    ALPACA,
+    EDIT_REQUESTS,
+    EDIT_REQUESTS_HELD_OUT,
+    MUIMAGE_REQUESTS,
+    MUIMAGE_REQUESTS_HELD_OUT,
+    MUVIDEO_REQUESTS,
+    MUVIDEO_REQUESTS_HELD_OUT,
+    UNDERSTANDING,
+    fill,
+    image_caption,
+    music_answer,
+    music_answer_caption,
+    music_caption,
+    music_captions,
+    music_template_of,
+    understanding_turn,
+    video_caption,
+)
 from llama.config import get_recipe
 from util.atomic import atomic_dir, write_text
-from util.hashing import sha256_file, sha256_json, stable_int
+from util.hashing import sha256_file, sha256_json
 
 __all__ = [
     "HELD_OUT_COMBINATIONS",
@@ -93,404 +133,10 @@ __all__ = [
     "main",
 ]
 
-INSTRUMENTS = ("piano", "organ", "flute", "guitar")
-REGISTERS = ("low", "high")
-TEMPOS = ("slow", "fast")
-COLOURS = ("red", "green", "blue", "yellow")
-SIZES = ("small", "large")
-BRIGHTNESS = ("brightening", "darkening")
-
-AUDIO_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "instrument": INSTRUMENTS,
-    "register": REGISTERS,
-    "tempo": TEMPOS,
-}
-IMAGE_ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": COLOURS, "size": SIZES}
-VIDEO_ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": COLOURS, "brightness": BRIGHTNESS}
-
-COLOUR_TO_INSTRUMENT = {"red": "piano", "green": "organ", "blue": "flute", "yellow": "guitar"}
-SIZE_TO_REGISTER = {"small": "high", "large": "low"}
-BRIGHTNESS_TO_TEMPO = {"brightening": "fast", "darkening": "slow"}
-
-SAMPLE_RATE = 16000
-CLIP_SECONDS = 3.0
-IMAGE_SIZE = 64
-VIDEO_SIZE = 32
-VIDEO_FRAMES = 16
-VIDEO_FPS = 8
 TEST_FRACTION = 0.2
+LEAD_FRACTION = 0.5  # training MUImage / MUVideo / MUEdit items that first ask about the input
+DESCRIBE_FRACTION = 0.5  # MusicQA items that also ask for a description
 DEFAULT_N = get_recipe("tiny").data_n  # the size the tiny training recipe is measured on
-HELD_OUT_COMBINATIONS = 3  # music attribute combinations that only held-out requests ask for
-
-Attrs = dict[str, str]
-
-# ---------------------------------------------------------------------------------------------
-# Music
-
-
-def _midi_to_hz(m: np.ndarray | float) -> np.ndarray | float:
-    return 440.0 * 2.0 ** ((np.asarray(m, dtype=np.float64) - 69.0) / 12.0)
-
-
-_PENTATONIC = np.array([0, 2, 4, 7, 9])
-_REGISTER_ROOT = {"low": 40, "high": 72}  # E2 (82 Hz) and C5 (523 Hz); notes span ~1.3 octaves
-_NOTE_SECONDS = {"slow": (0.7, 0.9), "fast": (0.13, 0.17)}
-_SOUNDING = {"slow": 1.0, "fast": 0.6}  # fast notes are staccato: silence between notes
-_BREATH = 0.5  # flute hiss level relative to its tone peak
-
-
-def _note(instrument: str, f0: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """One note of `n` samples. The four timbres form a 2 x 2 design that a small random
-    convolutional front end can hear (measurements: docs/SYNTHETIC.md):
-
-    - spectrum: dark (a few low partials: piano, flute) or bright (partials up to Nyquist with a
-      slow 1/k**0.5 roll-off: organ, guitar);
-    - envelope: sustained (flute, organ) or percussive, decaying within ~0.1 s (piano, guitar);
-    - noise: the flute breathes (a high, airy hiss under the whole note), the guitar's pluck is a
-      short noise burst; piano and organ are pure tones. Envelope alone was confused at fast
-      tempi (flute/piano, guitar/organ); noise is a cue the random front end hears well, and a
-      high hiss is not masked by the low partials the way an earlier low-passed breath was.
-    """
-    t = np.arange(n) / sr
-    nyquist = sr / 2
-    bright = instrument in ("organ", "guitar")
-    if instrument not in INSTRUMENTS:
-        raise ValueError(f"unknown instrument {instrument!r}")
-    if bright:
-        ks = np.arange(1, int(nyquist // f0) + 1)
-        amps = 1.0 / ks**0.5
-        if instrument == "organ":
-            amps = amps * (ks % 2 == 1)  # odd partials: a reedy stop
-    else:
-        ks = np.array([1, 2, 3])
-        amps = np.array([1.0, 0.15, 0.05])
-    freqs = f0 * ks
-    if instrument in ("piano", "guitar"):
-        env = np.exp(-25.0 * t) * np.minimum(t / 0.002, 1.0)
-    else:
-        env = np.minimum(t / 0.03, 1.0) * np.minimum((t[-1] - t) / 0.03 + 1e-3, 1.0)
-    phases = rng.uniform(0, 2 * np.pi, size=len(ks))
-    keep = (freqs < nyquist) & (amps > 0)
-    waves = np.sin(2 * np.pi * np.outer(freqs[keep], t) + phases[keep, None])
-    tone = (amps[keep, None] * waves).sum(0)
-    tone = tone / max(np.abs(tone).max(), 1e-9)
-    if instrument == "flute":  # breath: a high, airy hiss under the whole note
-        white = rng.standard_normal(n)
-        noise = white - _lowpass(white, 0.3)
-        tone = tone + _BREATH * noise / max(np.abs(noise).max(), 1e-9)
-    elif instrument == "guitar":  # pluck: a 20 ms noise burst at the attack
-        tone = tone + 0.8 * rng.standard_normal(n) * np.exp(-t / 0.02)
-    return tone / max(np.abs(tone).max(), 1e-9) * env
-
-
-def _lowpass(x: np.ndarray, alpha: float) -> np.ndarray:
-    """One-pole low-pass filter (alpha in (0, 1]: smaller is darker)."""
-    from scipy.signal import lfilter
-
-    return lfilter([alpha], [1.0, alpha - 1.0], x)
-
-
-def synth_music(
-    attrs: Attrs, rng: np.random.Generator, sr: int = SAMPLE_RATE, seconds: float = CLIP_SECONDS
-) -> np.ndarray:
-    """A clip of random pentatonic notes with the given instrument, register and tempo (float32)."""
-    n_total = int(round(seconds * sr))
-    out = np.zeros(n_total, dtype=np.float64)
-    root = _REGISTER_ROOT[attrs["register"]] + int(rng.integers(0, 5))
-    lo, hi = _NOTE_SECONDS[attrs["tempo"]]
-    pos = 0
-    while pos < n_total:
-        dur = int(rng.uniform(lo, hi) * sr)
-        degree = int(rng.integers(0, 8))
-        midi = root + 12 * (degree // 5) + _PENTATONIC[degree % 5]
-        n = min(int(dur * _SOUNDING[attrs["tempo"]]), n_total - pos)
-        out[pos : pos + n] += _note(attrs["instrument"], float(_midi_to_hz(midi)), n, sr, rng)[:n]
-        pos += dur
-    peak = np.abs(out).max()
-    gain = rng.uniform(0.5, 0.8)
-    return (out / max(peak, 1e-9) * gain).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# Images and video
-
-
-_RGB = {
-    "red": (220, 30, 30),
-    "green": (30, 180, 40),
-    "blue": (30, 60, 220),
-    "yellow": (230, 210, 30),
-}
-_SHAPES = ("disc", "square", "diamond")
-
-
-def _colour(name: str, rng: np.random.Generator) -> np.ndarray:
-    base = np.array(_RGB[name], dtype=np.float64)
-    return np.clip(base + rng.integers(-20, 21, size=3), 0, 255)
-
-
-def _shape_mask(shape: str, size: int, cy: float, cx: float, r: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    dy, dx = np.abs(yy - cy), np.abs(xx - cx)
-    if shape == "disc":
-        return dy**2 + dx**2 <= r**2
-    if shape == "square":
-        return (dy <= r * 0.85) & (dx <= r * 0.85)
-    return dy + dx <= r * 1.2  # diamond
-
-
-def _background(size: int, rng: np.random.Generator) -> np.ndarray:
-    grey = rng.uniform(90, 170)
-    noise = rng.normal(0, 6, size=(size, size, 1))
-    return np.clip(grey + noise, 0, 255).repeat(3, axis=2)
-
-
-def draw_image(attrs: Attrs, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
-    """uint8 (size, size, 3): one coloured object of the given size at a random position."""
-    img = _background(size, rng)
-    r = (rng.uniform(0.11, 0.15) if attrs["size"] == "small" else rng.uniform(0.3, 0.38)) * size
-    cy, cx = rng.uniform(r, size - r, size=2)
-    mask = _shape_mask(_SHAPES[int(rng.integers(0, len(_SHAPES)))], size, cy, cx, r)
-    img[mask] = _colour(attrs["colour"], rng)
-    return img.round().astype(np.uint8)
-
-
-def render_video(
-    attrs: Attrs,
-    rng: np.random.Generator,
-    frames: int = VIDEO_FRAMES,
-    size: int = VIDEO_SIZE,
-) -> np.ndarray:
-    """uint8 (frames, size, size, 3): a drifting coloured object; the scene brightens or darkens."""
-    base = _background(size, rng)
-    r = rng.uniform(0.2, 0.3) * size
-    y0, x0 = rng.uniform(r, size - r, size=2)
-    vy, vx = rng.uniform(-0.6, 0.6, size=2)
-    colour = _colour(attrs["colour"], rng)
-    shape = _SHAPES[int(rng.integers(0, len(_SHAPES)))]
-    dim, full = rng.uniform(0.2, 0.35), rng.uniform(0.95, 1.1)
-    ramp = np.linspace(dim, full, frames)
-    if attrs["brightness"] == "darkening":
-        ramp = ramp[::-1]
-    out = np.empty((frames, size, size, 3), dtype=np.uint8)
-    for f in range(frames):
-        img = base.copy()
-        cy = np.clip(y0 + vy * f, r, size - r)
-        cx = np.clip(x0 + vx * f, r, size - r)
-        img[_shape_mask(shape, size, cy, cx, r)] = colour
-        out[f] = np.clip(img * ramp[f], 0, 255).round().astype(np.uint8)
-    return out
-
-
-def _video_codec() -> str:
-    for name in ("libx264", "mpeg4"):
-        try:
-            av.codec.Codec(name, "w")
-            return name
-        except av.error.FFmpegError:
-            continue
-        except ValueError:
-            continue
-    raise RuntimeError("neither libx264 nor mpeg4 encoders are available in PyAV's FFmpeg")
-
-
-def write_mp4(path: Path, frames: np.ndarray, fps: int = VIDEO_FPS) -> None:
-    """Deterministic MP4: no creation time, fixed time base, single-threaded encoder.
-
-    H.264 is encoded intra-only: with inter prediction, x264 produced process-dependent bytes for
-    these tiny frames (observed here even with threads=1); intra-only output is reproducible.
-    """
-    codec = _video_codec()
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1
-        stream.time_base = Fraction(1, fps)
-        if codec == "libx264":
-            stream.options = {
-                "crf": "16",
-                "preset": "fast",
-                "threads": "1",
-                "x264-params": "keyint=1",
-            }
-        else:
-            stream.options = {"qscale": "3"}
-        for i, frame in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            vf.pts = i
-            for packet in stream.encode(vf):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def write_png(path: Path, img: np.ndarray) -> None:
-    Image.fromarray(img, mode="RGB").save(path, format="PNG", optimize=False)
-
-
-def write_music(path: Path, wave: np.ndarray, sr: int = SAMPLE_RATE) -> None:
-    """16-bit WAV: half the size of float, and `synth_music` peaks at 0.8, so nothing clips."""
-    write_wav(path, wave, sr, subtype="PCM_16")
-
-
-# ---------------------------------------------------------------------------------------------
-# Text
-
-
-_MUSIC_TEMPLATES = (
-    "A {tempo} {instrument} melody in a {register} register.",
-    "Solo {instrument} music with a {tempo} tempo, played in the {register} register.",
-    "This is a {tempo} tune on the {instrument}, {register} register.",
-    "The {instrument} plays {tempo} notes in a {register} register.",
-    "A {register} register {instrument} piece at a {tempo} tempo.",
-)
-_IMAGE_TEMPLATES = (
-    "A {size} {colour} object on a grey background.",
-    "An image of a {size} {colour} shape.",
-    "A picture showing one {colour} object; the object is {size}.",
-    "A {colour} shape, {size}, somewhere in the image.",
-)
-_VIDEO_TEMPLATES = (
-    "A video of a {colour} object; the scene is {brightness}.",
-    "A {colour} shape drifts while the clip keeps {brightness}.",
-    "A clip with a {colour} object, {brightness} over time.",
-    "The video shows a {colour} shape and the picture is {brightness}.",
-)
-
-
-def _fill(templates: tuple[str, ...], attrs: Attrs, rng: np.random.Generator) -> str:
-    return templates[int(rng.integers(0, len(templates)))].format(**attrs)
-
-
-def music_caption(attrs: Attrs, rng: np.random.Generator) -> str:
-    return _fill(_MUSIC_TEMPLATES, attrs, rng)
-
-
-def music_captions(attrs: Attrs) -> list[str]:
-    """Every caption template filled with `attrs`: all the ways the data describes that music."""
-    return [t.format(**attrs) for t in _MUSIC_TEMPLATES]
-
-
-def music_template_of(text: str) -> int | None:
-    """Index (into `music_captions`) of the caption template that `text` contains, whatever words
-    fill its slots; None when it contains none."""
-    for k, template in enumerate(_MUSIC_TEMPLATES):
-        pattern = re.escape(template)
-        for slot in AUDIO_ATTRIBUTES:
-            pattern = pattern.replace(re.escape("{" + slot + "}"), r"[a-z]+")
-        if re.search(pattern, text, flags=re.IGNORECASE):
-            return k
-    return None
-
-
-def image_caption(attrs: Attrs, rng: np.random.Generator) -> str:
-    return _fill(_IMAGE_TEMPLATES, attrs, rng)
-
-
-def video_caption(attrs: Attrs, rng: np.random.Generator) -> str:
-    return _fill(_VIDEO_TEMPLATES, attrs, rng)
-
-
-_QA = {
-    "instrument": (
-        ("What instrument is playing?", "The instrument is the {instrument}."),
-        ("Which instrument do you hear in this music?", "I hear a {instrument}."),
-    ),
-    "register": (
-        ("Is this music in a low or high register?", "It is in a {register} register."),
-        ("Describe the register of the melody.", "The melody is in the {register} register."),
-    ),
-    "tempo": (
-        ("Is the tempo slow or fast?", "The tempo is {tempo}."),
-        ("How fast is this music?", "It is {tempo} music."),
-    ),
-}
-_DESCRIBE_QUESTIONS = ("Describe the music.", "What do you hear in this clip?")
-
-_ALPACA = (
-    ("Name an instrument with keys and hammers.", "The piano."),
-    ("Name an instrument that is played by blowing across a hole.", "The flute."),
-    ("Name an instrument with six strings that is often plucked.", "The guitar."),
-    ("Name an instrument with pipes and a keyboard.", "The organ."),
-    ("What is the opposite of slow?", "Fast."),
-    ("What is the opposite of fast?", "Slow."),
-    ("What is the opposite of low?", "High."),
-    ("What is the opposite of high?", "Low."),
-    ("What is the opposite of small?", "Large."),
-    ("What is the opposite of large?", "Small."),
-    ("What colour do you get by mixing red and green light?", "Yellow."),
-    ("What colour is the sky on a clear day?", "Blue."),
-    ("What colour is fresh grass?", "Green."),
-    ("What colour is a ripe tomato?", "Red."),
-    ("What does tempo mean in music?", "Tempo is the speed of the music."),
-    ("What does register mean in music?", "Register is how low or high the notes are."),
-    ("Write a short sentence about a song.", "The song has a bright melody."),
-    ("Say hello.", "Hello!"),
-    ("Count from one to three.", "One, two, three."),
-    ("Is a video made of images?", "Yes, a video is a sequence of images."),
-)
-
-# Training phrasings: several per task, so that the intent (make music) is learned apart from the
-# wording and carries over to the held-out phrasings below.
-_MUIMAGE_REQUESTS = (
-    "Compose {tempo} music for this image.",
-    "Generate {tempo} music that matches this picture.",
-    "Write a {tempo} song inspired by this image.",
-    "Produce a {tempo} tune for this photo.",
-    "I need {tempo} music that suits this image.",
-    "Give me a {tempo} melody for this picture.",
-)
-_MUVIDEO_REQUESTS = (
-    "Compose music in a {register} register for this video.",
-    "Generate {register} register music that fits this clip.",
-    "Write a song for this video, in the {register} register.",
-    "Produce {register} register music for this video.",
-    "I need a tune in the {register} register for this clip.",
-    "Give me {register} register music for this clip.",
-)
-# Held-out phrasings: only test items use them (the routing metric sees unseen instructions).
-# Each is a sentence no training item has, built from tokens the training requests use: a model
-# trained from scratch cannot know a word it never saw ("Score this video..." was routed on 19 of
-# 21 items for one seed and on 4 of 23 for another), so these test the intent carried over to a
-# new wording, not a guess at an unknown word. Each also names what it asks for (music, song,
-# tune, melody, or the attribute it changes): "Make this fast." named nothing and was answered
-# as a caption request on every item for two seeds.
-_MUIMAGE_REQUESTS_HELD_OUT = (
-    "Write a {tempo} melody that suits this picture.",
-    "I need a {tempo} song that matches this image.",
-)
-_MUVIDEO_REQUESTS_HELD_OUT = (
-    "Compose a song in the {register} register for this clip.",
-    "I need {register} register music that fits this video.",
-)
-_EDIT_REQUESTS_HELD_OUT = {
-    "instrument": ("Rewrite this for a {instrument}.",
-                   "Play this music with the {instrument} instead."),
-    "register": ("Move this to the {register} register.",
-                 "Put this in the {register} register."),
-    "tempo": ("Make the tempo of this music {tempo}.",
-              "Rework the tempo of this music to {tempo}."),
-}
-_EDIT_REQUESTS = {
-    "instrument": (
-        "Change the instrument of this music to the {instrument}.",
-        "Play this with a {instrument} instead.",
-        "Rewrite this music for the {instrument}.",
-    ),
-    "register": (
-        "Move this music to a {register} register.",
-        "Play this in the {register} register.",
-        "Put this music in a {register} register.",
-    ),
-    "tempo": ("Make this music {tempo}.", "Change the tempo of this music to {tempo}.",
-              "Rework this music to be {tempo}."),
-}
-_ANSWERS = (
-    "Here is the music: {caption}",
-    "Sure. {caption}",
-    "This is what I made: {caption}",
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,54 +161,12 @@ class _Writer:
         (self.test if is_test else self.train).extend(self.rel(p) for p in paths)
 
 
-def _rng(seed: int, name: str) -> np.random.Generator:
-    """Independent stream per dataset so each part is stable on its own."""
-    return np.random.default_rng([seed, stable_int(name)])
-
-
-def _draw_attrs(space: dict[str, tuple[str, ...]], i: int) -> Attrs:
-    """The i-th combination of `space` (cycling), so n items cover all combinations evenly."""
-    k = i % int(np.prod([len(v) for v in space.values()]))
-    out: Attrs = {}
-    for name, values in space.items():
-        out[name] = values[k % len(values)]
-        k //= len(values)
-    return out
-
-
-def held_out_combinations(seed: int) -> list[Attrs]:
-    """The music attribute combinations that no training item has, for data seed `seed`: three,
-    with three different instruments (so every held-out request names a distinct timbre)."""
-    rng = _rng(seed, "held-out combinations")
-    return [
-        {
-            "instrument": str(inst),
-            "register": REGISTERS[int(rng.integers(0, len(REGISTERS)))],
-            "tempo": TEMPOS[int(rng.integers(0, len(TEMPOS)))],
-        }
-        for inst in rng.permutation(list(INSTRUMENTS))[:HELD_OUT_COMBINATIONS]
-    ]
-
-
-def _music_combos(held_out: list[Attrs], held: bool) -> list[Attrs]:
-    """All music combinations in `held_out` (held=True) or all the others (held=False)."""
-    n = int(np.prod([len(v) for v in AUDIO_ATTRIBUTES.values()]))
-    combos = [_draw_attrs(AUDIO_ATTRIBUTES, i) for i in range(n)]
-    return [c for c in combos if (c in held_out) == held]
-
-
-def _balanced(combos: list[Attrs], n: int, rng: np.random.Generator) -> list[Attrs]:
-    """n copies cycling over `combos` (balanced), in random order."""
-    picks = [dict(combos[i % len(combos)]) for i in range(n)]
-    return [picks[j] for j in rng.permutation(n)]
-
-
 def _request_targets(
     held_out: list[Attrs], test: np.ndarray, rng: np.random.Generator
 ) -> list[Attrs]:
     """Music targets of requests: held-out combinations for test items, the others for train."""
     pools = {
-        held: iter(_balanced(_music_combos(held_out, held), int((test == held).sum()), rng))
+        held: iter(balanced(music_combos(held_out, held), int((test == held).sum()), rng))
         for held in (True, False)
     }
     return [next(pools[bool(t)]) for t in test]
@@ -586,12 +190,12 @@ def _music_clip(w: _Writer, path: Path, attrs: Attrs, rng: np.random.Generator) 
 
 
 def _mucaps(w: _Writer, n: int, seed: int) -> None:
-    rng = _rng(seed, "MUCaps")
+    rng = seeded_rng(seed, "MUCaps")
     folder = w.root / "MUCaps" / "audios"
     folder.mkdir(parents=True)
     captions: dict[str, str] = {}
     test = _test_mask(n, rng)
-    for i, a in enumerate(_balanced(_music_combos(w.held_out, False), n, rng)):
+    for i, a in enumerate(balanced(music_combos(w.held_out, False), n, rng)):
         path = folder / f"mucaps_{i:05d}.wav"
         captions[path.name] = _music_clip(w, path, a, rng)
         w.assign([path], bool(test[i]))
@@ -599,12 +203,12 @@ def _mucaps(w: _Writer, n: int, seed: int) -> None:
 
 
 def _coco(w: _Writer, n: int, seed: int) -> None:
-    rng = _rng(seed, "COCO")
+    rng = seeded_rng(seed, "COCO")
     folder = w.root / "COCO" / "images"
     folder.mkdir(parents=True)
     captions: dict[str, str] = {}
     test = _test_mask(n, rng)
-    for i, a in enumerate(_shuffled_attrs(IMAGE_ATTRIBUTES, n, rng)):
+    for i, a in enumerate(shuffled_attrs(IMAGE_ATTRIBUTES, n, rng)):
         path = folder / f"coco_{i:05d}.png"
         write_png(path, draw_image(a, rng))
         w.attributes[w.rel(path)] = a
@@ -613,15 +217,10 @@ def _coco(w: _Writer, n: int, seed: int) -> None:
     _json(w.root / "COCO" / "CocoCaptions.json", captions)
 
 
-_INSTRUMENT_TO_COLOUR = {v: k for k, v in COLOUR_TO_INSTRUMENT.items()}
-_REGISTER_TO_SIZE = {v: k for k, v in SIZE_TO_REGISTER.items()}
-_TEMPO_TO_BRIGHTNESS = {v: k for k, v in BRIGHTNESS_TO_TEMPO.items()}
-
-
 def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
     """MUVideo: n captioned videos; the first n_instr also get a music-generation instruction,
     whose music target fixes the video (colour <- instrument, brightness <- tempo)."""
-    rng = _rng(seed, "MUVideo")
+    rng = seeded_rng(seed, "MUVideo")
     videos = w.root / "MUVideo" / "videos"
     audios = w.root / "MUVideo" / "audios"
     videos.mkdir(parents=True)
@@ -630,12 +229,15 @@ def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
     items: list[dict[str, Any]] = []
     test = np.concatenate([_test_mask(n_instr, rng), _test_mask(n - n_instr, rng)])
     targets = _request_targets(w.held_out, test[:n_instr], rng)
-    plain = _shuffled_attrs(VIDEO_ATTRIBUTES, n - n_instr, rng)
+    plain = shuffled_attrs(VIDEO_ATTRIBUTES, n - n_instr, rng)
+    # the instructions' words have a stream of their own: rephrasing them leaves the captions
+    # (stage 1's data) as they are
+    words_rng = seeded_rng(seed, "MUVideo instruction words")
     for i in range(n):
         if i < n_instr:
             target = targets[i]
-            a = {"colour": _INSTRUMENT_TO_COLOUR[target["instrument"]],
-                 "brightness": _TEMPO_TO_BRIGHTNESS[target["tempo"]]}
+            a = {"colour": INSTRUMENT_TO_COLOUR[target["instrument"]],
+                 "brightness": TEMPO_TO_BRIGHTNESS[target["tempo"]]}
         else:
             a = plain[i - n_instr]
         vpath = videos / f"muvideo_{i:05d}.mp4"
@@ -646,10 +248,12 @@ def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
         files = [vpath]
         if i < n_instr:
             apath = audios / f"muvideo_{i:05d}.wav"
-            mcap = _music_clip(w, apath, target, rng)
-            templates = _MUVIDEO_REQUESTS_HELD_OUT if test[i] else _MUVIDEO_REQUESTS
-            request = _fill(templates, {"register": target["register"]}, rng)
-            items.append(_any_to_music(vpath.name, apath.name, "video", request, vcap, mcap, rng))
+            _music_clip(w, apath, target, rng)
+            templates = MUVIDEO_REQUESTS_HELD_OUT if test[i] else MUVIDEO_REQUESTS
+            request = fill(templates, {"register": target["register"]}, words_rng)
+            lead = None if test[i] else _lead_turn("video", a, vcap, words_rng)
+            items.append(_any_to_music(vpath.name, apath.name, "video", request, vcap, a,
+                                       target, lead))
             files.append(apath)
         w.assign(files, bool(test[i]))
     _json(w.root / "MUVideo" / "MUVideoCaptions.json", captions)
@@ -659,7 +263,7 @@ def _muvideo(w: _Writer, n: int, n_instr: int, seed: int) -> None:
 def _muimage(w: _Writer, n: int, seed: int) -> None:
     """MUImage: the music target fixes the image (colour <- instrument, size <- register); the
     tempo is named in the request."""
-    rng = _rng(seed, "MUImage")
+    rng = seeded_rng(seed, "MUImage")
     images = w.root / "MUImage" / "images"
     audios = w.root / "MUImage" / "audios"
     images.mkdir(parents=True)
@@ -667,17 +271,19 @@ def _muimage(w: _Writer, n: int, seed: int) -> None:
     items: list[dict[str, Any]] = []
     test = _test_mask(n, rng)
     for i, target in enumerate(_request_targets(w.held_out, test, rng)):
-        a = {"colour": _INSTRUMENT_TO_COLOUR[target["instrument"]],
-             "size": _REGISTER_TO_SIZE[target["register"]]}
+        a = {"colour": INSTRUMENT_TO_COLOUR[target["instrument"]],
+             "size": REGISTER_TO_SIZE[target["register"]]}
         ipath = images / f"muimage_{i:05d}.png"
         write_png(ipath, draw_image(a, rng))
         w.attributes[w.rel(ipath)] = a
         apath = audios / f"muimage_{i:05d}.wav"
-        mcap = _music_clip(w, apath, target, rng)
-        templates = _MUIMAGE_REQUESTS_HELD_OUT if test[i] else _MUIMAGE_REQUESTS
-        request = _fill(templates, {"tempo": target["tempo"]}, rng)
+        _music_clip(w, apath, target, rng)
+        templates = MUIMAGE_REQUESTS_HELD_OUT if test[i] else MUIMAGE_REQUESTS
+        request = fill(templates, {"tempo": target["tempo"]}, rng)
         icap = image_caption(a, rng)
-        items.append(_any_to_music(ipath.name, apath.name, "image", request, icap, mcap, rng))
+        lead = None if test[i] else _lead_turn("image", a, icap, rng)
+        items.append(_any_to_music(ipath.name, apath.name, "image", request, icap, a, target,
+                                   lead))
         w.assign([ipath, apath], bool(test[i]))
     _json(w.root / "MUImage" / "MUImageInstructions.json", items)
 
@@ -699,7 +305,7 @@ def _edit_source(b: Attrs, first: int, held_out: list[Attrs], rng: np.random.Gen
 def _muedit(w: _Writer, n: int, seed: int) -> None:
     """n pairs: input and output music differing in exactly one attribute; held-out pairs ask for
     a held-out combination."""
-    rng = _rng(seed, "MUEdit")
+    rng = seeded_rng(seed, "MUEdit")
     audios = w.root / "MUEdit" / "audios"
     audios.mkdir(parents=True)
     items: list[dict[str, Any]] = []
@@ -708,34 +314,32 @@ def _muedit(w: _Writer, n: int, seed: int) -> None:
         changed, a = _edit_source(b, i % len(AUDIO_ATTRIBUTES), w.held_out, rng)
         src, dst = audios / f"muedit_{i:05d}_in.wav", audios / f"muedit_{i:05d}_out.wav"
         cap_in = _music_clip(w, src, a, rng)
-        cap_out = _music_clip(w, dst, b, rng)
-        templates = _EDIT_REQUESTS_HELD_OUT if test[i] else _EDIT_REQUESTS
-        request = _fill(templates[changed], b, rng)
-        items.append(_any_to_music(src.name, dst.name, "audio", request, cap_in, cap_out, rng))
+        _music_clip(w, dst, b, rng)
+        templates = EDIT_REQUESTS_HELD_OUT if test[i] else EDIT_REQUESTS
+        request = fill(templates[changed], b, rng)
+        lead = None if test[i] else _lead_turn("audio", a, cap_in, rng)
+        items.append(_any_to_music(src.name, dst.name, "audio", request, cap_in, a, b, lead))
         w.assign([src, dst], bool(test[i]))
     _json(w.root / "MUEdit" / "MUEditInstructions.json", items)
 
 
 def _musicqa(w: _Writer, n: int, seed: int) -> None:
-    rng = _rng(seed, "MusicQA")
+    rng = seeded_rng(seed, "MusicQA")
     audios = w.root / "MusicQA" / "audios"
     audios.mkdir(parents=True)
     items: list[dict[str, Any]] = []
     test = _test_mask(n, rng)
-    for i, a in enumerate(_balanced(_music_combos(w.held_out, False), n, rng)):
+    for i, a in enumerate(balanced(music_combos(w.held_out, False), n, rng)):
         path = audios / f"musicqa_{i:05d}.wav"
         caption = _music_clip(w, path, a, rng)
-        asked = list(rng.permutation(list(AUDIO_ATTRIBUTES)))[: int(rng.integers(1, 4))]
+        asked: list[str | None] = [
+            str(x) for x in rng.permutation(list(AUDIO_ATTRIBUTES))[: int(rng.integers(1, 4))]]
         conversation: list[dict[str, str]] = []
+        if rng.random() < DESCRIBE_FRACTION:
+            asked.append(None)
         for attr in asked:
-            q, ans = _QA[str(attr)][int(rng.integers(0, 2))]
-            conversation += [
-                {"from": "human", "value": q},
-                {"from": "gpt", "value": ans.format(**a)},
-            ]
-        if rng.random() < 0.3:
-            q = _DESCRIBE_QUESTIONS[int(rng.integers(0, len(_DESCRIBE_QUESTIONS)))]
-            conversation += [{"from": "human", "value": q}, {"from": "gpt", "value": caption}]
+            q, ans = understanding_turn("audio", attr, a, caption, rng)
+            conversation += [{"from": "human", "value": q}, {"from": "gpt", "value": ans}]
         items.append({"audio_name": path.name, "conversation": conversation})
         w.assign([path], bool(test[i]))
     _json(w.root / "MusicQA" / "MusicQA.json", items)
@@ -746,7 +350,7 @@ def _alpaca(w: _Writer) -> None:
     folder.mkdir(parents=True)
     items = [
         {"conversation": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]}
-        for q, a in _ALPACA
+        for q, a in ALPACA
     ]
     _json(folder / "alpaca_data.json", items)
 
@@ -757,36 +361,35 @@ def _any_to_music(
     modality: str,
     request: str,
     input_caption: str,
-    music_caption_text: str,
-    rng: np.random.Generator,
+    basis: Attrs,
+    music: Attrs,
+    lead: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    answer = _fill(_ANSWERS, {"caption": music_caption_text}, rng)
-    return {
-        "input_file": input_file,
-        "output_file": output_file,
-        "conversation": [
-            {
-                "from": "human",
-                "value": request,
-                "input_modality": modality,
-                "caption": input_caption,
-            },
-            {
-                "from": "gpt",
-                "value": answer,
-                "output_modality": "audio",
-                "caption": music_caption_text,
-            },
-        ],
-    }
+    """One instruction item; the answer restates the input's attributes (`basis`), then writes
+    the music's caption in the answer template (`data.synthetic_text.music_answer`).
+    `lead`: an understanding turn (question, answer) about the input, asked first."""
+    caption = music_answer_caption(music)
+    answer = music_answer(basis, modality, music)
+    turns: list[dict[str, str]] = []
+    if lead is not None:
+        turns += [{"from": "human", "value": lead[0]}, {"from": "gpt", "value": lead[1]}]
+    turns += [
+        {"from": "human", "value": request},
+        {"from": "gpt", "value": answer, "output_modality": "audio", "caption": caption},
+    ]
+    turns[0].update(input_modality=modality, caption=input_caption)
+    return {"input_file": input_file, "output_file": output_file, "conversation": turns}
 
 
-def _shuffled_attrs(
-    space: dict[str, tuple[str, ...]], n: int, rng: np.random.Generator
-) -> list[Attrs]:
-    """n attribute dicts, balanced over all combinations, in random order."""
-    combos = [_draw_attrs(space, i) for i in range(n)]
-    return [combos[j] for j in rng.permutation(n)]
+def _lead_turn(modality: str, attrs: Attrs, caption: str, rng: np.random.Generator
+               ) -> tuple[str, str] | None:
+    """An understanding turn about an input for LEAD_FRACTION of the training items (None for
+    the rest): a question about one of its attributes, or a request for its description."""
+    if rng.random() >= LEAD_FRACTION:
+        return None
+    topics = list(UNDERSTANDING[modality])
+    asked = topics[int(rng.integers(0, len(topics)))]
+    return understanding_turn(modality, asked, attrs, caption, rng)
 
 
 def generate(out: str | os.PathLike, seed: int = 0, n: int = DEFAULT_N) -> dict[str, int]:

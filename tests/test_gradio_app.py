@@ -340,3 +340,14 @@ def test_idle_session_expires_with_its_files_and_uploads(guarded, media):
     (fresh,) = [s for s in service.sessions.values()
                 if [q for q, _ in s.chat.history] == ["Hello again"]]
     assert fresh is not session and fresh.chat.folder != folder
+
+
+def test_an_ended_session_leaves_no_record_in_gradio(served):
+    app = served[0]
+    client = Client(app.local_url, verbose=False)
+    client.predict(text="epsilon says hello", music="never", **SHORT)
+    (key,) = [k for k, s in app.chat_service.sessions.items()
+              if s.chat.history and s.chat.history[0][0] == "epsilon says hello"]
+    assert key in app.state_holder.session_data
+    app.chat_service.end_by_key(key)  # what the expiry of its state (or closing the tab) does
+    assert key not in app.state_holder.session_data and key not in app.chat_service.sessions

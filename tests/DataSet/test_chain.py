@@ -101,7 +101,8 @@ def test_generated_dataset_trains_one_epoch_per_stage(tmp_path, espeak_wav):
     assert counts[1] == {"audio_caption": 2, "image_caption": 2, "video_caption": 2}, counts
     assert counts[2]["text_to_music"] == 2
     refit = json.loads((tmp_path / "out/stage3/train_log.jsonl").read_text().splitlines()[-1])
-    assert refit["projector_refit"]["rows"] == 12  # the stage's own music samples
+    # the stage's own music samples and the replayed stage-2 ones (caption -> music)
+    assert refit["projector_refit"]["rows"] == 12 + counts[3].get("text_to_music", 0)
     for task, n in (("music_qa", 10), ("image_to_music", 2), ("video_to_music", 2),
                     ("music_edit", 8)):
         assert counts[3][task] == n, counts[3]

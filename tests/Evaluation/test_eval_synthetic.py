@@ -7,13 +7,14 @@ requests, the model's own [AUD] states, the shuffled baseline), not how well a m
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from data import synthetic
+from data import synthetic, synthetic_text
 from data.mixes import filter_split, stage_samples
 from data.paths import DataPaths
 from Evaluation.synthetic import MUSIC_REQUEST_TASKS, Evaluator
@@ -110,3 +111,46 @@ def test_a_perfect_projector_beats_the_shuffled_baseline(evaluator):
     assert half["cosine_routed"] == pytest.approx(1.0, abs=1e-5)
     both = evaluator.projector_scores([targets[0], targets[2]], [combos[0], combos[2]])
     assert half["cosine_shuffled"] == pytest.approx(both["cosine_shuffled"], abs=1e-6)
+
+
+def test_understanding_requests_are_unseen_phrasings_about_held_out_media(evaluator, root,
+                                                                         monkeypatch):
+    asked: list[tuple[list[int], dict]] = []
+    tok = evaluator.model.tokenizer
+
+    def model(prompts, media):
+        asked.extend(zip(prompts, media))
+        # music (an [AUD] token) for images only; plain text otherwise
+        return [[5, tok.aud_ids[0]] if "image" in m else [5, 6] for m in media]
+
+    monkeypatch.setattr(evaluator, "answer", model)
+    out = evaluator.understanding_requests()
+    test_files = {str(root / f) for f in json.loads((root / "split.json").read_text())["test"]}
+    train_prompts = set(_train_texts(root))
+    phrasings = {m: {q for q, _ in v}
+                 for m, v in synthetic_text.UNDERSTANDING_REQUESTS_HELD_OUT.items()}
+    for prompt, media in asked:
+        (modality, path), = media.items()
+        assert str(path) in test_files
+        text = tok.decode(prompt)
+        request = next(q for q in phrasings[modality] if q in text)
+        assert request not in train_prompts
+    n_image = sum("image" in m for _, m in asked)
+    assert out["n"] == len(asked) and n_image > 0
+    assert out["aud_rate"] == pytest.approx(n_image / len(asked))
+    assert out["aud_rate_per_modality"] == {"audio": 0.0, "image": 1.0, "video": 0.0}
+
+
+def test_music_requests_report_the_combination_the_answer_names(evaluator, monkeypatch):
+    tok = evaluator.model.tokenizer
+    requests = [s for s in evaluator.test_samples(3, MUSIC_REQUEST_TASKS) if s.output_music]
+    truth = evaluator.truth(requests[0].output_music)
+    wrong = dict(truth, tempo="slow" if truth["tempo"] == "fast" else "fast")
+    # restates something else first; only the last caption is the answer
+    text = (f"Sure. It was {synthetic.music_captions(wrong)[0].lower()} "
+            f"{synthetic.music_captions(truth)[0]}")
+    answer = tok.encode(text, bos=False, eos=False) + list(tok.aud_ids)
+    monkeypatch.setattr(evaluator, "answer", lambda prompts, media: [list(answer)] * len(prompts))
+    out = evaluator.music_requests()
+    same = [evaluator.truth(s.output_music) == truth for s in requests]
+    assert out["named"]["combination"] == pytest.approx(sum(same) / len(same))

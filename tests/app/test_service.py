@@ -178,3 +178,49 @@ def test_internal_error_shows_a_reference_and_logs_the_details(engine, tmp_path,
     ref = message.split("reference ")[1].split(")")[0]
     assert any(ref in r.getMessage() and r.exc_info for r in caplog.records)
     assert "secret internal detail" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# What an ended session leaves behind
+
+
+def test_an_ended_session_forgets_its_uploads_features_and_calls_back(engine, tmp_path,
+                                                                     short_wav, monkeypatch):
+    uploads = tmp_path / "gradio-uploads"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    clip = uploads / "h3" / "clip.wav"
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(short_wav.read_bytes())
+    ended: list[str] = []
+    service = ChatService(engine, tmp_path / "sessions", on_end=ended.append)
+    ann = service.new_session("hash-ann")
+    assert isinstance(_turn(service, ann, "describe", audio=str(clip)), Answer)
+    memo = engine.features._memo
+    assert any(key[1] == str(clip.resolve()) for key in memo)
+    service.end_session(ann)
+    assert not any(key[1] == str(clip.resolve()) for key in memo) and ended == ["hash-ann"]
+
+
+def test_sweep_deletes_only_old_empty_leftovers_of_gradio(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from app.service import sweep_empty_leftovers, trim_heap
+
+    root = tmp_path / "gradio-uploads"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(root))
+    old_empty, new_empty, old_full = root / "tmpold", root / "tmpnew", root / "tmpfull"
+    old_dir, full_dir = root / "abc123", root / "def456"
+    for d in (old_dir, full_dir):
+        d.mkdir(parents=True)
+    (full_dir / "kept.wav").write_bytes(b"RIFF")
+    old_empty.touch()
+    new_empty.touch()
+    old_full.write_bytes(b"data")
+    hour_ago = time.time() - 3600
+    for p in (old_empty, old_full, old_dir, full_dir):
+        os.utime(p, (hour_ago, hour_ago))
+    assert sweep_empty_leftovers(older_than=60) == 2
+    assert not old_empty.exists() and not old_dir.exists()
+    assert new_empty.exists() and old_full.exists() and (full_dir / "kept.wav").exists()
+    assert isinstance(trim_heap(), bool)
