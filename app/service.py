@@ -114,6 +114,7 @@ class ChatService:
         self.stale_after = stale_after
         self.on_end = on_end
         self._lock = threading.Lock()
+        self._orphans: set[Path] = set()  # uploads of ended sessions, not deleted yet
         self._janitor: Optional[threading.Thread] = None
         self._stop = threading.Event()
 
@@ -127,6 +128,7 @@ class ChatService:
 
         def run() -> None:
             while not self._stop.wait(interval):
+                self.delete_unused_uploads()
                 swept = sweep_empty_leftovers(self.stale_after)
                 trim_heap()
                 if swept:
@@ -157,25 +159,41 @@ class ChatService:
         return known if known is not None else self.new_session(key)
 
     def end_session(self, session: Optional[DemoSession]) -> None:
-        """Delete the session's folder and the uploads no other live session uses (idempotent;
-        called when the tab closes and when gradio drops the expired state)."""
+        """Delete the session's folder and hand its uploads to `delete_unused_uploads`
+        (idempotent; called when the tab closes and when gradio drops the expired state)."""
         if not isinstance(session, DemoSession):
             return
         with self._lock:
             if self.sessions.get(session.key) is session:
                 del self.sessions[session.key]
             session.closed = True
-            in_use = set().union(*(s.uploads for s in self.sessions.values()))
-            uploads, session.uploads = session.uploads - in_use, set()
+            self._orphans |= session.uploads
+            session.uploads = set()
         session.chat.close()
-        removed = sum(remove_upload(path) for path in uploads)
-        self.engine.forget_media(uploads)
+        removed = self.delete_unused_uploads()
         swept = sweep_empty_leftovers(self.stale_after)
         if self.on_end is not None:
             self.on_end(session.key)
         trimmed = trim_heap()
         log.info("session %s ended: folder, %d upload(s) and %d empty leftover(s) deleted%s",
                  session.key, removed, swept, ", freed heap returned" if trimmed else "")
+
+    def delete_unused_uploads(self) -> int:
+        """Delete the ended sessions' uploads that no live session uses and that nobody uploaded
+        again in the last `stale_after` seconds; returns how many went (the rest wait for the
+        janitor). Why the wait: gradio stores uploads by content, so two users who upload the
+        same file share one path, and the second user's request may still wait in the queue
+        (not yet recorded by `remember_uploads`) when the first user's session ends. A new
+        upload of the same bytes replaces the file, so its modification time is the last upload.
+        Gradio's own cache sweep deletes uploads older than `stale_after` too."""
+        cutoff = time.time() - self.stale_after
+        with self._lock:
+            in_use = set().union(*(s.uploads for s in self.sessions.values()))
+            due = {p for p in self._orphans - in_use if _modified(p) <= cutoff}
+            self._orphans -= due
+        removed = sum(remove_upload(path) for path in due)
+        self.engine.forget_media(due)
+        return removed
 
     def end_by_key(self, key: Optional[str]) -> None:
         """End the live session of gradio session hash `key` (no-op when there is none)."""
@@ -227,6 +245,14 @@ class ChatService:
         finally:
             if session.closed:  # the tab closed (or the state expired) while this turn ran
                 session.chat.close()
+
+
+def _modified(path: Path) -> float:
+    """The file's modification time; -inf when it is gone (nothing left to wait for)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("-inf")
 
 
 def remove_upload(path: Path) -> bool:

@@ -3,7 +3,9 @@ concurrent turns, uploads deleted with their session, errors as messages."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,10 +125,11 @@ def test_ending_a_session_deletes_its_folder_and_unshared_uploads(engine, tmp_pa
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
     mine, shared, outside = (uploads / "h1" / "mine.wav", uploads / "h2" / "shared.wav",
                              tmp_path / "user-owned.wav")
+    service = ChatService(engine, tmp_path / "sessions", stale_after=60)
     for p in (mine, shared, outside):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(short_wav.read_bytes())
-    service = ChatService(engine, tmp_path / "sessions")
+        os.utime(p, (time.time() - 61, time.time() - 61))  # uploaded a while ago
     ann, bob = service.new_session("hash-ann"), service.new_session("hash-bob")
     for path in (mine, shared, outside):
         assert isinstance(_turn(service, ann, "describe", audio=str(path)), Answer)
@@ -143,6 +146,26 @@ def test_ending_a_session_deletes_its_folder_and_unshared_uploads(engine, tmp_pa
     # A closed session is never reused: the next event of that browser starts afresh.
     fresh = service.session_for(ann, None)
     assert fresh is not ann and fresh.chat.history == []
+
+
+def test_an_upload_someone_sent_again_just_now_outlives_the_session_that_used_it(
+        engine, tmp_path, short_wav, monkeypatch):
+    # gradio stores uploads by content: a second user's identical upload shares the path and may
+    # still wait in the queue when the first user's session ends
+    uploads = tmp_path / "gradio-uploads"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    clip = uploads / "h1" / "same.wav"
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(short_wav.read_bytes())
+    service = ChatService(engine, tmp_path / "sessions", stale_after=60)
+    ann = service.new_session("hash-ann")
+    assert isinstance(_turn(service, ann, "describe", audio=str(clip)), Answer)
+    service.end_by_key("hash-ann")
+    assert clip.exists()  # uploaded less than stale_after ago: somebody may be about to use it
+    assert service.delete_unused_uploads() == 0 and clip.exists()
+    os.utime(clip, (time.time() - 61, time.time() - 61))
+    assert service.delete_unused_uploads() == 1  # what the janitor does on its next round
+    assert not clip.exists() and not clip.parent.exists()
 
 
 def test_turn_finishing_after_its_session_ended_leaves_no_files(engine, tmp_path):
@@ -191,8 +214,9 @@ def test_an_ended_session_forgets_its_uploads_features_and_calls_back(engine, tm
     clip = uploads / "h3" / "clip.wav"
     clip.parent.mkdir(parents=True)
     clip.write_bytes(short_wav.read_bytes())
+    os.utime(clip, (time.time() - 61, time.time() - 61))
     ended: list[str] = []
-    service = ChatService(engine, tmp_path / "sessions", on_end=ended.append)
+    service = ChatService(engine, tmp_path / "sessions", stale_after=60, on_end=ended.append)
     ann = service.new_session("hash-ann")
     assert isinstance(_turn(service, ann, "describe", audio=str(clip)), Answer)
     memo = engine.features._memo
@@ -202,9 +226,6 @@ def test_an_ended_session_forgets_its_uploads_features_and_calls_back(engine, tm
 
 
 def test_sweep_deletes_only_old_empty_leftovers_of_gradio(tmp_path, monkeypatch):
-    import os
-    import time
-
     from app.service import sweep_empty_leftovers, trim_heap
 
     root = tmp_path / "gradio-uploads"

@@ -40,8 +40,8 @@ def test_four_sessions_are_answered_apart_and_leave_nothing_behind(checkpoint, t
     out = tmp_path / "result.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_demo.py"), "--model", str(checkpoint),
-         "--sessions", "4", "--seconds", "10", "--concurrency", "2", "--session_ttl", "3",
-         "--settle", "15", "--idle_wait", "0", "--work", str(tmp_path / "work"),
+         "--sessions", "4", "--seconds", "10", "--concurrency", "2", "--session_ttl", "10",
+         "--settle", "30", "--idle_wait", "0", "--work", str(tmp_path / "work"),
          "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
