@@ -289,8 +289,8 @@ def build_app(engine: LoadedModel, *, description: str = "",
         if not engine.model.trained:
             gr.Markdown(
                 "⚠️ **No trained checkpoint was found: this demo runs on RANDOM weights, so its "
-                "answers and music are meaningless.** Train the tiny model with `make demo`, or "
-                "start with `--model CHECKPOINT_DIR`.",
+                "answers and music are meaningless.** Start with `--model CHECKPOINT_DIR` (`make "
+                "demo` serves the trained tiny checkpoint assets/tiny_m2ugen).",
                 elem_id="random-weights-notice",
             )
         session = gr.State(None, time_to_live=session_ttl, delete_callback=service.end_session)

@@ -188,7 +188,8 @@ def random_weights_notice(choice: ModelChoice) -> Optional[str]:
         return None
     return (f"notice: no trained checkpoint (looked for ckpts/{choice.preset}/stage3; pass --model "
             f"DIR): using RANDOM tuned weights of preset '{choice.preset}', answers are "
-            "meaningless. Train one with train.sh (`make demo` trains the tiny preset).")
+            "meaningless. Train one with train.sh, or try --model assets/tiny_m2ugen (the "
+            "trained tiny checkpoint `make demo` serves).")
 
 
 # ---------------------------------------------------------------------------------------------
