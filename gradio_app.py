@@ -59,6 +59,7 @@ from app.service import (
     DemoSession,
     TurnFailed,
     TurnRequest,
+    limit_malloc_arenas,
 )
 
 CONCURRENCY_ID = "m2ugen-model"  # the UI and API events share one bounded pool of model workers
@@ -410,6 +411,7 @@ def _free_port(host: str) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    limit_malloc_arenas()
     try:
         if args.concurrency < 1:
             raise InputError("--concurrency must be >= 1")

@@ -245,3 +245,12 @@ def test_sweep_deletes_only_old_empty_leftovers_of_gradio(tmp_path, monkeypatch)
     assert not old_empty.exists() and not old_dir.exists()
     assert new_empty.exists() and old_full.exists() and (full_dir / "kept.wav").exists()
     assert isinstance(trim_heap(), bool)
+
+
+def test_malloc_arenas_are_capped_unless_the_environment_says_otherwise(monkeypatch):
+    from app.service import limit_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert limit_malloc_arenas() is True  # glibc here: mallopt accepted the cap
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the operator's setting wins
