@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {SESSION_TTL_SECONDS})")
     s.add_argument("--max_file_size", default="100mb", help="upload size limit (default 100mb)")
     s.add_argument("--concurrency", type=int, default=1,
-                   help="generation jobs run at once (default 1; more only helps on a GPU)")
+                   help="generation jobs run at once (default 1; measured: docs/DEMO.md)")
     s.add_argument("--queue_size", type=int, default=32, help="waiting jobs before refusing")
     s.add_argument("--verbose", action="store_true")
     app_args.add_media_arguments(p)
