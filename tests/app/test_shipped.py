@@ -91,3 +91,31 @@ def test_its_learning_metrics_on_its_data_seed(tmp_path):
     for name, value in recorded.items():
         if isinstance(value, float):
             assert metrics[name] == pytest.approx(value, abs=0.02), name
+
+
+def test_export_copies_config_and_weights_only_and_records_the_build(tmp_path, capsys):
+    import torch
+
+    from app import shipped
+    from llama.config import get_preset
+
+    torch.manual_seed(0)
+    model = M2UGen(get_preset("tiny"), load_decoder=False)
+    stage = ckpt.write_checkpoint(
+        tmp_path / "stage3" / "checkpoint",
+        weights=ckpt.tuned_state_dict(model, model.tuned_parameter_names()),
+        config={"m2ugen": model.config_dict(), "stage": 3},
+        training_state={"step": 1},
+    )
+    out = tmp_path / "shipped"
+    assert shipped.main(["--stage", str(tmp_path / "stage3"), "--data_seed", "7",
+                         "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", BUILD_FILE}
+    for name in ("config.json", "model.safetensors"):
+        assert (out / name).read_bytes() == (stage / name).read_bytes()
+    build = json.loads((out / BUILD_FILE).read_text())
+    assert build["data_seed"] == 7 and build["rebuild"] == "make tiny-checkpoint"
+    assert build["tokenizer_fingerprint"] == tokenizer_fingerprint(model.tokenizer)
+    assert shipped.main(["--stage", str(tmp_path / "nowhere"), "--data_seed", "7",
+                         "--out", str(out)]) == 2
+    assert "nowhere" in capsys.readouterr().err
