@@ -124,9 +124,10 @@ class ChatService:
         self._stop = threading.Event()
 
     def start_janitor(self) -> None:
-        """A daemon thread that, every min(stale_after, 300) seconds, sweeps gradio's empty
-        leftovers and returns freed heap memory: what the last sessions leave behind has nobody
-        else to clean it (a session's end only sweeps what was already old then)."""
+        """A daemon thread that, every min(stale_after, 300) seconds, deletes the ended
+        sessions' uploads that became due, sweeps gradio's empty leftovers and returns freed heap
+        memory: what the last sessions leave behind has nobody else to clean it (a session's end
+        only deletes and sweeps what was already old then)."""
         if self._janitor is not None:
             return
         interval = min(float(self.stale_after), 300.0)
