@@ -1,7 +1,7 @@
 """The demo under load: concurrent API sessions against a running `gradio_app.py`.
 
     python benchmarks/bench_demo.py --model ckpts/tiny/stage3 [--sessions 16] [--seconds 120]
-        [--concurrency 4] [--session_ttl 30] [--settle 120] [--work DIR]
+        [--concurrency 4] [--session_ttl 30] [--settle 120] [--rounds 1] [--work DIR]
 
 Starts the demo as a separate process (the command a user runs, on a free local port, its
 temporary files under --work), then drives it only through its public API endpoint `chat`
@@ -18,7 +18,9 @@ temporary files under --work), then drives it only through its public API endpoi
    or an exception is an error;
 4. after: once every session is closed, the server has --session_ttl to expire them; RSS is read
    --settle seconds after the last session ended, and the session folders and uploads the
-   server kept must be gone.
+   server kept must be gone;
+5. --rounds N runs 3-4 N times on the same server, RSS read after each: memory a leak holds
+   grows round by round, a high-water mark left by the first burst does not.
 
 Prints one table; `--json FILE` also writes every number. Latency targets are not asserted
 anywhere: the table is the measurement (docs/DEMO.md lists measured runs).
@@ -200,7 +202,14 @@ def run_script(url: str, script: int, media: dict[str, Path], session: int,
     """One session (one Client) through one script; returns its replies."""
     from gradio_client import Client
 
-    client = Client(url, verbose=False)
+    try:
+        client = Client(url, verbose=False)
+    except Exception as err:  # noqa: BLE001 - a session that cannot connect is an error too
+        if results is None:
+            raise
+        results.add(Turn(session, script, 0, float("nan"), float("nan"), "",
+                         f"connect: {type(err).__name__}: {err}", False))
+        return []
     replies = []
     try:
         for k, (text, modality) in enumerate(SCRIPTS[script]):
@@ -275,11 +284,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_for_expiry(server, args.session_ttl + 90)
         time.sleep(args.idle_wait)
         rss_idle, _ = rss_mb(server.proc.pid)
-        results, wall = load(server.url, media, references, args.sessions, args.seconds)
-        ended = time.monotonic()
-        _, rss_peak = rss_mb(server.proc.pid)
-        wait_for_expiry(server, args.settle)
-        time.sleep(max(0.0, args.settle - (time.monotonic() - ended)))
+        results, wall, rss_rounds = Results(), 0.0, []
+        for _ in range(args.rounds):  # the same load again: a leak grows, a high-water mark not
+            round_results, round_wall = load(server.url, media, references, args.sessions,
+                                             args.seconds)
+            results.turns += round_results.turns
+            wall += round_wall
+            ended = time.monotonic()
+            wait_for_expiry(server, args.settle)
+            time.sleep(max(0.0, args.settle - (time.monotonic() - ended)))
+            rss_rounds.append(rss_mb(server.proc.pid)[0])
         rss_after, rss_peak = rss_mb(server.proc.pid)
         left = [str(p.relative_to(server.tmp)) for p in server.session_folders()]
     finally:
@@ -297,6 +311,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "full_p95_s": percentile([t.full_s for t in ok], 95),
         "rss_start_mb": rss_start, "rss_idle_mb": rss_idle, "rss_peak_mb": rss_peak,
         "rss_after_mb": rss_after, "after_vs_idle": rss_after / rss_idle - 1,
+        "rounds": args.rounds, "rss_after_rounds_mb": rss_rounds,
         "files_left": len(left), "settle_s": args.settle,
         "error_samples": sorted({t.error for t in turns if t.error})[:5],
         "leak_samples": [(t.script, t.index, t.reply, references[t.script][t.index])
@@ -319,6 +334,8 @@ def table(s: dict[str, Any]) -> str:
         ("server RSS peak", f"{s['rss_peak_mb']:.0f} MB"),
         (f"server RSS {s['settle_s']:.0f} s after", f"{s['rss_after_mb']:.0f} MB "
                                                     f"({s['after_vs_idle']:+.1%} vs idle)"),
+        ("  after each round", " / ".join(f"{r:.0f} MB ({r / s['rss_idle_mb'] - 1:+.1%})"
+                                          for r in s["rss_after_rounds_mb"])),
         ("session files left", str(s["files_left"])),
     ]
     width = max(len(k) for k, _ in rows)
@@ -335,6 +352,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--session_ttl", type=int, default=30, help="the server's --session_ttl")
     p.add_argument("--settle", type=float, default=120.0,
                    help="seconds after the last session before RSS is read (default 120)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the load this many times on one server, RSS after each "
+                        "(default 1)")
     p.add_argument("--idle_wait", type=float, default=5.0,
                    help="seconds after the reference sessions expire before the idle RSS")
     p.add_argument("--server_env", nargs="*", default=[], metavar="NAME=VALUE",
@@ -343,6 +363,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep --work afterwards")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
     summary = run(args)
     print(table(summary))
     if summary["error_samples"] or summary["leak_samples"]:

@@ -51,4 +51,5 @@ def test_four_sessions_are_answered_apart_and_leave_nothing_behind(checkpoint, t
     assert result["leaks"] == 0, result["leak_samples"]
     assert result["files_left"] == 0
     assert result["rss_peak_mb"] >= result["rss_idle_mb"] > 0
+    assert len(result["rss_after_rounds_mb"]) == 1
     assert "answers (per minute)" in proc.stdout
