@@ -294,7 +294,8 @@ def build_app(engine: LoadedModel, *, description: str = "",
                 "demo` serves the trained tiny checkpoint assets/tiny_m2ugen).",
                 elem_id="random-weights-notice",
             )
-        session = gr.State(None, time_to_live=session_ttl, delete_callback=service.end_session)
+        session = gr.State(None, time_to_live=session_ttl,
+                           delete_callback=_make_state_expiry(service))
         with gr.Row():
             with gr.Column(scale=3):
                 ui = _chat_column()
@@ -318,6 +319,18 @@ def forget_gradio_session(app: gr.Blocks, key: str) -> None:
     with holder.lock:
         holder.session_data.pop(key, None)
         holder.time_last_used.pop(key, None)
+
+
+def _make_state_expiry(service: ChatService):
+    """gr.State's delete_callback, as a plain function: gradio keeps it in the page config, which
+    it deep-copies on every page load and API connection, and a bound method would take its
+    object along (the service, hence the whole model, on every connection: docs/DEMO.md, "Where
+    the memory went"). A function is copied by reference."""
+
+    def end_expired_session(session: Optional[DemoSession]) -> None:
+        service.end_session(session)
+
+    return end_expired_session
 
 
 def _make_unload(service: ChatService):

@@ -109,6 +109,21 @@ def test_listens_on_localhost_and_page_says_random_weights(served):
     assert "RANDOM weights" in config and "random-weights-notice" in config
 
 
+def test_page_loads_and_api_connections_do_not_copy_the_model(served, monkeypatch):
+    # gradio deep-copies the page config on every page load and API connection; a bound method
+    # in it (gr.State's delete_callback) took the service, and with it the model, along
+    from llama.m2ugen import M2UGen
+
+    copies = []
+    monkeypatch.setattr(M2UGen, "__deepcopy__", lambda self, memo: copies.append(1) or self,
+                        raising=False)
+    app = served[0]
+    for path in ("", "config", "gradio_api/info"):
+        assert httpx.get(app.local_url + path, timeout=30).status_code == 200, path
+    Client(app.local_url, verbose=False).close()
+    assert copies == []
+
+
 def test_setting_defaults_are_the_librarys(served):
     """Sliders start at GenerationSettings' defaults and the decoder configuration's guidance."""
     from llama.config import get_preset
