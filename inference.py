@@ -1,6 +1,6 @@
 """Command-line inference for M2UGen: one request, or a batch of requests from a JSON-lines file.
 
-    python inference.py --prompt "Compose a slow piano melody"       # text (+ music)
+    python inference.py --prompt "Compose a slow piano melody in a low register."  # text (+ music)
     python inference.py --prompt "Describe this music" --audio_file x.wav --json
     python inference.py --batch-file requests.jsonl --out_dir out/    # -> out/results.jsonl
 

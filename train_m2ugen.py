@@ -291,13 +291,16 @@ def build_dataset(args: argparse.Namespace, model: M2UGen, media: MediaFeatures,
         {m: media.loader(m) for m in ("audio", "image", "video")}
     )
     policy = ErrorPolicy(args.on_error)
-    samples = filter_split(stage_samples(args.stage, paths, policy=policy), split, paths)
+    samples = filter_split(stage_samples(args.stage, paths, policy=policy,
+                                         stage2_instruction=args.stage2_instruction), split, paths)
     if args.stage > 1 and args.replay > 0:
         # Earlier stages' formats, so LoRA keeps what they taught: captioning (stage 1) and, in
         # stage 3, caption -> [AUD] (stage 2, the format the projector was aligned on).
         g = torch.Generator().manual_seed(args.seed)
         for earlier in range(1, args.stage):
-            pool = filter_split(stage_samples(earlier, paths, policy=policy), split, paths)
+            pool = filter_split(stage_samples(earlier, paths, policy=policy,
+                                              stage2_instruction=args.stage2_instruction),
+                                split, paths)
             k = min(len(pool), int(round(args.replay * len(samples) / (args.stage - 1))))
             picks = torch.randperm(len(pool), generator=g)[:k].tolist()
             samples = samples + [pool[i] for i in sorted(picks)]

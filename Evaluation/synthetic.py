@@ -37,6 +37,9 @@ prints one JSON object:
   no training item uses (`data.synthetic_text.UNDERSTANDING_REQUESTS_HELD_OUT`), asked of the
   held-out music clips, images and videos, answered with any [AUD] token. Per modality, and how
   often those answers name the right values, under `details.understanding_requests`.
+- `aud_tokens_on_text_requests`: share of text-only requests to compose
+  (`data.synthetic_text.TEXT_REQUESTS_HELD_OUT`, every attribute combination) answered with the
+  eight [AUD] tokens; per phrasing under `details.text_requests`.
 `details.projector_cosine_teacher_forced` keeps the older, optimistic diagnostic (held-out MUCaps
 captions in the stage-2 format, the answer teacher-forced). With `--predictions FILE`, one JSON
 line per held-out item: file, task, prompt, output; `--output FILE` also writes the JSON there.
@@ -65,7 +68,11 @@ from data.mixes import filter_split, stage_samples
 from data.paths import DataPaths
 from data.schemas import Sample
 from data.synthetic import AUDIO_ATTRIBUTES, music_captions, music_template_of
-from data.synthetic_text import UNDERSTANDING_REQUESTS_HELD_OUT, last_music_caption
+from data.synthetic_text import (
+    TEXT_REQUESTS_HELD_OUT,
+    UNDERSTANDING_REQUESTS_HELD_OUT,
+    last_music_caption,
+)
 from Evaluation.ground_truth import missing_ground_truth
 from llama.generation import generate
 from llama.m2ugen import M2UGen
@@ -231,7 +238,8 @@ class Evaluator:
         (`data.synthetic_text.UNDERSTANDING_REQUESTS_HELD_OUT`), asked of the held-out media of the
         captioning sets (the k-th item of a modality gets its k-th phrasing, cycling): the share
         answered with any [AUD] token (routing: should be near 0), and the share of answers that
-        name the asked attribute's value (a description: every attribute's), per modality."""
+        name the asked attribute's value (a description: every attribute's), per modality; and
+        the share per phrasing (a tiny model fails by phrasing: that names what to fix)."""
         tok = self.model.tokenizer
         aud = set(tok.aud_ids)
         prompts, media, refs = [], [], []
@@ -247,17 +255,39 @@ class Evaluator:
         outputs = self.answer(prompts, media)
         routed: dict[str, list[bool]] = {}
         right: dict[str, list[float]] = {}
+        per_request: dict[str, list[bool]] = {}
         for (path, modality, request, expected), out in zip(refs, outputs):
             music = any(t in aud for t in out)
             text = tok.decode(out) + (" [AUD]" if music else "")  # decode drops [AUD] ids
             self.record(path, f"{modality}_understanding", request, text)
             routed.setdefault(modality, []).append(music)
+            per_request.setdefault(f"{modality}: {request}", []).append(music)
             hits = attribute_hits(text, expected, self.vocab)
             right.setdefault(modality, []).append(float(np.mean(list(hits.values()))))
         every = [r for v in routed.values() for r in v]
         return {"aud_rate": float(np.mean(every)) if every else float("nan"), "n": len(every),
                 "aud_rate_per_modality": {m: float(np.mean(v)) for m, v in routed.items()},
-                "accuracy_per_modality": {m: float(np.mean(v)) for m, v in right.items()}}
+                "accuracy_per_modality": {m: float(np.mean(v)) for m, v in right.items()},
+                "aud_rate_per_request": {r: float(np.mean(v)) for r, v in per_request.items()}}
+
+    def text_requests(self) -> dict[str, Any]:
+        """Text-only requests to compose (`data.synthetic_text.TEXT_REQUESTS_HELD_OUT`, every
+        phrasing for every attribute combination, no media): the share answered with the eight
+        [AUD] tokens, overall and per phrasing."""
+        tok = self.model.tokenizer
+        aud = list(tok.aud_ids)
+        space = [dict(zip(AUDIO_ATTRIBUTES, v)) for v in product(*AUDIO_ATTRIBUTES.values())]
+        asked = [(p, p.format(**attrs)) for attrs in space for p in TEXT_REQUESTS_HELD_OUT]
+        outputs = self.answer([encode_prompt(tok, text) for _, text in asked], [{}] * len(asked))
+        per_phrasing: dict[str, list[bool]] = {}
+        for (phrasing, text), out in zip(asked, outputs):
+            music = out[-len(aud):] == aud
+            self.record("", "text_to_music", text,
+                        tok.decode(out) + (" [AUD]" if music else ""))
+            per_phrasing.setdefault(phrasing, []).append(music)
+        every = [m for v in per_phrasing.values() for m in v]
+        return {"rate": float(np.mean(every)), "n": len(every),
+                "rate_per_phrasing": {p: float(np.mean(v)) for p, v in per_phrasing.items()}}
 
     def music_requests(self) -> dict[str, Any]:
         """Routing of held-out requests, and the projector on the model's own [AUD] states."""
@@ -351,6 +381,7 @@ class Evaluator:
         details["qa"] = self.music_qa()
         details["music_requests"] = self.music_requests()
         details["understanding_requests"] = self.understanding_requests()
+        details["text_requests"] = self.text_requests()
         return {
             "audio_caption": details["audio_caption"]["accuracy"],
             "audio_caption_silenced": details["audio_caption_silenced"]["accuracy"],
@@ -363,6 +394,7 @@ class Evaluator:
             "aud_tokens_on_music_requests": details["music_requests"]["rate"],
             "aud_tokens_on_questions": details["qa"]["aud_rate"],
             "aud_tokens_on_unseen_understanding": details["understanding_requests"]["aud_rate"],
+            "aud_tokens_on_text_requests": details["text_requests"]["rate"],
             "details": details,
         }
 

@@ -46,6 +46,7 @@ COLUMNS = (  # (header, path into the metrics JSON)
     ("q_aud", ("aud_tokens_on_questions",)),
     ("u_aud", ("aud_tokens_on_unseen_understanding",)),
     ("u_acc", ("understanding_accuracy",)),  # mean over modalities, computed below
+    ("t_aud", ("aud_tokens_on_text_requests",)),
 )
 
 

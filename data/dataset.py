@@ -15,12 +15,12 @@ from __future__ import annotations
 import collections
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
-from data.mixes import Split, filter_split, stage_samples
+from data.mixes import Split, Stage2Instruction, filter_split, stage_samples
 from data.paths import DataPaths
 from data.schemas import DatasetError, ErrorPolicy, OnError, Sample, SkipLog
 from llama.chat_style import ChatStyle
@@ -294,7 +294,7 @@ def build_stage_dataset(
     media_loader: Optional[MediaLoader] = None,
     on_error: OnError = "raise",
     check_files: bool = True,
-    stage2_instruction: Literal["caption", "request"] = "caption",
+    stage2_instruction: Stage2Instruction = "caption",
     tasks: Optional[Iterable[str]] = None,
     style: Optional[ChatStyle] = None,
 ) -> M2UGenDataset:

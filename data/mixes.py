@@ -31,7 +31,8 @@ from data.schemas import (
 )
 from util.hashing import stable_int
 
-__all__ = ["STAGE2_REQUESTS", "Split", "filter_split", "load_test_files", "stage_samples"]
+__all__ = ["STAGE2_REQUESTS", "Split", "Stage2Instruction", "filter_split", "load_test_files",
+           "stage_samples"]
 
 Split = Literal["train", "test", "all"]
 
@@ -40,16 +41,26 @@ STAGE2_REQUESTS: tuple[str, ...] = (
     "Compose a song: {caption}",
     "Play music matching this description: {caption}",
     "Create a melody: {caption}",
+    "Write a tune: {caption}",
+    "Make music like this: {caption}",
 )
 
 
-def _stage2_sample(s: Sample, instruction: Literal["caption", "request"]) -> Sample:
+Stage2Instruction = Literal["caption", "request", "mixed"]
+
+
+def _stage2_sample(s: Sample, instruction: Stage2Instruction) -> Sample:
+    """`instruction`: the human turn is the caption (as published), a request wrapping it, or
+    ("mixed") the caption for half of the samples and a request for the others (fixed by each
+    sample's id). Why requests: stage 2 (and its replay in stage 3) is where text-only music is
+    learned, and a model that saw only bare captions there answered "Compose a slow piano melody"
+    with a caption (docs/SYNTHETIC.md)."""
     caption = s.turns[0][1]
-    if instruction == "caption":
+    pick = stable_int(s.id) % (2 * len(STAGE2_REQUESTS))
+    if instruction == "caption" or (instruction == "mixed" and pick < len(STAGE2_REQUESTS)):
         prompt = caption
     else:
-        templates = STAGE2_REQUESTS
-        prompt = templates[stable_int(s.id) % len(templates)].format(caption=caption)
+        prompt = STAGE2_REQUESTS[pick % len(STAGE2_REQUESTS)].format(caption=caption)
     return Sample(
         id=s.id,
         task=TASK_TEXT_TO_MUSIC,
@@ -73,7 +84,7 @@ def stage_samples(
     paths: DataPaths,
     *,
     policy: Optional[ErrorPolicy] = None,
-    stage2_instruction: Literal["caption", "request"] = "caption",
+    stage2_instruction: Stage2Instruction = "caption",
 ) -> list[Sample]:
     """All samples of a stage's mix, in a fixed order (sources as listed below, file order within).
 

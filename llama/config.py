@@ -409,6 +409,7 @@ class SettingError(ValueError):
 
 
 MIXED_PRECISIONS: tuple[str, ...] = ("no", "bf16", "fp16")
+STAGE2_INSTRUCTIONS: tuple[str, ...] = ("caption", "request", "mixed")  # data.mixes
 
 
 def _setting(default: Any, text: str, **extra: Any) -> Any:
@@ -443,6 +444,10 @@ class TrainSettings:
     replay: float = _setting(
         0.0, "stages 2-3: add this fraction (of the stage's size) of samples of the earlier "
         "stages, so later stages do not erase what those taught")
+    stage2_instruction: str = _setting(
+        "caption", "the human turn of stage 2's text -> music samples (also when stage 3 replays "
+        "them): the bare caption (as published), a request wrapping it, or each half",
+        choices=STAGE2_INSTRUCTIONS)
     # loss
     ce_weight: float = _setting(1.0, "weight of the text cross-entropy")
     mse_weight: float = _setting(1.0, "weight of the projector MSE (music samples)")
@@ -475,6 +480,9 @@ class TrainSettings:
         for name in ("lr", "projector_refit_lr"):
             if not getattr(self, name) > 0:
                 raise SettingError(name, f"must be > 0, got {getattr(self, name)}")
+        if self.stage2_instruction not in STAGE2_INSTRUCTIONS:
+            raise SettingError("stage2_instruction", f"must be one of {STAGE2_INSTRUCTIONS}, "
+                                                     f"got {self.stage2_instruction!r}")
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise SettingError("mixed_precision",
                                f"must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
@@ -524,7 +532,7 @@ def recipe_tiny() -> TrainRecipe:
     recipe"."""
     return TrainRecipe(
         common={"batch_size": 16, "lr": 3e-3, "min_lr": 1e-4, "warmup_epochs": 0.5,
-                "max_words": 160, "audio_crop": 0.5},
+                "max_words": 160, "audio_crop": 0.5, "stage2_instruction": "mixed"},
         stages={
             1: {"epochs": 60, "bridge_lr_scale": 0.3},
             2: {"epochs": 15, "replay": 0.3},

@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,6 +140,26 @@ def test_understanding_requests_are_unseen_phrasings_about_held_out_media(evalua
     assert out["n"] == len(asked) and n_image > 0
     assert out["aud_rate"] == pytest.approx(n_image / len(asked))
     assert out["aud_rate_per_modality"] == {"audio": 0.0, "image": 1.0, "video": 0.0}
+    per_request = {tuple(r.split(": ", 1)): v for r, v in out["aud_rate_per_request"].items()}
+    assert per_request and all(q in phrasings[m] for m, q in per_request)
+    assert all(v == float(m == "image") for (m, _), v in per_request.items())
+
+
+def test_text_requests_are_every_phrasing_for_every_combination_without_media(evaluator,
+                                                                            monkeypatch):
+    tok = evaluator.model.tokenizer
+    asked: list[tuple[list[int], dict]] = []
+
+    def model(prompts, media):  # music for the requests that name a register, text otherwise
+        asked.extend(zip(prompts, media))
+        return [[5, *tok.aud_ids] if "register" in tok.decode(p) else [5, 6] for p in prompts]
+
+    monkeypatch.setattr(evaluator, "answer", model)
+    out = evaluator.text_requests()
+    phrasings = synthetic_text.TEXT_REQUESTS_HELD_OUT
+    assert out["n"] == len(asked) == 16 * len(phrasings) and all(m == {} for _, m in asked)
+    assert out["rate_per_phrasing"] == {p: float("{register}" in p) for p in phrasings}
+    assert out["rate"] == pytest.approx(np.mean(["{register}" in p for p in phrasings]))
 
 
 def test_music_requests_report_the_combination_the_answer_names(evaluator, monkeypatch):

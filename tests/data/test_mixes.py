@@ -8,9 +8,9 @@ import pytest
 from dataset_fixtures import WordTokenizer
 
 from data.dataset import build_stage_dataset
-from data.mixes import STAGE2_REQUESTS, filter_split, stage_samples
+from data.mixes import STAGE2_REQUESTS, _stage2_sample, filter_split, stage_samples
 from data.paths import DataPaths
-from data.schemas import DatasetError
+from data.schemas import DatasetError, Sample
 
 
 def test_stage_1_and_2_mixes(root: Path) -> None:
@@ -60,6 +60,23 @@ def test_stage2_requests_are_deterministic(root: Path) -> None:
     assert all(s.turns[0][0] != s.turns[0][1] and s.turns[0][1] in s.turns[0][0] for s in r1)
     templates = {t.split("{")[0] for t in STAGE2_REQUESTS}
     assert {next(t for t in templates if s.turns[0][0].startswith(t)) for s in r1} <= templates
+
+
+def test_mixed_stage2_instructions_keep_captions_for_some_and_requests_for_others(root: Path
+                                                                              ) -> None:
+    paths = DataPaths.from_root(root)
+    captions = stage_samples(2, paths)
+    mixed = stage_samples(2, paths, stage2_instruction="mixed")
+    requests = stage_samples(2, paths, stage2_instruction="request")
+    assert [s.turns[0][1] for s in mixed] == [s.turns[0][1] for s in captions]  # same answers
+    for m, c, r in zip(mixed, captions, requests):
+        assert m.turns[0][0] in (c.turns[0][0], r.turns[0][0])
+    assert mixed == stage_samples(2, paths, stage2_instruction="mixed")
+    # about half of many captions stay bare (each sample's choice is fixed by its id)
+    many = [Sample(id=f"MUCaps:{i}", task="audio_caption", turns=(("", f"Caption {i}."),),
+                   media={"audio": f"{i}.wav"}) for i in range(200)]
+    bare = sum(_stage2_sample(s, "mixed").turns[0][0] == s.turns[0][1] for s in many)
+    assert 70 < bare < 130
 
 
 def test_filter_split_argument_errors(root: Path) -> None:
