@@ -80,6 +80,11 @@ from llama.prompt import encode_prompt
 from util.atomic import write_text
 
 CAPTION_TASKS = {"audio_caption": "audio", "image_caption": "image", "video_caption": "video"}
+
+
+def music_space() -> list[dict[str, str]]:
+    """Every music attribute combination (16), in a fixed order."""
+    return [dict(zip(AUDIO_ATTRIBUTES, v)) for v in product(*AUDIO_ATTRIBUTES.values())]
 MUSIC_REQUEST_TASKS = ("image_to_music", "video_to_music", "music_edit")
 
 
@@ -276,7 +281,7 @@ class Evaluator:
         [AUD] tokens, overall and per phrasing."""
         tok = self.model.tokenizer
         aud = list(tok.aud_ids)
-        space = [dict(zip(AUDIO_ATTRIBUTES, v)) for v in product(*AUDIO_ATTRIBUTES.values())]
+        space = music_space()
         asked = [(p, p.format(**attrs)) for attrs in space for p in TEXT_REQUESTS_HELD_OUT]
         outputs = self.answer([encode_prompt(tok, text) for _, text in asked], [{}] * len(asked))
         per_phrasing: dict[str, list[bool]] = {}
@@ -346,7 +351,7 @@ class Evaluator:
             return {**out, "cosine": float("nan")}
         matched = np.zeros(len(preds))
         if have:
-            space = [dict(zip(AUDIO_ATTRIBUTES, v)) for v in product(*AUDIO_ATTRIBUTES.values())]
+            space = music_space()
             sim = self._description_cosines(torch.stack([preds[i] for i in have]), space,
                                             [templates[i] for i in have])
             truth = np.array([space.index(_music_attrs(combos[i])) for i in have])

@@ -79,6 +79,15 @@ def test_mixed_stage2_instructions_keep_captions_for_some_and_requests_for_other
     assert 70 < bare < 130
 
 
+def test_the_training_flag_offers_exactly_the_instructions_the_mix_knows() -> None:
+    from typing import get_args
+
+    from data.mixes import Stage2Instruction
+    from llama.config import STAGE2_INSTRUCTIONS
+
+    assert get_args(Stage2Instruction) == STAGE2_INSTRUCTIONS
+
+
 def test_filter_split_argument_errors(root: Path) -> None:
     paths = DataPaths.from_root(root)
     samples = stage_samples(1, paths)
