@@ -331,7 +331,8 @@ def refit_projector(args: argparse.Namespace, model: M2UGen, media: MediaFeature
     result = fit_projector(
         model.projector, inputs, goals,
         RefitSettings(steps=args.projector_refit_steps, lr=args.projector_refit_lr,
-                      batch_size=args.projector_refit_batch_size, seed=args.seed),
+                      batch_size=args.projector_refit_batch_size, seed=args.seed,
+                      mixup=args.projector_refit_mixup, start=args.projector_refit_start),
         log=log,
     )
     if verbose:

@@ -410,6 +410,7 @@ class SettingError(ValueError):
 
 MIXED_PRECISIONS: tuple[str, ...] = ("no", "bf16", "fp16")
 STAGE2_INSTRUCTIONS: tuple[str, ...] = ("caption", "request", "mixed")  # data.mixes
+REFIT_STARTS: tuple[str, ...] = ("trained", "fresh")  # engine_refit
 
 
 def _setting(default: Any, text: str, **extra: Any) -> Any:
@@ -458,6 +459,13 @@ class TrainSettings:
     projector_refit_lr: float = _setting(1e-3, "peak learning rate of the projector refit "
                                                "(cosine to 3e-5)")
     projector_refit_batch_size: int = _setting(16, "samples per projector refit step")
+    projector_refit_mixup: float = _setting(
+        0.0, "mix pairs of refit rows (inputs and targets alike) with weights ~ Beta(A, A), so the "
+        "projector is smooth between the combinations it saw (0 = off)", metavar="A")
+    projector_refit_start: str = _setting(
+        "trained", "the refit starts from the projector stages 2-3 trained, or from a fresh "
+        "seeded initialisation (then it is a function of the final model's states alone)",
+        choices=REFIT_STARTS)
     # the run
     mixed_precision: str = _setting(
         "no", "autocast the forward in bf16/fp16 (fp16 adds a gradient scaler; steps with "
@@ -472,7 +480,7 @@ class TrainSettings:
             if getattr(self, name) < 1:
                 raise SettingError(name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("projector_refit_steps", "save_every", "clip_grad", "weight_decay",
-                     "replay", "min_lr", "warmup_epochs"):
+                     "replay", "min_lr", "warmup_epochs", "projector_refit_mixup"):
             if getattr(self, name) < 0:
                 raise SettingError(name, f"must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.audio_crop <= 1.0:
@@ -483,6 +491,9 @@ class TrainSettings:
         if self.stage2_instruction not in STAGE2_INSTRUCTIONS:
             raise SettingError("stage2_instruction", f"must be one of {STAGE2_INSTRUCTIONS}, "
                                                      f"got {self.stage2_instruction!r}")
+        if self.projector_refit_start not in REFIT_STARTS:
+            raise SettingError("projector_refit_start", f"must be one of {REFIT_STARTS}, "
+                                                        f"got {self.projector_refit_start!r}")
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise SettingError("mixed_precision",
                                f"must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
@@ -538,7 +549,8 @@ def recipe_tiny() -> TrainRecipe:
             2: {"epochs": 15, "replay": 0.3},
             3: {"epochs": 20, "replay": 1.0, "mse_weight": 0.3,
                 "projector_refit_steps": 1600, "projector_refit_batch_size": 64,
-                "projector_refit_lr": 2e-3},
+                "projector_refit_lr": 2e-3, "projector_refit_mixup": 0.4,
+                "projector_refit_start": "fresh"},
         },
         data_n=400,
     )

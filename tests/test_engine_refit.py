@@ -4,7 +4,7 @@ projector's trainable flags as it found them."""
 import pytest
 import torch
 
-from engine_refit import RefitSettings, fit_projector, projector_mse
+from engine_refit import RefitSettings, fit_projector, mix_rows, projector_mse
 from engine_train import NonFiniteLoss
 from llama.config import ProjectorConfig
 from llama.projector import OutputProjector
@@ -63,3 +63,57 @@ def test_zero_steps_are_refused():
     x, y = _task(4)
     with pytest.raises(ValueError, match="steps"):
         fit_projector(_projector(0), x, y, RefitSettings(steps=0))
+
+
+def test_mixing_rows_mixes_inputs_and_targets_with_the_same_weights():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 8, 16, generator=g)
+    a = torch.randn(16, 12, generator=g)
+    torch.manual_seed(3)
+    xm, ym = mix_rows(x, x @ a, 0.4, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ym, xm @ a)  # a linear map commutes with the mixing
+    assert not torch.allclose(xm, x)
+    # each mixed row is w * its row + (1 - w) * one row of the batch, 0 <= w <= 1
+    for i in range(len(x)):
+        d = (xm[i] - x[i]).flatten()
+        fits = []
+        for j in range(len(x)):
+            step = (x[j] - x[i]).flatten()
+            if j != i:
+                t = float(d @ step / (step @ step))
+                fits.append((float((d - t * step).norm()), t))
+        residual, t = min(fits)
+        assert residual < 1e-4 and -1e-6 <= t <= 1 + 1e-6
+
+
+def test_mixup_changes_the_fit_and_is_reproducible():
+    x, y = _task()
+    plain, mixed, again = _projector(0), _projector(0), _projector(0)
+    fit_projector(plain, x, y, RefitSettings(steps=20, seed=5))
+    fit_projector(mixed, x, y, RefitSettings(steps=20, seed=5, mixup=0.4))
+    fit_projector(again, x, y, RefitSettings(steps=20, seed=5, mixup=0.4))
+    assert not torch.equal(plain.fc.weight, mixed.fc.weight)
+    for (name, pa), pb in zip(mixed.named_parameters(), again.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+
+
+def test_a_fresh_start_forgets_the_weights_it_was_given_and_the_global_generator_is_kept():
+    x, y = _task()
+    a, b = _projector(0), _projector(7)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    fit_projector(a, x, y, RefitSettings(steps=5, seed=5, start="fresh"))
+    fit_projector(b, x, y, RefitSettings(steps=5, seed=5, start="fresh"))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+    trained = _projector(7)
+    fit_projector(trained, x, y, RefitSettings(steps=5, seed=5))
+    assert not torch.equal(trained.fc.weight, a.fc.weight)
+
+
+@pytest.mark.parametrize("kwargs, word", [({"mixup": -0.1}, "mixup"), ({"start": "warm"}, "start"),
+                                          ({"batch_size": 0}, "batch_size")])
+def test_bad_refit_settings_are_refused_with_their_name(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        RefitSettings(steps=10, **kwargs)

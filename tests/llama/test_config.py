@@ -45,11 +45,16 @@ def test_tiny_recipe_differs_per_stage_and_names_its_data_size():
     assert tiny.data_n and tiny.data_n > 0
     assert tiny.for_stage(1).bridge_lr_scale < 1.0
     assert tiny.for_stage(1).replay == 0.0 < tiny.for_stage(3).replay
+    refit = tiny.for_stage(3)  # docs/SYNTHETIC.md, "The projector refit"
+    assert refit.projector_refit_steps > 0 and refit.projector_refit_mixup > 0
+    assert refit.projector_refit_start == "fresh" != TrainSettings().projector_refit_start
 
 
 @pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", 0), ("audio_crop", 0.0),
                                          ("audio_crop", 1.5), ("lr", 0.0), ("replay", -0.1),
-                                         ("mixed_precision", "fp8")])
+                                         ("mixed_precision", "fp8"),
+                                         ("projector_refit_mixup", -0.5),
+                                         ("projector_refit_start", "warm")])
 def test_out_of_range_settings_are_refused_naming_the_field(field, value):
     with pytest.raises(SettingError) as err:
         TrainSettings(**{field: value})
