@@ -84,7 +84,7 @@ def test_projector_on_its_own_aud_tokens_for_unseen_combinations(trained):
     margin = metrics["projector_cosine_routed"] - metrics["projector_cosine_shuffled"]
     assert margin >= 0.04, metrics["details"]["music_requests"]
     # the nearest of the 16 combinations' descriptions is the requested one: chance 1/16; with
-    # the fresh-start mixup refit RETRIEVAL_RANGE
+    # the fresh-start mixup refit 0.29-0.86 over 14 seeds (seed 23: 0.832)
     assert metrics["details"]["music_requests"]["retrieval"] >= 0.125
 
 
@@ -92,5 +92,6 @@ def test_music_requests_route_to_aud_tokens_and_questions_do_not(trained):
     metrics = trained[0]
     assert metrics["aud_tokens_on_music_requests"] >= 0.9  # unseen phrasings: 0.933-1.0
     assert metrics["aud_tokens_on_questions"] <= 0.05
-    # captioning and question requests in phrasings no training text uses: UNSEEN_RANGE
+    # captioning and question requests in phrasings no training text uses: 0.000-0.133 over 14
+    # seeds, seed 208 above this bar (seed 23: 0.000)
     assert metrics["aud_tokens_on_unseen_understanding"] <= 0.1
