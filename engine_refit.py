@@ -151,8 +151,8 @@ def reinitialize(projector: OutputProjector) -> None:
 
 def mix_rows(x: torch.Tensor, y: torch.Tensor, alpha: float,
              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup: row i becomes w_i * row i + (1 - w_i) * row j (j a random other row of the batch),
-    w_i ~ Beta(alpha, alpha), the same w_i for input and target. The weights come from the
+    """Mixup: row i becomes w_i * row i + (1 - w_i) * row p(i) (p a random permutation of the
+    batch), w_i ~ Beta(alpha, alpha), the same w_i for input and target. The weights come from the
     global generator (`fit_projector` seeds it), the partners from `generator`."""
     n = x.shape[0]
     w = torch.distributions.Beta(float(alpha), float(alpha)).sample((n,))  # global generator
