@@ -80,12 +80,12 @@ from llama.prompt import encode_prompt
 from util.atomic import write_text
 
 CAPTION_TASKS = {"audio_caption": "audio", "image_caption": "image", "video_caption": "video"}
+MUSIC_REQUEST_TASKS = ("image_to_music", "video_to_music", "music_edit")
 
 
 def music_space() -> list[dict[str, str]]:
     """Every music attribute combination (16), in a fixed order."""
     return [dict(zip(AUDIO_ATTRIBUTES, v)) for v in product(*AUDIO_ATTRIBUTES.values())]
-MUSIC_REQUEST_TASKS = ("image_to_music", "video_to_music", "music_edit")
 
 
 def words(text: str) -> set[str]:
