@@ -547,7 +547,7 @@ def recipe_tiny() -> TrainRecipe:
         stages={
             1: {"epochs": 60, "bridge_lr_scale": 0.3},
             2: {"epochs": 15, "replay": 0.3},
-            3: {"epochs": 20, "replay": 1.0, "mse_weight": 0.3,
+            3: {"epochs": 30, "replay": 1.0, "mse_weight": 0.3,
                 "projector_refit_steps": 1600, "projector_refit_batch_size": 64,
                 "projector_refit_lr": 2e-3, "projector_refit_mixup": 0.4,
                 "projector_refit_start": "fresh"},
