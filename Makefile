@@ -48,7 +48,7 @@ test-fast: setup lint
 # The web demo on the tiny model. By default it serves the trained tiny checkpoint the repository
 # ships (assets/tiny_m2ugen: tuned weights + config, a few MB; the page is up within a minute).
 # `make demo TRAIN=1` instead builds synthetic data and trains the tiny model through the three
-# stages first (about 12 minutes on two cores; reused by later `make demo TRAIN=1` runs).
+# stages first (about 14 minutes on two cores; reused by later `make demo TRAIN=1` runs).
 TINY_DIR := ckpts/tiny
 SHIPPED := assets/tiny_m2ugen
 demo: setup

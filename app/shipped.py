@@ -1,7 +1,7 @@
 """The trained tiny checkpoint the repository ships (`assets/tiny_m2ugen`) and its export.
 
 Why: a newcomer's `make demo` should serve a trained model within a minute instead of training
-the tiny model for about 12 minutes first. The folder holds what serving needs and no more
+the tiny model for about 14 minutes first. The folder holds what serving needs and no more
 (`config.json` with the chat style, `model.safetensors` with the tuned weights only: the frozen
 tiny parts are rebuilt from the preset's fixed seed), plus `metrics.json` (Evaluation.synthetic on
 its data seed when it was built) and `build.json` (how it was made, and a fingerprint of the tiny
