@@ -1,6 +1,6 @@
 """The tiny model learns: three stages on synthetic data, then the held-out metrics.
 
-This is the suite's long test (about 20 CPU-minutes of training on one thread; the time is
+This is the suite's long test (about 23 CPU-minutes of training on one thread; the time is
 printed, and measured by `benchmarks/bench_learning.py`, never asserted here): it runs exactly
 what a user runs, `python -m data.synthetic --out D --seed S` and `bash train.sh --preset tiny
 --data_root D --output_dir O` with their defaults, then `python -m Evaluation.synthetic`, on data
